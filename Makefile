@@ -1,0 +1,81 @@
+# collateral-keeper: the two commands are `make demo` and `make test`; both set up what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SOLC_VERSION := 0.8.28
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PY := $(BIN)/python
+APE := $(BIN)/ape
+SOLCX_DIR := $(HOME)/.solcx
+ANVIL_PKG := node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help setup compile test test-long demo lint gas gas-check bench clean
+
+help:
+	@echo "make demo   deploy to a local Anvil and show the system working"
+	@echo "make test   run the whole test suite against a real Anvil"
+	@echo "make lint   ruff, mypy (strict on keeper/) and slither"
+	@echo "make gas    measure the gas of every user operation and rewrite gas-snapshot.json"
+	@echo "make setup  install everything (idempotent; the other targets call it)"
+
+# ---- setup (idempotent: each step re-runs only when its inputs change) ----
+
+setup: node_modules/.installed $(VENV)/.installed $(BIN)/anvil $(SOLCX_DIR)/solc-v$(SOLC_VERSION)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+# Anvil ships as a platform binary inside the npm package; ape-foundry looks for `anvil` on PATH.
+$(BIN)/anvil: node_modules/.installed $(VENV)/.installed
+	@if [ -x $(ANVIL_PKG) ]; then ln -sf $(CURDIR)/$(ANVIL_PKG) $@; \
+	 else ln -sf $(CURDIR)/node_modules/.bin/anvil $@; fi
+	@$@ --version | head -1
+
+# py-solc-x (used by ape-solidity) accepts any executable named solc-vX.Y.Z in its folder.
+$(SOLCX_DIR)/solc-v$(SOLC_VERSION): bin/solc node_modules/.installed
+	@mkdir -p $(SOLCX_DIR)
+	@ln -sf $(CURDIR)/bin/solc $@
+	@$@ --version | tail -1
+
+compile: setup
+	$(APE) compile
+
+# ---- the two commands ----
+
+test: setup
+	$(APE) test tests/ -p no:cacheprovider
+
+test-long: setup
+	CK_LONG=1 $(APE) test tests/ -p no:cacheprovider
+
+demo: setup
+	$(APE) run demo
+
+# ---- quality ----
+
+lint: setup
+	$(BIN)/ruff check keeper scripts tests benchmarks
+	$(BIN)/ruff format --check keeper scripts tests benchmarks
+	$(BIN)/mypy
+	$(APE) compile
+	$(PY) benchmarks/slither_run.py
+
+gas: setup
+	$(PY) benchmarks/gas.py --write
+
+gas-check: setup
+	$(PY) benchmarks/gas.py --check
+
+bench: gas-check
+
+clean:
+	rm -rf .build contracts/.cache
