@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ILiquidationCallback} from "./interfaces/ILiquidationCallback.sol";
+import {IMarginEngine} from "./interfaces/IMarginEngine.sol";
+import {IOracleRouter} from "./interfaces/IOracleRouter.sol";
+import {IVault} from "./interfaces/IVault.sol";
+import {RiskMath} from "./libraries/RiskMath.sol";
+
+/// @title MarginEngine
+/// @notice Cross-margin sub-accounts, borrowing and liquidation; the rules are documented on IMarginEngine.
+contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient {
+    using RiskMath for uint256;
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+
+    /// @dev Collateral assets fit in a 32-bit account mask.
+    uint256 internal constant MAX_ASSETS = 32;
+    /// @dev Cap of any asset's liquidation discount: 25 %.
+    uint64 internal constant MAX_DISCOUNT = 0.25e18;
+    /// @dev Cap of the discount at health just below 1: 5 %.
+    uint64 internal constant MAX_MIN_DISCOUNT = 0.05e18;
+    /// @dev Close factor while health is near 1: 50 % of the debt.
+    uint256 internal constant HALF_CLOSE = 0.5e18;
+
+    IVault internal immutable _vault;
+    IOracleRouter internal immutable _oracle;
+    address internal immutable _debtAsset;
+    uint8 internal immutable _debtDecimals;
+
+    address[] internal _assets;
+    mapping(address asset => AssetConfig) internal _configs;
+    mapping(address asset => AssetSupply) internal _supplies;
+    RiskParams internal _params;
+    mapping(address owner => mapping(uint8 subId => Position)) internal _positions;
+    mapping(address owner => mapping(uint8 subId => mapping(address asset => uint256))) internal _balances;
+
+    constructor(IVault vault_, IOracleRouter oracle_, address admin, RiskParams memory params) {
+        if (address(vault_) == address(0) || address(oracle_) == address(0) || admin == address(0)) {
+            revert InvalidConfig();
+        }
+        _vault = vault_;
+        _oracle = oracle_;
+        _debtAsset = vault_.asset();
+        _debtDecimals = IERC20Metadata(_debtAsset).decimals();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _setRiskParams(params);
+    }
+
+    // ---------------------------------------------------------------- collateral
+
+    /// @inheritdoc IMarginEngine
+    function deposit(address owner, uint8 subId, address asset, uint256 amount) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        AssetConfig memory cfg = _listed(asset);
+        AssetSupply memory supply = _supplies[asset];
+        uint256 total = supply.totalSupplied + amount;
+        if (total > supply.supplyCap) revert SupplyCapExceeded(asset, total, supply.supplyCap);
+        _supplies[asset].totalSupplied = total.toUint128();
+        _balances[owner][subId][asset] += amount;
+        _positions[owner][subId].assetMask |= uint32(1 << cfg.index);
+        emit Deposited(msg.sender, owner, subId, asset, amount);
+
+        // Credit first, then pull and verify: a token that delivers less than `amount` (a transfer fee, a hook
+        // that skims) is refused rather than booked at a value the engine does not hold.
+        uint256 before = IERC20(asset).balanceOf(address(this));
+        IERC20(asset).safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = IERC20(asset).balanceOf(address(this)) - before;
+        if (received != amount) revert ReceivedLess(asset, amount, received);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function withdraw(uint8 subId, address asset, uint256 amount, address receiver) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        AssetConfig memory cfg = _listed(asset);
+        Position memory p = _takeCollateral(msg.sender, subId, asset, cfg.index, amount);
+        _supplies[asset].totalSupplied -= uint128(amount); // amount <= a balance <= totalSupplied
+        _requireMarginIfBorrowing(msg.sender, subId, p);
+        emit Withdrawn(msg.sender, subId, asset, amount, receiver);
+        IERC20(asset).safeTransfer(receiver, amount);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function moveCollateral(uint8 fromSubId, uint8 toSubId, address asset, uint256 amount) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        if (fromSubId == toSubId) revert SameSubAccount();
+        AssetConfig memory cfg = _listed(asset);
+        Position memory p = _takeCollateral(msg.sender, fromSubId, asset, cfg.index, amount);
+        _balances[msg.sender][toSubId][asset] += amount;
+        _positions[msg.sender][toSubId].assetMask |= uint32(1 << cfg.index);
+        _requireMarginIfBorrowing(msg.sender, fromSubId, p);
+        emit CollateralMoved(msg.sender, fromSubId, toSubId, asset, amount);
+    }
+
+    /// @dev Debits `amount` of `asset` from a sub-account, clearing its mask bit when the balance reaches zero.
+    function _takeCollateral(address owner, uint8 subId, address asset, uint8 index, uint256 amount)
+        internal
+        returns (Position memory p)
+    {
+        uint256 balance = _balances[owner][subId][asset];
+        if (amount > balance) revert InsufficientCollateral(asset, balance, amount);
+        // amount <= balance was checked above.
+        unchecked {
+            balance -= amount;
+        }
+        _balances[owner][subId][asset] = balance;
+        p = _positions[owner][subId];
+        if (balance == 0) {
+            p.assetMask &= ~uint32(1 << index);
+            _positions[owner][subId].assetMask = p.assetMask;
+        }
+    }
+
+    /// @dev New risk: needs an up sequencer and borrowing power >= debt value. An account without debt takes no
+    /// risk, so it never needs a price or the sequencer to get its collateral back.
+    function _requireMarginIfBorrowing(address owner, uint8 subId, Position memory p) internal {
+        if (p.scaledDebt == 0) return;
+        _oracle.checkSequencer();
+        _requireMargin(owner, subId, p, _vault.accrue());
+    }
+
+    function _requireMargin(address owner, uint8 subId, Position memory p, uint256 index) internal view {
+        (AccountHealth memory h,,) = _health(_balances[owner][subId], p, index, address(0));
+        if (h.ltvWeighted < h.debtValue) revert InsufficientMargin(h.ltvWeighted, h.debtValue);
+    }
+
+    // ---------------------------------------------------------------- debt
+
+    /// @inheritdoc IMarginEngine
+    function borrow(uint8 subId, uint256 assets, address receiver) external nonReentrant {
+        if (assets == 0) revert ZeroAmount();
+        _oracle.checkSequencer();
+        uint256 index = _vault.accrue();
+        Position memory p = _positions[msg.sender][subId];
+        uint256 scaled = assets.toScaledUp(index);
+        p.scaledDebt = (p.scaledDebt + scaled).toUint128();
+        _positions[msg.sender][subId].scaledDebt = p.scaledDebt;
+        uint256 debt = uint256(p.scaledDebt).toAssetsUp(index);
+        if (debt < _params.minDebt) revert DebtBelowMinimum(debt, _params.minDebt);
+        _requireMargin(msg.sender, subId, p, index);
+        emit Borrowed(msg.sender, subId, assets, scaled, receiver);
+        _vault.lend(assets, scaled, receiver);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function repay(address owner, uint8 subId, uint256 assets) external nonReentrant returns (uint256 repaid) {
+        if (assets == 0) revert ZeroAmount();
+        uint256 index = _vault.accrue();
+        uint256 scaledDebt = _positions[owner][subId].scaledDebt;
+        if (scaledDebt == 0) revert NothingToRepay();
+        uint256 debt = scaledDebt.toAssetsUp(index);
+        uint256 scaled;
+        if (assets >= debt) {
+            (repaid, scaled) = (debt, scaledDebt);
+        } else {
+            // A partial repayment extinguishes scaled debt rounded down, and must not leave dust.
+            (repaid, scaled) = (assets, assets.toScaledDown(index));
+            uint256 remaining = (scaledDebt - scaled).toAssetsUp(index);
+            if (remaining < _params.minDebt) revert DebtBelowMinimum(remaining, _params.minDebt);
+        }
+        // scaled <= scaledDebt < 2**128 in both branches.
+        _positions[owner][subId].scaledDebt = uint128(scaledDebt - scaled);
+        emit Repaid(msg.sender, owner, subId, repaid, scaled);
+        _vault.noteRepayment(repaid, scaled);
+        IERC20(_debtAsset).safeTransferFrom(msg.sender, address(_vault), repaid);
+    }
+
+    // ---------------------------------------------------------------- liquidation
+
+    /// @inheritdoc IMarginEngine
+    function liquidate(
+        address owner,
+        uint8 subId,
+        address collateral,
+        uint256 repayAssets,
+        uint256 minSeized,
+        address receiver,
+        bytes calldata data
+    ) external nonReentrant returns (uint256 repaid, uint256 seized) {
+        (LiquidationQuote memory q, uint256 scaledRepaid, uint256 badDebtScaled) =
+            _settleLiquidation(owner, subId, collateral, repayAssets, minSeized);
+        (repaid, seized) = (q.repaid, q.seized);
+        _vault.noteRepayment(repaid, scaledRepaid);
+        if (badDebtScaled != 0) _vault.realizeBadDebt(badDebtScaled);
+        IERC20(collateral).safeTransfer(receiver, seized);
+        if (data.length != 0) ILiquidationCallback(msg.sender).onLiquidation(collateral, seized, repaid, data);
+        IERC20(_debtAsset).safeTransferFrom(msg.sender, address(_vault), repaid);
+    }
+
+    /// @dev Quotes and books a liquidation and emits its events; the caller does the external calls.
+    function _settleLiquidation(address owner, uint8 subId, address collateral, uint256 repayAssets, uint256 minSeized)
+        internal
+        returns (LiquidationQuote memory q, uint256 scaledRepaid, uint256 badDebtScaled)
+    {
+        uint256 index = _vault.accrue();
+        Position memory p = _positions[owner][subId];
+        (q, scaledRepaid) = _quote(owner, subId, p, collateral, repayAssets, index);
+        if (q.seized < minSeized) revert SeizedBelowMinimum(q.seized, minSeized);
+
+        uint256 balance = _balances[owner][subId][collateral] - q.seized;
+        _balances[owner][subId][collateral] = balance;
+        if (balance == 0) p.assetMask &= ~uint32(1 << _configs[collateral].index);
+        _supplies[collateral].totalSupplied -= uint128(q.seized); // seized <= a balance <= totalSupplied
+        uint256 remainingScaled = p.scaledDebt - scaledRepaid;
+        // Debt left with no collateral at all is realised as bad debt now, not left to accrue.
+        if (p.assetMask == 0) badDebtScaled = remainingScaled;
+        p.scaledDebt = uint128(remainingScaled - badDebtScaled);
+        _positions[owner][subId] = p;
+
+        emit Liquidated(msg.sender, owner, subId, collateral, q.repaid, q.seized, q.discount);
+        if (badDebtScaled != 0) emit BadDebtRealized(owner, subId, q.badDebt);
+    }
+
+    /// @dev The whole liquidation computation, shared by `liquidate` and `previewLiquidation`.
+    function _quote(address owner, uint8 subId, Position memory p, address collateral, uint256 requested, uint256 index)
+        internal
+        view
+        returns (LiquidationQuote memory q, uint256 scaledRepaid)
+    {
+        AssetConfig memory cfg = _listed(collateral);
+        (AccountHealth memory h, uint256 debtPrice, uint256 collPrice) = _health(_balances[owner][subId], p, index, collateral);
+        if (h.debt == 0 || h.ltWeighted >= h.debtValue) revert NotLiquidatable(h.health);
+        q = _repayLimits(h, requested, cfg.maxDiscount);
+
+        uint256 balance = _balances[owner][subId][collateral];
+        (q.repaid, q.seized) = _seizeAmounts(q.repaid, q.discount, balance, debtPrice, collPrice, cfg.decimals);
+        if (q.seized == 0) revert NothingSeized();
+
+        scaledRepaid = q.repaid == h.debt ? p.scaledDebt : q.repaid.toScaledDown(index);
+        if (q.seized == balance && p.assetMask == uint32(1 << cfg.index)) {
+            q.badDebt = (p.scaledDebt - scaledRepaid).toAssetsUp(index);
+        }
+    }
+
+    /// @dev Discount, close factor and dust rule for an unhealthy account (health < WAD).
+    function _repayLimits(AccountHealth memory h, uint256 requested, uint64 maxDiscount)
+        internal
+        view
+        returns (LiquidationQuote memory q)
+    {
+        RiskParams memory rp = _params;
+        q.discount = (uint256(rp.minDiscount) + RiskMath.WAD - h.health).min(maxDiscount);
+        bool fullClose = h.health < rp.fullCloseHealth || h.debtValue <= rp.fullCloseDebtValue;
+        q.maxRepay = fullClose ? h.debt : h.debt.wMulUp(HALF_CLOSE);
+        if (h.debt - q.maxRepay < rp.minDebt) q.maxRepay = h.debt;
+        q.repaid = requested.min(q.maxRepay);
+        if (q.repaid == 0) revert ZeroAmount();
+        uint256 remaining = h.debt - q.repaid;
+        if (remaining != 0 && remaining < rp.minDebt) revert LiquidationLeavesDust(remaining, rp.minDebt);
+    }
+
+    /// @dev Collateral bought by `repaid` at `discount`, rounded down; when it exceeds `balance`, the whole
+    /// balance at its discounted value, rounded up (never above the original `repaid`).
+    function _seizeAmounts(
+        uint256 repaid,
+        uint256 discount,
+        uint256 balance,
+        uint256 debtPrice,
+        uint256 collPrice,
+        uint8 collDecimals
+    ) internal view returns (uint256, uint256 seized) {
+        uint256 seizeValue = repaid.valueDown(debtPrice, _debtDecimals).wMulDown(RiskMath.WAD + discount);
+        seized = seizeValue.amountDown(collPrice, collDecimals);
+        if (seized <= balance) return (repaid, seized);
+        uint256 payValue = balance.valueUp(collPrice, collDecimals).wDivUp(RiskMath.WAD + discount);
+        return (payValue.amountUp(debtPrice, _debtDecimals).min(repaid), balance);
+    }
+
+    // ---------------------------------------------------------------- health
+
+    /// @dev Risk figures of a sub-account; also returns the debt asset's price and `want`'s price (0 if `want`
+    /// is not held or is address(0)), so callers do not read the oracle twice.
+    function _health(mapping(address => uint256) storage balances, Position memory p, uint256 index, address want)
+        internal
+        view
+        returns (AccountHealth memory h, uint256 debtPrice, uint256 wantPrice)
+    {
+        h.debt = uint256(p.scaledDebt).toAssetsUp(index);
+        if (h.debt != 0) {
+            debtPrice = _oracle.price(_debtAsset);
+            h.debtValue = h.debt.valueUp(debtPrice, _debtDecimals);
+        }
+        uint256 mask = p.assetMask;
+        for (uint256 i; mask != 0; ++i) {
+            if (mask & 1 == 1) {
+                address asset = _assets[i];
+                AssetConfig memory cfg = _configs[asset];
+                uint256 assetPrice = _oracle.price(asset);
+                if (asset == want) wantPrice = assetPrice;
+                uint256 value = balances[asset].valueDown(assetPrice, cfg.decimals);
+                h.collateralValue += value;
+                h.ltWeighted += value.wMulDown(cfg.lt);
+                h.ltvWeighted += value.wMulDown(cfg.ltv);
+            }
+            mask >>= 1;
+        }
+        h.health = h.debtValue == 0 ? type(uint256).max : h.ltWeighted.wDivDown(h.debtValue);
+    }
+
+    // ---------------------------------------------------------------- views
+
+    function vault() external view returns (address) {
+        return address(_vault);
+    }
+
+    function oracle() external view returns (address) {
+        return address(_oracle);
+    }
+
+    function debtAsset() external view returns (address) {
+        return _debtAsset;
+    }
+
+    function debtDecimals() external view returns (uint8) {
+        return _debtDecimals;
+    }
+
+    function assetList() external view returns (address[] memory) {
+        return _assets;
+    }
+
+    function assetConfig(address asset) external view returns (AssetConfig memory) {
+        return _configs[asset];
+    }
+
+    function assetSupply(address asset) external view returns (AssetSupply memory) {
+        return _supplies[asset];
+    }
+
+    function riskParams() external view returns (RiskParams memory) {
+        return _params;
+    }
+
+    function collateralOf(address owner, uint8 subId, address asset) external view returns (uint256) {
+        return _balances[owner][subId][asset];
+    }
+
+    function position(address owner, uint8 subId) external view returns (Position memory) {
+        return _positions[owner][subId];
+    }
+
+    /// @inheritdoc IMarginEngine
+    function balancesOf(address owner, uint8 subId) external view returns (uint256[] memory balances) {
+        uint256 n = _assets.length;
+        balances = new uint256[](n);
+        uint256 mask = _positions[owner][subId].assetMask;
+        for (uint256 i; mask != 0; ++i) {
+            if (mask & 1 == 1) balances[i] = _balances[owner][subId][_assets[i]];
+            mask >>= 1;
+        }
+    }
+
+    /// @inheritdoc IMarginEngine
+    function debtOf(address owner, uint8 subId) external view returns (uint256) {
+        return uint256(_positions[owner][subId].scaledDebt).toAssetsUp(_vault.borrowIndex());
+    }
+
+    /// @inheritdoc IMarginEngine
+    function accountHealth(address owner, uint8 subId) external view returns (AccountHealth memory h) {
+        (h,,) = _health(_balances[owner][subId], _positions[owner][subId], _vault.borrowIndex(), address(0));
+    }
+
+    /// @inheritdoc IMarginEngine
+    function previewLiquidation(address owner, uint8 subId, address collateral, uint256 repayAssets)
+        external
+        view
+        returns (LiquidationQuote memory q)
+    {
+        (q,) = _quote(owner, subId, _positions[owner][subId], collateral, repayAssets, _vault.borrowIndex());
+    }
+
+    function _listed(address asset) internal view returns (AssetConfig memory cfg) {
+        cfg = _configs[asset];
+        if (!cfg.listed) revert AssetNotListed(asset);
+    }
+
+    // ---------------------------------------------------------------- governance
+
+    /// @inheritdoc IMarginEngine
+    function listAsset(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (_configs[asset].listed) revert AssetAlreadyListed(asset);
+        if (_assets.length == MAX_ASSETS) revert TooManyAssets();
+        if (asset == address(0) || asset == _debtAsset) revert InvalidConfig();
+        uint8 index = uint8(_assets.length);
+        uint8 dec = IERC20Metadata(asset).decimals();
+        if (dec > 36) revert InvalidConfig();
+        _assets.push(asset);
+        _configs[asset] = AssetConfig({listed: true, index: index, decimals: dec, ltv: 0, lt: 0, maxDiscount: 0});
+        emit AssetListed(asset, index, dec);
+        _setAssetConfig(asset, ltv, lt, maxDiscount, supplyCap);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function setAssetConfig(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        _listed(asset);
+        _setAssetConfig(asset, ltv, lt, maxDiscount, supplyCap);
+    }
+
+    function _setAssetConfig(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap) internal {
+        // ltv < lt < 1, and a liquidation at the largest discount must still improve health: lt * (1 + d) < 1.
+        if (ltv >= lt || maxDiscount > MAX_DISCOUNT || uint256(lt).wMulUp(RiskMath.WAD + maxDiscount) >= RiskMath.WAD)
+        {
+            revert InvalidConfig();
+        }
+        AssetConfig storage cfg = _configs[asset];
+        (cfg.ltv, cfg.lt, cfg.maxDiscount) = (ltv, lt, maxDiscount);
+        _supplies[asset].supplyCap = supplyCap;
+        emit AssetConfigSet(asset, ltv, lt, maxDiscount, supplyCap);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function setRiskParams(RiskParams calldata params) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setRiskParams(params);
+    }
+
+    function _setRiskParams(RiskParams memory params) internal {
+        if (params.minDiscount > MAX_MIN_DISCOUNT || params.fullCloseHealth > RiskMath.WAD) revert InvalidConfig();
+        _params = params;
+        emit RiskParamsSet(params.minDiscount, params.fullCloseHealth, params.fullCloseDebtValue, params.minDebt);
+    }
+}

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {IERC4626} from "@openzeppelin/contracts/interfaces/IERC4626.sol";
+import {AggregatorV3Interface} from "./interfaces/AggregatorV3Interface.sol";
+import {IOracleRouter} from "./interfaces/IOracleRouter.sol";
+import {RiskMath} from "./libraries/RiskMath.sol";
+
+/// @title OracleRouter
+/// @notice Validated Chainlink prices for the MarginEngine; the rules are documented on IOracleRouter.
+contract OracleRouter is IOracleRouter, AccessControl {
+    using RiskMath for uint256;
+
+    /// @inheritdoc IOracleRouter
+    uint256 public constant FEED_CALL_GAS = 100_000;
+    /// @dev Gas the router needs left before a feed call: EIP-150 forwards at most 63/64 of what remains, so this
+    /// much guarantees the call its full budget, plus a margin for the work after it.
+    uint256 internal constant FEED_GAS_FLOOR = (FEED_CALL_GAS * 64) / 63 + 10_000;
+    /// @dev Bytes of a well-formed `latestRoundData` answer: five 32-byte words.
+    uint256 internal constant ROUND_DATA_SIZE = 160;
+    /// @dev Sequencer-uptime feeds answer 0 when the sequencer is up and 1 when it is down.
+    int256 internal constant SEQUENCER_UP = 0;
+
+    mapping(address asset => FeedConfig) internal _feeds;
+    mapping(address asset => SecondaryConfig) internal _secondaries;
+    mapping(address share => ShareConfig) internal _shares;
+    address internal _sequencerFeed;
+    uint32 internal _sequencerGrace;
+
+    constructor(address admin) {
+        if (admin == address(0)) revert InvalidConfig();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    // ---------------------------------------------------------------- prices
+
+    /// @inheritdoc IOracleRouter
+    function price(address asset) external view returns (uint256) {
+        return _price(asset);
+    }
+
+    /// @inheritdoc IOracleRouter
+    function checkSequencer() external view {
+        address feed = _sequencerFeed;
+        if (feed == address(0)) return;
+        (bool ok, int256 answer, uint256 startedAt,) = _readFeed(feed);
+        // An unreadable sequencer feed gates new risk too: this path only ever protects borrowing.
+        if (!ok || answer != SEQUENCER_UP) revert SequencerDown();
+        if (block.timestamp - startedAt <= _sequencerGrace) revert SequencerGracePeriod(startedAt, _sequencerGrace);
+    }
+
+    function _price(address asset) internal view returns (uint256) {
+        ShareConfig storage share = _shares[asset];
+        if (share.underlying != address(0)) return _sharePrice(asset, share);
+        FeedConfig memory cfg = _feeds[asset];
+        if (cfg.feed == address(0)) revert AssetNotConfigured(asset);
+        uint256 primary = _validatedPrice(asset, cfg.feed, cfg.maxStaleness, cfg.feedDecimals);
+        if (primary <= cfg.minPrice || primary >= cfg.maxPrice) revert PriceOutOfBounds(asset, primary);
+
+        SecondaryConfig memory sec = _secondaries[asset];
+        if (sec.feed != address(0)) {
+            uint256 secondary = _validatedPrice(asset, sec.feed, sec.maxStaleness, sec.feedDecimals);
+            uint256 gap = primary > secondary ? primary - secondary : secondary - primary;
+            // Deviation relative to the primary, rounded up so a borderline disagreement is refused.
+            if (gap.wDivUp(primary) > sec.maxDeviation) revert PriceDeviationTooHigh(asset, primary, secondary);
+        }
+        return primary;
+    }
+
+    /// @dev Share price = underlying price * min(exchange rate, cap) / 10**underlyingDecimals, rounded down.
+    function _sharePrice(address share, ShareConfig storage cfg) internal view returns (uint256) {
+        uint256 underlyingPrice = _price(cfg.underlying);
+        uint256 rate = IERC4626(share).convertToAssets(10 ** cfg.shareDecimals);
+        uint256 cap = cfg.snapshotRate
+            + RiskMath.mulDivDown(
+                cfg.snapshotRate, uint256(cfg.maxYearlyGrowth) * (block.timestamp - cfg.snapshotTime), RiskMath.WAD * RiskMath.YEAR
+            );
+        return RiskMath.mulDivDown(underlyingPrice, rate.min(cap), 10 ** cfg.underlyingDecimals);
+    }
+
+    /// @dev Reads one feed and applies the answer guards; returns the price scaled to WAD.
+    function _validatedPrice(address asset, address feed, uint32 maxStaleness, uint8 feedDecimals)
+        internal
+        view
+        returns (uint256)
+    {
+        (bool ok, int256 answer,, uint256 updatedAt) = _readFeed(feed);
+        if (!ok) revert FeedCallFailed(asset, feed);
+        if (answer <= 0) revert NonPositivePrice(asset, answer);
+        if (updatedAt == 0 || updatedAt > block.timestamp) revert InvalidUpdateTime(asset, updatedAt);
+        if (block.timestamp - updatedAt > maxStaleness) revert StalePrice(asset, updatedAt, maxStaleness);
+        // feedDecimals <= 18 is enforced when the feed is set, so the scaling is exact.
+        return uint256(answer) * 10 ** (18 - feedDecimals);
+    }
+
+    /// @dev Calls `latestRoundData` with a fixed gas budget and copies at most five words back, so a reverting,
+    /// gas-burning or return-bombing feed yields `ok = false` instead of a revert we cannot type.
+    function _readFeed(address feed)
+        internal
+        view
+        returns (bool ok, int256 answer, uint256 startedAt, uint256 updatedAt)
+    {
+        if (gasleft() < FEED_GAS_FLOOR) revert InsufficientGasForOracle(gasleft());
+        bytes4 selector = AggregatorV3Interface.latestRoundData.selector;
+        uint256 size;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, selector)
+            ok := staticcall(FEED_CALL_GAS, feed, ptr, 4, ptr, ROUND_DATA_SIZE)
+            size := returndatasize()
+            answer := mload(add(ptr, 0x20))
+            startedAt := mload(add(ptr, 0x40))
+            updatedAt := mload(add(ptr, 0x60))
+        }
+        ok = ok && size >= ROUND_DATA_SIZE;
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// @inheritdoc IOracleRouter
+    function feedConfig(address asset) external view returns (FeedConfig memory) {
+        return _feeds[asset];
+    }
+
+    /// @inheritdoc IOracleRouter
+    function secondaryConfig(address asset) external view returns (SecondaryConfig memory) {
+        return _secondaries[asset];
+    }
+
+    /// @inheritdoc IOracleRouter
+    function shareConfig(address share) external view returns (ShareConfig memory) {
+        return _shares[share];
+    }
+
+    /// @inheritdoc IOracleRouter
+    function sequencer() external view returns (address feed, uint32 gracePeriod) {
+        return (_sequencerFeed, _sequencerGrace);
+    }
+
+    // ---------------------------------------------------------------- governance
+
+    /// @inheritdoc IOracleRouter
+    function setFeed(address asset, address feed, uint32 maxStaleness, uint128 minPrice, uint128 maxPrice)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (asset == address(0) || feed == address(0) || maxStaleness == 0 || minPrice >= maxPrice) {
+            revert InvalidConfig();
+        }
+        uint8 dec = AggregatorV3Interface(feed).decimals();
+        if (dec > 18) revert InvalidConfig();
+        _feeds[asset] = FeedConfig(feed, maxStaleness, dec, minPrice, maxPrice);
+        emit FeedSet(asset, feed, maxStaleness, minPrice, maxPrice);
+    }
+
+    /// @inheritdoc IOracleRouter
+    function setSecondaryFeed(address asset, address feed, uint32 maxStaleness, uint64 maxDeviation)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (feed == address(0)) {
+            delete _secondaries[asset];
+        } else {
+            if (_feeds[asset].feed == address(0) || maxStaleness == 0 || maxDeviation == 0) revert InvalidConfig();
+            uint8 dec = AggregatorV3Interface(feed).decimals();
+            if (dec > 18) revert InvalidConfig();
+            _secondaries[asset] = SecondaryConfig(feed, maxStaleness, dec, maxDeviation);
+        }
+        emit SecondaryFeedSet(asset, feed, maxStaleness, maxDeviation);
+    }
+
+    /// @inheritdoc IOracleRouter
+    function setShareAsset(address share, address underlying, uint64 maxYearlyGrowth)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (share == address(0) || _feeds[underlying].feed == address(0) || IERC4626(share).asset() != underlying) {
+            revert InvalidConfig();
+        }
+        uint8 shareDec = IERC20Metadata(share).decimals();
+        uint256 rate = IERC4626(share).convertToAssets(10 ** shareDec);
+        if (rate == 0) revert InvalidConfig();
+        _shares[share] = ShareConfig({
+            underlying: underlying,
+            shareDecimals: shareDec,
+            underlyingDecimals: IERC20Metadata(underlying).decimals(),
+            snapshotTime: uint64(block.timestamp),
+            maxYearlyGrowth: maxYearlyGrowth,
+            snapshotRate: rate
+        });
+        emit ShareAssetSet(share, underlying, rate, maxYearlyGrowth);
+    }
+
+    /// @inheritdoc IOracleRouter
+    function setSequencerFeed(address feed, uint32 gracePeriod) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _sequencerFeed = feed;
+        _sequencerGrace = gracePeriod;
+        emit SequencerFeedSet(feed, gracePeriod);
+    }
+}

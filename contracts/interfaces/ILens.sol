@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IMarginEngine} from "./IMarginEngine.sol";
+
+/// @title ILens
+/// @notice Batch reads for keepers: many accounts' balances and debt, every market price, in one `eth_call`.
+/// Prices that the router refuses are reported with `ok = false` and the router's revert data instead of reverting
+/// the whole batch, so one broken feed does not blind a keeper to every other asset.
+interface ILens {
+    struct AccountData {
+        address owner;
+        uint8 subId;
+        uint256 scaledDebt;
+        uint256 debt; // debt-asset units at the current index, rounded up
+        uint32 assetMask;
+        uint256[] balances; // one per listed asset, in `assetList()` order
+    }
+
+    struct PriceData {
+        address asset;
+        bool ok;
+        uint256 price; // WAD USD per whole token; 0 when !ok
+        bytes error; // the router's revert data when !ok
+    }
+
+    struct MarketData {
+        uint256 blockNumber;
+        uint256 timestamp;
+        uint256 borrowIndex; // RAY
+        address debtAsset;
+        uint8 debtDecimals;
+        PriceData debtPrice;
+        address[] assets;
+        IMarginEngine.AssetConfig[] configs;
+        PriceData[] prices;
+        IMarginEngine.RiskParams params;
+    }
+
+    struct HealthData {
+        bool ok; // false when a needed price is invalid
+        IMarginEngine.AccountHealth health;
+    }
+
+    /// @notice The engine this lens reads.
+    function engine() external view returns (IMarginEngine);
+
+    /// @notice Balances and debt of each `(owners[i], subIds[i])`. Reverts if the arrays differ in length.
+    function accounts(address[] calldata owners, uint8[] calldata subIds) external view returns (AccountData[] memory);
+
+    /// @notice Every listed asset's configuration and price, the debt asset's price and the borrow index.
+    function market() external view returns (MarketData memory);
+
+    /// @notice The engine's own health figures for each account (one engine view call per account).
+    function healths(address[] calldata owners, uint8[] calldata subIds) external view returns (HealthData[] memory);
+}

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+/// @title IOracleRouter
+/// @notice Turns Chainlink-style feeds into validated prices. A price is USD per whole token, WAD-scaled (1e18):
+/// `value = amount * price / 10**tokenDecimals`. Nothing is ever priced with an answer that failed a guard: every
+/// failure reverts with a typed error, so callers fail closed.
+/// @dev Guards per feed, in order: the call succeeds within `FEED_CALL_GAS` and returns a full round; `answer > 0`;
+/// `0 < updatedAt <= block.timestamp`; `block.timestamp - updatedAt <= maxStaleness`; the scaled price lies strictly
+/// between `minPrice` and `maxPrice` (a feed pinned at its circuit-breaker bound is refused, the LUNA lesson); with
+/// a secondary feed, the two prices differ by at most `maxDeviation` relative to the primary.
+/// Known attack: a caller that forwards too little gas could make a healthy feed call fail. The router refuses to
+/// call a feed unless enough gas remains for the full `FEED_CALL_GAS` budget, so a failure is the feed's own.
+interface IOracleRouter {
+    /// @notice Configuration of an asset's primary feed.
+    struct FeedConfig {
+        address feed; // AggregatorV3Interface; address(0) = asset not configured
+        uint32 maxStaleness; // seconds an answer stays valid after `updatedAt`
+        uint8 feedDecimals; // decimals of the feed's answer (<= 18), read from the feed when configured
+        uint128 minPrice; // exclusive lower bound, WAD USD per whole token
+        uint128 maxPrice; // exclusive upper bound, WAD USD per whole token
+    }
+
+    /// @notice Configuration of an asset's optional secondary feed.
+    struct SecondaryConfig {
+        address feed;
+        uint32 maxStaleness;
+        uint8 feedDecimals;
+        uint64 maxDeviation; // WAD, e.g. 0.02e18 = 2 %, relative to the primary price
+    }
+
+    /// @notice An ERC-4626 share priced through its underlying asset's feed, with a capped exchange rate.
+    struct ShareConfig {
+        address underlying; // asset whose feed prices the share's assets
+        uint8 shareDecimals;
+        uint8 underlyingDecimals;
+        uint64 snapshotTime; // when `snapshotRate` was taken
+        uint64 maxYearlyGrowth; // WAD per year, e.g. 0.15e18: the cap rises linearly by 15 % of the snapshot a year
+        uint256 snapshotRate; // underlying units per whole share at `snapshotTime`
+    }
+
+    /// @notice The primary feed answered with a value that is zero or negative.
+    error NonPositivePrice(address asset, int256 answer);
+    /// @notice The feed's latest update is older than its maximum staleness.
+    error StalePrice(address asset, uint256 updatedAt, uint256 maxStaleness);
+    /// @notice The feed reported an update time of zero or in the future.
+    error InvalidUpdateTime(address asset, uint256 updatedAt);
+    /// @notice The scaled price is at or outside the configured bounds.
+    error PriceOutOfBounds(address asset, uint256 price);
+    /// @notice The feed call reverted, ran out of its gas budget or returned malformed data.
+    error FeedCallFailed(address asset, address feed);
+    /// @notice Less gas remained than a full feed call budget needs; retry with more gas.
+    error InsufficientGasForOracle(uint256 gasLeft);
+    /// @notice The primary and secondary prices disagree beyond the maximum deviation.
+    error PriceDeviationTooHigh(address asset, uint256 primary, uint256 secondary);
+    /// @notice No feed is configured for the asset.
+    error AssetNotConfigured(address asset);
+    /// @notice The L2 sequencer reports down.
+    error SequencerDown();
+    /// @notice The L2 sequencer came back up less than the grace period ago.
+    error SequencerGracePeriod(uint256 upSince, uint256 gracePeriod);
+    /// @notice A configuration value is invalid (zero address, bounds inverted, decimals > 18, ...).
+    error InvalidConfig();
+
+    /// @notice The primary feed of `asset` was set.
+    event FeedSet(address indexed asset, address feed, uint32 maxStaleness, uint128 minPrice, uint128 maxPrice);
+    /// @notice The secondary feed of `asset` was set (feed == address(0) removes it).
+    event SecondaryFeedSet(address indexed asset, address feed, uint32 maxStaleness, uint64 maxDeviation);
+    /// @notice `share` is priced as an ERC-4626 share of `underlying`.
+    event ShareAssetSet(address indexed share, address indexed underlying, uint256 snapshotRate, uint64 maxYearlyGrowth);
+    /// @notice The sequencer-uptime feed was set (address(0) disables the gate).
+    event SequencerFeedSet(address feed, uint32 gracePeriod);
+
+    /// @notice Gas given to one feed call.
+    function FEED_CALL_GAS() external view returns (uint256);
+
+    /// @notice Validated price of `asset`, WAD USD per whole token. Reverts with a typed error when invalid.
+    function price(address asset) external view returns (uint256);
+
+    /// @notice Reverts with `SequencerDown` or `SequencerGracePeriod` when new risk must not be taken.
+    /// Returns silently when no sequencer feed is configured. Never used on the liquidation path.
+    function checkSequencer() external view;
+
+    /// @notice Primary feed configuration of `asset`.
+    function feedConfig(address asset) external view returns (FeedConfig memory);
+
+    /// @notice Secondary feed configuration of `asset` (feed == address(0) when none).
+    function secondaryConfig(address asset) external view returns (SecondaryConfig memory);
+
+    /// @notice Share configuration of `share` (underlying == address(0) when `share` is not a vault share).
+    function shareConfig(address share) external view returns (ShareConfig memory);
+
+    /// @notice The sequencer-uptime feed and its grace period in seconds.
+    function sequencer() external view returns (address feed, uint32 gracePeriod);
+
+    /// @notice Sets the primary feed of `asset`. Admin only. Reads the feed's decimals (must be <= 18).
+    function setFeed(address asset, address feed, uint32 maxStaleness, uint128 minPrice, uint128 maxPrice) external;
+
+    /// @notice Sets or removes (feed = address(0)) the secondary feed of `asset`. Admin only.
+    function setSecondaryFeed(address asset, address feed, uint32 maxStaleness, uint64 maxDeviation) external;
+
+    /// @notice Prices ERC-4626 `share` through `underlying`'s feed, snapshotting the current exchange rate; the
+    /// rate used is capped at `snapshot * (1 + maxYearlyGrowth * elapsed / YEAR)`. Admin only; call again to
+    /// refresh the snapshot.
+    function setShareAsset(address share, address underlying, uint64 maxYearlyGrowth) external;
+
+    /// @notice Sets the L2 sequencer-uptime feed; address(0) disables the gate. Admin only.
+    function setSequencerFeed(address feed, uint32 gracePeriod) external;
+}

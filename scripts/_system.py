@@ -1,0 +1,388 @@
+"""Deploy the whole collateral-keeper system from a TOML config and record it in deployments/<chainId>.json.
+
+Shared by `ape run deploy` (scripts/deploy.py), the test fixtures and the demo, so every path deploys the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOYMENTS = ROOT / "deployments"
+WAD = 10**18
+
+# The contracts whose ABIs the keeper needs; it never compiles.
+KEEPER_ABIS = ("MarginEngine", "OracleRouter", "Vault", "Lens", "MockAggregator", "MockERC20")
+
+
+class DeployConfigError(Exception):
+    """A deploy config that cannot be used; the message names the file, the field and the fix."""
+
+
+def to_wad(value: float | int | str, decimals: int = 18) -> int:
+    """Exact decimal-to-integer conversion (no binary floating point on the way)."""
+    return int(Decimal(str(value)) * (10**decimals))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_source(value: str) -> str:
+    if value == "mock":
+        return value
+    if len(value) == 42 and value.startswith("0x"):
+        try:
+            int(value, 16)
+        except ValueError:
+            pass
+        else:
+            return value
+    raise ValueError('must be "mock" or a 0x-prefixed 20-byte address')
+
+
+# "mock" (deploy a mock token or feed) or the address of an existing one.
+Source = Annotated[str, AfterValidator(_check_source)]
+
+
+class FeedSpec(_Strict):
+    feed: Source = "mock"
+    price: float | None = Field(default=None, gt=0, description="initial USD price of a mock feed")
+    feed_decimals: int = Field(default=8, ge=0, le=18)
+    max_staleness: int = Field(default=3600, gt=0, lt=2**32)
+    min_price: float = Field(ge=0)
+    max_price: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FeedSpec:
+        if self.min_price >= self.max_price:
+            raise ValueError("min_price must be below max_price")
+        if self.feed == "mock":
+            if self.price is None:
+                raise ValueError("price is required for a mock feed")
+            if not (self.min_price < self.price < self.max_price):
+                raise ValueError("the initial price must lie strictly between min_price and max_price")
+        return self
+
+
+class DebtSpec(FeedSpec):
+    symbol: str
+    token: Source = "mock"
+    decimals: int = Field(default=6, ge=0, le=36)
+
+
+class AssetSpec(FeedSpec):
+    symbol: str
+    token: Source = "mock"
+    decimals: int = Field(default=18, ge=0, le=36)
+    ltv: float = Field(gt=0, lt=1)
+    lt: float = Field(gt=0, lt=1)
+    max_discount: float = Field(ge=0, le=0.25)
+    supply_cap: float = Field(gt=0, description="whole tokens")
+
+    @model_validator(mode="after")
+    def _ratios(self) -> AssetSpec:
+        if self.ltv >= self.lt:
+            raise ValueError("ltv must be below lt")
+        if self.lt * (1 + self.max_discount) >= 1:
+            raise ValueError("lt * (1 + max_discount) must be below 1, or a liquidation could lower health")
+        return self
+
+
+class VaultSpec(_Strict):
+    name: str = "collateral-keeper vault"
+    symbol: str = "ckVAULT"
+    base_rate: float = Field(default=0.0, ge=0)
+    slope1: float = Field(default=0.04, ge=0)
+    slope2: float = Field(default=0.75, ge=0)
+    kink: float = Field(default=0.8, gt=0, lt=1)
+    reserve_factor: float = Field(default=0.1, ge=0, le=0.5)
+    seed_liquidity: float = Field(default=0, ge=0, description="mock debt token only: minted and deposited")
+
+
+class RiskSpec(_Strict):
+    min_discount: float = Field(default=0.005, ge=0, le=0.05)
+    full_close_health: float = Field(default=0.95, ge=0, le=1)
+    full_close_debt_usd: float = Field(default=100, ge=0)
+    min_debt: float = Field(default=10, ge=0, description="whole debt-asset units")
+
+
+class SequencerSpec(_Strict):
+    feed: str = "none"
+    grace_period: int = Field(default=3600, ge=0, lt=2**32)
+
+    @field_validator("feed")
+    @classmethod
+    def _feed(cls, v: str) -> str:
+        return v if v == "none" else _check_source(v)
+
+
+class RolesSpec(_Strict):
+    admin: str = "deployer"
+
+    @field_validator("admin")
+    @classmethod
+    def _admin(cls, v: str) -> str:
+        if v == "deployer":
+            return v
+        try:
+            return _check_source(v) if v != "mock" else "invalid"
+        except ValueError as exc:
+            raise ValueError('must be "deployer" or a 0x-prefixed address') from exc
+
+
+class DeployConfig(_Strict):
+    debt: DebtSpec
+    asset: list[AssetSpec] = Field(min_length=1, max_length=32)
+    vault: VaultSpec = VaultSpec()
+    risk: RiskSpec = RiskSpec()
+    sequencer: SequencerSpec = SequencerSpec()
+    roles: RolesSpec = RolesSpec()
+
+    @model_validator(mode="after")
+    def _unique(self) -> DeployConfig:
+        symbols = [a.symbol for a in self.asset] + [self.debt.symbol]
+        dupes = {s for s in symbols if symbols.count(s) > 1}
+        if dupes:
+            raise ValueError(f"asset symbols must be unique; repeated: {', '.join(sorted(dupes))}")
+        return self
+
+
+def load_config(path: Path) -> DeployConfig:
+    """Parse and validate a deploy config, raising DeployConfigError with a readable message."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DeployConfigError(f"deploy config {path} does not exist; pass --config with a TOML file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise DeployConfigError(f"deploy config {path} is not valid TOML: {exc}") from exc
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>") -> DeployConfig:
+    try:
+        return DeployConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise DeployConfigError(f"deploy config {source} is invalid:\n" + "\n".join(lines)) from exc
+
+
+# --------------------------------------------------------------------------------------------- deployment
+
+
+@dataclass
+class Deployment:
+    """What was deployed; `record()` is the JSON written to deployments/<chainId>.json."""
+
+    chain_id: int
+    network: str
+    deployer: str
+    contracts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    assets: list[dict[str, Any]] = field(default_factory=list)
+    debt: dict[str, Any] = field(default_factory=dict)
+    sequencer: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+    abis: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "chain_id": self.chain_id,
+            "network": self.network,
+            "deployed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "deployer": self.deployer,
+            "contracts": self.contracts,
+            "debt_asset": self.debt,
+            "assets": self.assets,
+            "sequencer": self.sequencer,
+            "parameters": self.parameters,
+            "roles": self.roles,
+            "abis": self.abis,
+        }
+
+
+def _deploy(deployer: Any, container: Any, *args: Any) -> Any:
+    return deployer.deploy(container, *args)
+
+
+def _meta(instance: Any, chain: Any) -> dict[str, Any]:
+    tx = str(instance.txn_hash) if getattr(instance, "txn_hash", None) else None
+    block = chain.provider.web3.eth.get_transaction_receipt(tx)["blockNumber"] if tx else None
+    return {"address": instance.address, "tx": tx, "block": block}
+
+
+def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, network: str) -> Deployment:
+    """Deploy tokens/feeds (mocks where asked), router, vault, engine and lens; wire and configure them."""
+    out = Deployment(chain_id=chain.chain_id, network=network, deployer=deployer.address)
+    admin = deployer.address if cfg.roles.admin == "deployer" else cfg.roles.admin
+    contracts = out.contracts
+
+    def token_and_feed(spec: DebtSpec | AssetSpec) -> tuple[str, str, bool, bool]:
+        token_is_mock = spec.token == "mock"
+        feed_is_mock = spec.feed == "mock"
+        if token_is_mock:
+            tok = _deploy(deployer, project.MockERC20, f"Mock {spec.symbol}", spec.symbol, spec.decimals)
+            contracts[f"token:{spec.symbol}"] = _meta(tok, chain)
+            token = tok.address
+        else:
+            token = spec.token
+        if feed_is_mock:
+            answer = to_wad(spec.price or 0, spec.feed_decimals)
+            feed_c = _deploy(deployer, project.MockAggregator, spec.feed_decimals, answer, f"{spec.symbol} / USD")
+            contracts[f"feed:{spec.symbol}"] = _meta(feed_c, chain)
+            feed = feed_c.address
+        else:
+            feed = spec.feed
+        return token, feed, token_is_mock, feed_is_mock
+
+    router = _deploy(deployer, project.OracleRouter, deployer.address)
+    contracts["OracleRouter"] = _meta(router, chain)
+
+    debt_token, debt_feed, debt_mock, debt_feed_mock = token_and_feed(cfg.debt)
+    v = cfg.vault
+    rate_model = (to_wad(v.base_rate), to_wad(v.slope1), to_wad(v.slope2), to_wad(v.kink))
+    vault = _deploy(
+        deployer, project.Vault, debt_token, v.name, v.symbol, deployer.address, rate_model, to_wad(v.reserve_factor)
+    )
+    contracts["Vault"] = _meta(vault, chain)
+
+    debt_decimals = cfg.debt.decimals if debt_mock else project.MockERC20.at(debt_token).decimals()
+    r = cfg.risk
+    params = (
+        to_wad(r.min_discount),
+        to_wad(r.full_close_health),
+        to_wad(r.full_close_debt_usd),
+        to_wad(r.min_debt, debt_decimals),
+    )
+    engine = _deploy(deployer, project.MarginEngine, vault.address, router.address, deployer.address, params)
+    contracts["MarginEngine"] = _meta(engine, chain)
+    lens = _deploy(deployer, project.Lens, engine.address)
+    contracts["Lens"] = _meta(lens, chain)
+
+    vault.setEngine(engine.address, sender=deployer)
+    d = cfg.debt
+    router.setFeed(
+        debt_token, debt_feed, d.max_staleness, to_wad(d.min_price), to_wad(d.max_price), sender=deployer
+    )
+    out.debt = {
+        "symbol": d.symbol,
+        "token": debt_token,
+        "feed": debt_feed,
+        "decimals": debt_decimals,
+        "mock_token": debt_mock,
+        "mock_feed": debt_feed_mock,
+        "max_staleness": d.max_staleness,
+        "min_price": d.min_price,
+        "max_price": d.max_price,
+    }
+
+    for spec in cfg.asset:
+        token, feed, tmock, fmock = token_and_feed(spec)
+        router.setFeed(
+            token, feed, spec.max_staleness, to_wad(spec.min_price), to_wad(spec.max_price), sender=deployer
+        )
+        decimals = spec.decimals if tmock else project.MockERC20.at(token).decimals()
+        engine.listAsset(
+            token,
+            to_wad(spec.ltv),
+            to_wad(spec.lt),
+            to_wad(spec.max_discount),
+            to_wad(spec.supply_cap, decimals),
+            sender=deployer,
+        )
+        out.assets.append(
+            {
+                "symbol": spec.symbol,
+                "token": token,
+                "feed": feed,
+                "decimals": decimals,
+                "mock_token": tmock,
+                "mock_feed": fmock,
+                "ltv": spec.ltv,
+                "lt": spec.lt,
+                "max_discount": spec.max_discount,
+                "supply_cap": spec.supply_cap,
+                "max_staleness": spec.max_staleness,
+                "min_price": spec.min_price,
+                "max_price": spec.max_price,
+            }
+        )
+
+    seq = cfg.sequencer
+    if seq.feed != "none":
+        if seq.feed == "mock":
+            now = chain.pending_timestamp - seq.grace_period - 1
+            sfeed = _deploy(deployer, project.MockAggregator, 0, 0, "L2 Sequencer Uptime")
+            sfeed.setAnswerAt(0, now, now, sender=deployer)
+            contracts["feed:sequencer"] = _meta(sfeed, chain)
+            seq_addr = sfeed.address
+        else:
+            seq_addr = seq.feed
+        router.setSequencerFeed(seq_addr, seq.grace_period, sender=deployer)
+        out.sequencer = {"feed": seq_addr, "grace_period": seq.grace_period}
+
+    if v.seed_liquidity > 0:
+        if not debt_mock:
+            raise DeployConfigError("vault.seed_liquidity needs a mock debt token; fund a real vault by depositing")
+        amount = to_wad(v.seed_liquidity, debt_decimals)
+        debt_c = project.MockERC20.at(debt_token)
+        debt_c.mint(deployer.address, amount, sender=deployer)
+        debt_c.approve(vault.address, amount, sender=deployer)
+        vault.deposit(amount, deployer.address, sender=deployer)
+
+    if admin != deployer.address:
+        role = b"\x00" * 32
+        for c in (router, vault, engine):
+            c.grantRole(role, admin, sender=deployer)
+            c.renounceRole(role, deployer.address, sender=deployer)
+
+    out.parameters = {"risk": r.model_dump(), "vault": v.model_dump()}
+    out.roles = {"admin": admin}
+    out.abis = {name: [abi.model_dump(mode="json") for abi in project[name].contract_type.abi] for name in KEEPER_ABIS}
+    return out
+
+
+def deployment_path(chain_id: int, directory: Path = DEPLOYMENTS) -> Path:
+    return directory / f"{chain_id}.json"
+
+
+def write_deployment(dep: Deployment, directory: Path = DEPLOYMENTS) -> Path:
+    """Write atomically: a crash mid-write never leaves a half-written deployment file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = deployment_path(dep.chain_id, directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{dep.chain_id}.", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(dep.record(), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def existing_deployment(chain_id: int, web3: Any, directory: Path = DEPLOYMENTS) -> dict[str, Any] | None:
+    """The recorded deployment for this chain if its engine still has code there, else None."""
+    path = deployment_path(chain_id, directory)
+    if not path.exists():
+        return None
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+        engine = record["contracts"]["MarginEngine"]["address"]
+    except (ValueError, KeyError) as exc:
+        raise DeployConfigError(f"{path} is not a deployment record ({exc}); move it away or pass --fresh") from exc
+    if len(web3.eth.get_code(engine)) == 0:
+        return None
+    return record
+
