@@ -58,7 +58,7 @@ test-long: setup
 	CK_LONG=1 $(APE) test tests/ -p no:cacheprovider
 
 demo: setup
-	$(APE) run demo
+	$(APE) run demo --network ethereum:local:foundry -v WARNING
 
 # ---- quality ----
 

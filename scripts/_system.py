@@ -364,11 +364,15 @@ def write_deployment(dep: Deployment, directory: Path = DEPLOYMENTS) -> Path:
     """Write atomically: a crash mid-write never leaves a half-written deployment file."""
     directory.mkdir(parents=True, exist_ok=True)
     path = deployment_path(dep.chain_id, directory)
+    text = json.dumps(dep.record(), indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{dep.chain_id}.", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(dep.record(), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
