@@ -67,7 +67,7 @@ lint: setup
 	$(BIN)/ruff format --check keeper scripts tests benchmarks
 	$(BIN)/mypy
 	$(APE) compile
-	$(PY) benchmarks/slither_run.py
+	$(PY) scripts/_slither.py
 
 gas: setup
 	$(PY) benchmarks/gas.py --write

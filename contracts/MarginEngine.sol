@@ -139,7 +139,7 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         uint256 index = _vault.accrue();
         Position memory p = _positions[msg.sender][subId];
         uint256 scaled = assets.toScaledUp(index);
-        p.scaledDebt = (p.scaledDebt + scaled).toUint128();
+        p.scaledDebt = SafeCast.toUint128(p.scaledDebt + scaled);
         _positions[msg.sender][subId].scaledDebt = p.scaledDebt;
         uint256 debt = uint256(p.scaledDebt).toAssetsUp(index);
         if (debt < _params.minDebt) revert DebtBelowMinimum(debt, _params.minDebt);
@@ -161,7 +161,7 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         } else {
             // A partial repayment extinguishes scaled debt rounded down, and must not leave dust.
             (repaid, scaled) = (assets, assets.toScaledDown(index));
-            uint256 remaining = (scaledDebt - scaled).toAssetsUp(index);
+            uint256 remaining = RiskMath.toAssetsUp(scaledDebt - scaled, index);
             if (remaining < _params.minDebt) revert DebtBelowMinimum(remaining, _params.minDebt);
         }
         // scaled <= scaledDebt < 2**128 in both branches.
@@ -234,7 +234,7 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
 
         scaledRepaid = q.repaid == h.debt ? p.scaledDebt : q.repaid.toScaledDown(index);
         if (q.seized == balance && p.assetMask == uint32(1 << cfg.index)) {
-            q.badDebt = (p.scaledDebt - scaledRepaid).toAssetsUp(index);
+            q.badDebt = RiskMath.toAssetsUp(p.scaledDebt - scaledRepaid, index);
         }
     }
 

@@ -61,6 +61,8 @@ contract Vault is IVault, ERC4626, AccessControl {
     /// @inheritdoc IVault
     function accrue() public returns (uint256) {
         (uint256 index, uint256 interest, uint256 toReserve) = _pending();
+        // Exact equality is intended: nothing to store when already accrued in this block.
+        // slither-disable-next-line incorrect-equality
         if (block.timestamp == _lastAccrual) return index;
         _index = uint128(index);
         _lastAccrual = uint64(block.timestamp);
@@ -76,6 +78,8 @@ contract Vault is IVault, ERC4626, AccessControl {
         index = _index;
         uint256 elapsed = block.timestamp - _lastAccrual;
         uint256 scaled = totalScaledDebt;
+        // Zero elapsed time or zero debt accrues nothing; neither value can be forced by a donation.
+        // slither-disable-next-line incorrect-equality
         if (elapsed == 0 || scaled == 0) return (index, 0, 0);
         uint256 debtBefore = scaled.toAssetsUp(index);
         uint256 rate = _rate(debtBefore, _idle);
@@ -88,6 +92,8 @@ contract Vault is IVault, ERC4626, AccessControl {
     /// @dev Kinked utilisation rate, WAD per year.
     function _rate(uint256 debt, uint256 cash) internal view returns (uint256) {
         RateModel memory m = _model;
+        // Guards the division; debt is the engine's own bookkeeping, not a manipulable balance.
+        // slither-disable-next-line incorrect-equality
         uint256 util = debt == 0 ? 0 : debt.wDivDown(debt + cash);
         if (util <= m.kink) return m.baseRate + RiskMath.mulDivDown(util, m.slope1, m.kink);
         return m.baseRate + m.slope1 + RiskMath.mulDivDown(util - m.kink, m.slope2, RiskMath.WAD - m.kink);
@@ -116,8 +122,8 @@ contract Vault is IVault, ERC4626, AccessControl {
     }
 
     /// @inheritdoc IVault
-    function realizeBadDebt(uint256 scaled) external onlyEngine returns (uint256 assets) {
-        assets = scaled.toAssetsUp(_index);
+    function realizeBadDebt(uint256 scaled) external onlyEngine {
+        uint256 assets = scaled.toAssetsUp(_index);
         totalScaledDebt -= scaled;
         uint256 covered = assets.min(_reserve);
         // covered <= _reserve by construction.
@@ -234,6 +240,8 @@ contract Vault is IVault, ERC4626, AccessControl {
     function utilization() external view returns (uint256) {
         (uint256 index,,) = _pending();
         uint256 debt = totalScaledDebt.toAssetsUp(index);
+        // Guards the division, as in _rate.
+        // slither-disable-next-line incorrect-equality
         return debt == 0 ? 0 : debt.wDivDown(debt + _idle);
     }
 

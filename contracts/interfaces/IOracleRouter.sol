@@ -69,7 +69,7 @@ interface IOracleRouter {
     /// @notice `share` is priced as an ERC-4626 share of `underlying`.
     event ShareAssetSet(address indexed share, address indexed underlying, uint256 snapshotRate, uint64 maxYearlyGrowth);
     /// @notice The sequencer-uptime feed was set (address(0) disables the gate).
-    event SequencerFeedSet(address feed, uint32 gracePeriod);
+    event SequencerFeedSet(address indexed feed, uint32 gracePeriod);
 
     /// @notice Gas given to one feed call.
     function FEED_CALL_GAS() external view returns (uint256);

@@ -27,7 +27,7 @@ interface IVault is IERC4626 {
     error InvalidConfig();
     error ReserveTooSmall(uint256 requested, uint256 reserve);
 
-    event EngineSet(address engine);
+    event EngineSet(address indexed engine);
     event Accrued(uint256 borrowIndex, uint256 interest, uint256 reserveAdded);
     event Lent(address indexed receiver, uint256 assets, uint256 scaled);
     event RepaymentNoted(uint256 assets, uint256 scaled);
@@ -74,8 +74,8 @@ interface IVault is IERC4626 {
     /// tokens to the vault in the same transaction.
     function noteRepayment(uint256 assets, uint256 scaled) external;
 
-    /// @notice Engine only: writes off `scaled` debt as bad debt, from the reserve first. Returns its assets.
-    function realizeBadDebt(uint256 scaled) external returns (uint256 assets);
+    /// @notice Engine only: writes off `scaled` debt (its assets rounded up) as bad debt, from the reserve first.
+    function realizeBadDebt(uint256 scaled) external;
 
     /// @notice One-time wiring of the engine. Admin only.
     function setEngine(address engine_) external;
