@@ -23,9 +23,7 @@ FAIL_AT = {DetectorClassification.HIGH, DetectorClassification.MEDIUM}
 def main() -> int:
     config = json.loads((ROOT / "slither.config.json").read_text())
     excluded = set(config["detectors_to_exclude"])
-    sources = sorted(
-        str(p.relative_to(ROOT)) for p in (ROOT / "contracts").rglob("*.sol") if ".cache" not in p.parts
-    )
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "contracts").rglob("*.sol") if ".cache" not in p.parts)
     platform = SolcStandardJson()
     for source in sources:
         platform.add_source_file(source)
@@ -33,7 +31,8 @@ def main() -> int:
     compilation = CryticCompile(platform, solc=str(ROOT / "bin" / "solc"), solc_working_dir=str(ROOT))
     slither = Slither(compilation, filter_paths=config["filter_paths"].split("|"))
     detectors = [
-        d for d in (getattr(all_detectors, name) for name in dir(all_detectors))
+        d
+        for d in (getattr(all_detectors, name) for name in dir(all_detectors))
         if isinstance(d, type) and issubclass(d, AbstractDetector) and d.ARGUMENT not in excluded
     ]
     for detector in detectors:

@@ -275,9 +275,7 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
 
     vault.setEngine(engine.address, sender=deployer)
     d = cfg.debt
-    router.setFeed(
-        debt_token, debt_feed, d.max_staleness, to_wad(d.min_price), to_wad(d.max_price), sender=deployer
-    )
+    router.setFeed(debt_token, debt_feed, d.max_staleness, to_wad(d.min_price), to_wad(d.max_price), sender=deployer)
     out.debt = {
         "symbol": d.symbol,
         "token": debt_token,
@@ -292,9 +290,7 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
 
     for spec in cfg.asset:
         token, feed, tmock, fmock = token_and_feed(spec)
-        router.setFeed(
-            token, feed, spec.max_staleness, to_wad(spec.min_price), to_wad(spec.max_price), sender=deployer
-        )
+        router.setFeed(token, feed, spec.max_staleness, to_wad(spec.min_price), to_wad(spec.max_price), sender=deployer)
         decimals = spec.decimals if tmock else project.MockERC20.at(token).decimals()
         engine.listAsset(
             token,
@@ -389,4 +385,3 @@ def existing_deployment(chain_id: int, web3: Any, directory: Path = DEPLOYMENTS)
     if len(web3.eth.get_code(engine)) == 0:
         return None
     return record
-

@@ -18,7 +18,7 @@ from ape import accounts, chain, project
 from ape.cli import ConnectedProviderCommand, network_option
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _system import DEPLOYMENTS, deploy_system, load_config, to_wad  # noqa: E402
+from _system import DEPLOYMENTS, deploy_system, load_config, to_wad
 
 WAD = 10**18
 MAX_UINT = 2**256 - 1
@@ -112,4 +112,3 @@ def cli(network: Any, borrowers: int, drop: float, seed: int) -> None:
     click.secho("\n5. after liquidation", bold=True)
     _table(engine, rows)
     click.echo(f"\nvault: totalAssets {vault.totalAssets() / 10**6:,.2f} USDC, reserve {vault.reserve() / 10**6:,.2f}")
-

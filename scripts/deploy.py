@@ -20,7 +20,7 @@ from ape.cli import ConnectedProviderCommand, network_option
 from ape.exceptions import AccountsError, ApeException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _system import (  # noqa: E402
+from _system import (
     DEPLOYMENTS,
     DeployConfigError,
     deploy_system,
