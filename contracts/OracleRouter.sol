@@ -48,7 +48,10 @@ contract OracleRouter is IOracleRouter, AccessControl {
         (bool ok, int256 answer, uint256 startedAt,) = _readFeed(feed);
         // An unreadable sequencer feed gates new risk too: this path only ever protects borrowing.
         if (!ok || answer != SEQUENCER_UP) revert SequencerDown();
-        if (block.timestamp - startedAt <= _sequencerGrace) revert SequencerGracePeriod(startedAt, _sequencerGrace);
+        // A status change time of zero (an invalid round) or in the future proves nothing: still in grace.
+        if (startedAt == 0 || startedAt > block.timestamp || block.timestamp - startedAt <= _sequencerGrace) {
+            revert SequencerGracePeriod(startedAt, _sequencerGrace);
+        }
     }
 
     function _price(address asset) internal view returns (uint256) {
@@ -72,7 +75,12 @@ contract OracleRouter is IOracleRouter, AccessControl {
     /// @dev Share price = underlying price * min(exchange rate, cap) / 10**underlyingDecimals, rounded down.
     function _sharePrice(address share, ShareConfig storage cfg) internal view returns (uint256) {
         uint256 underlyingPrice = _price(cfg.underlying);
-        uint256 rate = IERC4626(share).convertToAssets(10 ** cfg.shareDecimals);
+        uint256 rate;
+        try IERC4626(share).convertToAssets{gas: FEED_CALL_GAS}(10 ** cfg.shareDecimals) returns (uint256 r) {
+            rate = r;
+        } catch {
+            revert FeedCallFailed(share, share);
+        }
         uint256 cap = cfg.snapshotRate
             + RiskMath.mulDivDown(
                 cfg.snapshotRate, uint256(cfg.maxYearlyGrowth) * (block.timestamp - cfg.snapshotTime), RiskMath.WAD * RiskMath.YEAR

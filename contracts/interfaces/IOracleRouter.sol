@@ -9,6 +9,7 @@ pragma solidity 0.8.28;
 /// `0 < updatedAt <= block.timestamp`; `block.timestamp - updatedAt <= maxStaleness`; the scaled price lies strictly
 /// between `minPrice` and `maxPrice` (a feed pinned at its circuit-breaker bound is refused, the LUNA lesson); with
 /// a secondary feed, the two prices differ by at most `maxDeviation` relative to the primary.
+/// An ERC-4626 share whose `convertToAssets` reverts or exceeds `FEED_CALL_GAS` gives `FeedCallFailed(share, share)`.
 /// Known attack: a caller that forwards too little gas could make a healthy feed call fail. The router refuses to
 /// call a feed unless enough gas remains for the full `FEED_CALL_GAS` budget, so a failure is the feed's own.
 interface IOracleRouter {
@@ -57,7 +58,8 @@ interface IOracleRouter {
     error AssetNotConfigured(address asset);
     /// @notice The L2 sequencer reports down.
     error SequencerDown();
-    /// @notice The L2 sequencer came back up less than the grace period ago.
+    /// @notice The L2 sequencer came back up less than the grace period ago (or reports an invalid status time:
+    /// zero or in the future).
     error SequencerGracePeriod(uint256 upSince, uint256 gracePeriod);
     /// @notice A configuration value is invalid (zero address, bounds inverted, decimals > 18, ...).
     error InvalidConfig();
