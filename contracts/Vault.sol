@@ -10,6 +10,7 @@ import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.so
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {IVault} from "./interfaces/IVault.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {RiskMath} from "./libraries/RiskMath.sol";
 
 /// @title Vault
@@ -17,6 +18,7 @@ import {RiskMath} from "./libraries/RiskMath.sol";
 contract Vault is IVault, ERC4626, AccessControl {
     using RiskMath for uint256;
     using SafeERC20 for IERC20;
+    using SafeCast for uint256;
 
     /// @dev Virtual shares: 10**6 shares per asset unit at the start, so an attacker must donate a million times
     /// a victim's deposit to round it to zero (and donations do not count anyway, see `idle`).
@@ -64,9 +66,9 @@ contract Vault is IVault, ERC4626, AccessControl {
         // Exact equality is intended: nothing to store when already accrued in this block.
         // slither-disable-next-line incorrect-equality
         if (block.timestamp == _lastAccrual) return index;
-        _index = uint128(index);
+        _index = index.toUint128();
         _lastAccrual = uint64(block.timestamp);
-        if (toReserve != 0) _reserve += uint128(toReserve);
+        if (toReserve != 0) _reserve = (_reserve + toReserve).toUint128();
         emit Accrued(index, interest, toReserve);
         return index;
     }
@@ -116,7 +118,7 @@ contract Vault is IVault, ERC4626, AccessControl {
 
     /// @inheritdoc IVault
     function noteRepayment(uint256 assets, uint256 scaled) external onlyEngine {
-        _idle += uint128(assets);
+        _idle = (_idle + assets).toUint128();
         totalScaledDebt -= scaled;
         emit RepaymentNoted(assets, scaled);
     }
@@ -185,7 +187,8 @@ contract Vault is IVault, ERC4626, AccessControl {
     }
 
     function _deposit(address caller, address receiver, uint256 assets, uint256 shares) internal override {
-        _idle += uint128(assets);
+        // Refuses (SafeCastOverflowedUintDowncast) rather than truncates an absurd deposit.
+        _idle = (_idle + assets).toUint128();
         super._deposit(caller, receiver, assets, shares);
     }
 
