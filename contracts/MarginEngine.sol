@@ -229,12 +229,20 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         q = _repayLimits(h, requested, cfg.maxDiscount);
 
         uint256 balance = _balances[owner][subId][collateral];
+        if (balance == 0) revert NothingSeized();
         (q.repaid, q.seized) = _seizeAmounts(q.repaid, q.discount, balance, debtPrice, collPrice, cfg.decimals);
         if (q.seized == 0) revert NothingSeized();
 
         scaledRepaid = q.repaid == h.debt ? p.scaledDebt : q.repaid.toScaledDown(index);
         if (q.seized == balance && p.assetMask == uint32(1 << cfg.index)) {
+            // The last collateral is gone: whatever debt remains becomes bad debt in this call.
             q.badDebt = RiskMath.toAssetsUp(p.scaledDebt - scaledRepaid, index);
+        } else {
+            // A repayment lowered to the collateral's value must not leave dust either; liquidate another
+            // collateral first.
+            uint256 remaining = h.debt - q.repaid;
+            uint256 minDebt = _params.minDebt;
+            if (remaining != 0 && remaining < minDebt) revert LiquidationLeavesDust(remaining, minDebt);
         }
     }
 

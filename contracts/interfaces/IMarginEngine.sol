@@ -19,7 +19,8 @@ pragma solidity 0.8.28;
 /// - Close factor: 100 % when `health < fullCloseHealth` or `debtValue <= fullCloseDebtValue`, else 50 %; the 50 %
 ///   limit is raised to the whole debt when it would leave less than `minDebt`.
 /// - Seized collateral `= repaid value * (1 + d) / price`, rounded down; when it exceeds the balance, the whole
-///   balance is seized and the repayment lowered to its value / (1 + d), rounded up.
+///   balance is seized and the repayment lowered to its value / (1 + d), rounded up. No liquidation leaves
+///   `0 < debt < minDebt` unless it takes the last collateral (then the rest is bad debt).
 /// - A sub-account left with debt and no collateral has the remainder realised as bad debt in the same call.
 ///
 /// Known risks: withdrawals and borrows need valid prices (fail closed); liquidation needs valid prices of the
