@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ape import networks
+from ape.exceptions import ContractLogicError, CustomError
+from hexbytes import HexBytes
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("ck_system", ROOT / "scripts" / "_system.py")
-assert _spec and _spec.loader
+assert _spec is not None
+assert _spec.loader is not None
 ck_system = importlib.util.module_from_spec(_spec)
 sys.modules["ck_system"] = ck_system
 _spec.loader.exec_module(ck_system)
@@ -24,21 +30,66 @@ MAX_UINT = 2**256 - 1
 
 # The test market: a 6-decimal stablecoin debt asset and three collaterals with different decimals.
 TEST_CONFIG: dict[str, Any] = {
-    "debt": {"symbol": "USDC", "decimals": 6, "price": 1.0, "feed_decimals": 8, "max_staleness": 86400,
-             "min_price": 0.5, "max_price": 2.0},
+    "debt": {
+        "symbol": "USDC",
+        "decimals": 6,
+        "price": 1.0,
+        "feed_decimals": 8,
+        "max_staleness": 86400,
+        "min_price": 0.5,
+        "max_price": 2.0,
+    },
     "asset": [
-        {"symbol": "WETH", "decimals": 18, "price": 2000, "feed_decimals": 8, "max_staleness": 3600,
-         "min_price": 1, "max_price": 1_000_000, "ltv": 0.80, "lt": 0.85, "max_discount": 0.10,
-         "supply_cap": 1_000_000},
-        {"symbol": "WBTC", "decimals": 8, "price": 60000, "feed_decimals": 8, "max_staleness": 3600,
-         "min_price": 100, "max_price": 10_000_000, "ltv": 0.75, "lt": 0.80, "max_discount": 0.10,
-         "supply_cap": 100_000},
-        {"symbol": "LINK", "decimals": 18, "price": 15, "feed_decimals": 18, "max_staleness": 3600,
-         "min_price": 0.01, "max_price": 10_000, "ltv": 0.60, "lt": 0.70, "max_discount": 0.12,
-         "supply_cap": 10_000_000},
+        {
+            "symbol": "WETH",
+            "decimals": 18,
+            "price": 2000,
+            "feed_decimals": 8,
+            "max_staleness": 3600,
+            "min_price": 1,
+            "max_price": 1_000_000,
+            "ltv": 0.80,
+            "lt": 0.85,
+            "max_discount": 0.10,
+            "supply_cap": 1_000_000,
+        },
+        {
+            "symbol": "WBTC",
+            "decimals": 8,
+            "price": 60000,
+            "feed_decimals": 8,
+            "max_staleness": 3600,
+            "min_price": 100,
+            "max_price": 10_000_000,
+            "ltv": 0.75,
+            "lt": 0.80,
+            "max_discount": 0.10,
+            "supply_cap": 100_000,
+        },
+        {
+            "symbol": "LINK",
+            "decimals": 18,
+            "price": 15,
+            "feed_decimals": 18,
+            "max_staleness": 3600,
+            "min_price": 0.01,
+            "max_price": 10_000,
+            "ltv": 0.60,
+            "lt": 0.70,
+            "max_discount": 0.12,
+            "supply_cap": 10_000_000,
+        },
     ],
-    "vault": {"name": "ck USDC", "symbol": "ckUSDC", "base_rate": 0.0, "slope1": 0.04, "slope2": 0.75,
-              "kink": 0.8, "reserve_factor": 0.1, "seed_liquidity": 0},
+    "vault": {
+        "name": "ck USDC",
+        "symbol": "ckUSDC",
+        "base_rate": 0.0,
+        "slope1": 0.04,
+        "slope2": 0.75,
+        "kink": 0.8,
+        "reserve_factor": 0.1,
+        "seed_liquidity": 0,
+    },
     "risk": {"min_discount": 0.005, "full_close_health": 0.95, "full_close_debt_usd": 100, "min_debt": 10},
 }
 
@@ -145,3 +196,39 @@ def open_position(system: System, who: Any, sub_id: int, collateral: dict[str, i
         system.engine.deposit(who, sub_id, system.tokens[symbol], amount, sender=who)
     if borrow:
         system.engine.borrow(sub_id, borrow, who, sender=who)
+
+
+# ------------------------------------------------------------------------------------ exact revert checks
+# ape.reverts(SomeError) accepts ANY revert it cannot decode (view calls, errors raised by a contract the callee
+# calls), so every test asserts reverts through `reverts_with`, which decodes the raw data itself.
+
+
+def norm_arg(value: Any) -> Any:
+    """Accounts and contracts compare as their checksummed address, like ape decodes them."""
+    return str(value.address) if hasattr(value, "address") else value
+
+
+def _revert_data(message: str) -> HexBytes:
+    """The raw revert data behind an error ape could not decode: "0x<selector><args>" from a transaction,
+    "custom error 0x<selector>: <args>" from a call, or, for a bare selector that happens to be valid UTF-8,
+    the node's text rendering of those bytes."""
+    text = message.removeprefix("custom error ").replace(": ", "")
+    if text.startswith("0x"):
+        return HexBytes(text)
+    return HexBytes(message.encode("utf-8"))
+
+
+@contextmanager
+def reverts_with(error: Any, **inputs: Any) -> Iterator[None]:
+    """Expect a revert with exactly custom error `error` and exactly `inputs`. An error raised by a contract the
+    engine calls (router, vault) is decoded with the ABI of the contract `error` belongs to."""
+    with pytest.raises(ContractLogicError) as info:
+        yield
+    exc = info.value
+    if not isinstance(exc, CustomError):
+        data = _revert_data(str(exc.revert_message))
+        decoded = networks.provider.network.ecosystem.decode_custom_error(data, error.contract.address)
+        assert decoded is not None, f"undecodable revert {exc.revert_message!r}, expected {error.__name__}"
+        exc = decoded
+    assert exc.abi.signature == error.abi.signature, f"reverted with {exc.abi.signature}"
+    assert dict(exc.inputs) == {k: norm_arg(v) for k, v in inputs.items()}

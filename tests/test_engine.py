@@ -7,15 +7,10 @@ rounded up and repayments extinguish scaled debt rounded down.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from ape import networks
-from ape.exceptions import ContractLogicError, CustomError
-from conftest import MAX_UINT, RAY, WAD, fund, open_position
-from hexbytes import HexBytes
+from conftest import MAX_UINT, RAY, WAD, fund, norm_arg, open_position, reverts_with
 
 USDC = 10**6
 YEAR = 365 * 24 * 3600
@@ -85,43 +80,12 @@ def health_tuple(h: Any) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _norm(value: Any) -> Any:
-    """Accounts and contracts compare as their checksummed address, like ape decodes them."""
-    return str(value.address) if hasattr(value, "address") else value
-
-
-def _revert_data(message: str) -> HexBytes:
-    """The raw revert data behind an error ape could not decode: "0x<selector><args>" from a transaction,
-    "custom error 0x<selector>: <args>" from a call, or, for a bare selector that happens to be valid UTF-8,
-    the node's text rendering of those bytes."""
-    text = message.removeprefix("custom error ").replace(": ", "")
-    if text.startswith("0x"):
-        return HexBytes(text)
-    return HexBytes(message.encode("utf-8"))
-
-
-@contextmanager
-def reverts_with(error: Any, **inputs: Any) -> Iterator[None]:
-    """Expect a revert with exactly custom error `error` and exactly `inputs`. An error raised by a contract the
-    engine calls (router, vault) is decoded with the ABI of the contract `error` belongs to."""
-    with pytest.raises(ContractLogicError) as info:
-        yield
-    exc = info.value
-    if not isinstance(exc, CustomError):
-        data = _revert_data(str(exc.revert_message))
-        decoded = networks.provider.network.ecosystem.decode_custom_error(data, error.contract.address)
-        assert decoded is not None, f"undecodable revert {exc.revert_message!r}, expected {error.__name__}"
-        exc = decoded
-    assert exc.abi.signature == error.abi.signature, f"reverted with {exc.abi.signature}"
-    assert dict(exc.inputs) == {k: _norm(v) for k, v in inputs.items()}
-
-
 def events(tx: Any, event: Any) -> list[dict[str, Any]]:
     return [dict(log.event_arguments) for log in tx.decode_logs(event)]
 
 
 def args(**kw: Any) -> dict[str, Any]:
-    return {k: _norm(v) for k, v in kw.items()}
+    return {k: norm_arg(v) for k, v in kw.items()}
 
 
 def set_price_wad(system: Any, symbol: str, price: int) -> Any:

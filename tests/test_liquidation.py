@@ -4,17 +4,12 @@ seizures, bad debt, the callback path and the bound on what a liquidator can tak
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-import ape
 import pytest
-from ape.exceptions import CustomError
-from conftest import MAX_UINT, RAY, WAD, fund, open_position
+from conftest import MAX_UINT, RAY, WAD, fund, open_position, reverts_with
 
 USDC = 10**6  # one whole debt-asset token (6 decimals)
 DEBT_DECIMALS = 6
@@ -166,32 +161,8 @@ def usd_value(amount: int, price: int, decimals: int) -> int:
 # ---------------------------------------------------------------- chain helpers
 
 
-def _error_inputs(err: Exception, error: Any) -> dict[str, Any]:
-    """The arguments of custom error `error` raised as `err`; fails if `err` is another error. Transactions come
-    back decoded; a reverted call's error may come back raw ("custom error 0x<selector>: <data>")."""
-    if isinstance(err, CustomError):
-        assert isinstance(err, error), f"expected {error.__name__}, got {err!r}"
-        return dict(err.inputs)
-    message = getattr(err, "revert_message", "")
-    match = re.fullmatch(r"custom error 0x([0-9a-f]{8}):? ?([0-9a-f]*)", message)
-    assert match, f"expected {error.__name__}, got {err!r}"
-    ecosystem = ape.networks.provider.network.ecosystem
-    assert match.group(1) == ecosystem.get_method_selector(error.abi).hex().removeprefix("0x"), (
-        f"expected {error.__name__}, got {message}"
-    )
-    return dict(ecosystem.decode_calldata(error.abi, bytes.fromhex(match.group(2))))
-
-
-@contextmanager
-def expect_error(error: Any, **inputs: Any) -> Iterator[None]:
-    """Like ape.reverts, but the error type must match and every argument must be given and equal."""
-    with ape.reverts() as info:
-        yield
-    assert _error_inputs(info.value, error) == inputs
-
-
 def expect_ref(system: Any, ref: RefRevert) -> Any:
-    return expect_error(getattr(system.engine, ref.name), **ref.inputs)
+    return reverts_with(getattr(system.engine, ref.name), **ref.inputs)
 
 
 class Market:
@@ -283,9 +254,9 @@ def test_healthy_account_reverts_not_liquidatable(system: Any, market: Market, a
     open_position(system, alice, 0, {"WETH": WAD}, borrow=1500 * USDC)
     health = account_health(market.holdings({"WETH": WAD}), 1500 * USDC, market.prices["USDC"]).health
     assert health == 1700 * WAD // 1500
-    with expect_error(system.engine.NotLiquidatable, health=health):
+    with reverts_with(system.engine.NotLiquidatable, health=health):
         system.engine.previewLiquidation(alice, 0, system.weth, MAX_UINT)
-    with expect_error(system.engine.NotLiquidatable, health=health):
+    with reverts_with(system.engine.NotLiquidatable, health=health):
         liquidate(system, payer, alice, "WETH", MAX_UINT)
 
 
@@ -293,7 +264,7 @@ def test_account_without_debt_is_not_liquidatable(system: Any, market: Market, a
     """Collateral without debt has infinite health, even at a crashed price."""
     open_position(system, alice, 0, {"WETH": WAD})
     market.set("WETH", 2)
-    with expect_error(system.engine.NotLiquidatable, health=MAX_UINT):
+    with reverts_with(system.engine.NotLiquidatable, health=MAX_UINT):
         liquidate(system, payer, alice, "WETH", 1000 * USDC)
     assert system.engine.collateralOf(alice, 0, system.weth) == WAD
 
@@ -305,7 +276,7 @@ def test_health_exactly_one_is_not_liquidatable(system: Any, market: Market, ali
     system.engine.borrow(0, 1700 * USDC, alice, sender=alice)
     market.set("WETH", 2000)  # 2000 * 0.85 = 1700 = debt value
     assert account_health(market.holdings({"WETH": WAD}), 1700 * USDC, market.prices["USDC"]).health == WAD
-    with expect_error(system.engine.NotLiquidatable, health=WAD):
+    with reverts_with(system.engine.NotLiquidatable, health=WAD):
         liquidate(system, payer, alice, "WETH", 100 * USDC)
 
     market.set("WETH", "1999.99999999")
@@ -334,7 +305,7 @@ def test_liquidation_boundary_price(system: Any, market: Market, alice: Any, pay
 
     market.set("WETH", str(Decimal(boundary) / 10**8))
     h = account_health(market.holdings({"WETH": WAD}), debt, market.prices["USDC"]).health
-    with expect_error(system.engine.NotLiquidatable, health=h):
+    with reverts_with(system.engine.NotLiquidatable, health=h):
         system.engine.previewLiquidation(alice, 0, system.weth, debt)
     market.set("WETH", str(Decimal(boundary - 1) / 10**8))
     ref = market.quote({"WETH": WAD}, debt, "WETH", 200 * USDC)
@@ -522,7 +493,7 @@ def test_liquidation_cannot_leave_dust(system: Any, market: Market, alice: Any, 
         system.engine.previewLiquidation(alice, 0, system.weth, 75 * USDC)
     with expect_ref(system, ref.value):
         liquidate(system, payer, alice, "WETH", 75 * USDC)
-    with expect_error(system.engine.LiquidationLeavesDust, remainingDebt=1, minDebt=PARAMS.min_debt):
+    with reverts_with(system.engine.LiquidationLeavesDust, remainingDebt=1, minDebt=PARAMS.min_debt):
         liquidate(system, payer, alice, "WETH", 80 * USDC - 1)
 
     ok = market.quote({"WETH": 5 * 10**16}, 80 * USDC, "WETH", 70 * USDC)
@@ -717,7 +688,7 @@ def test_seized_below_minimum(system: Any, market: Market, alice: Any, payer: An
     open_position(system, alice, 0, {"WETH": 10 * WAD}, borrow=15_000 * USDC)
     market.set("WETH", 1700)
     ref = market.quote({"WETH": 10 * WAD}, 15_000 * USDC, "WETH", 1000 * USDC)
-    with expect_error(system.engine.SeizedBelowMinimum, seized=ref.seized, minSeized=ref.seized + 1):
+    with reverts_with(system.engine.SeizedBelowMinimum, seized=ref.seized, minSeized=ref.seized + 1):
         liquidate(system, payer, alice, "WETH", 1000 * USDC, min_seized=ref.seized + 1)
     liquidate(system, payer, alice, "WETH", 1000 * USDC, min_seized=ref.seized)
     assert system.weth.balanceOf(payer) == ref.seized
@@ -728,16 +699,16 @@ def test_zero_repay_and_nothing_seized(system: Any, market: Market, alice: Any, 
     and the smallest repay that buys one satoshi is accepted."""
     open_position(system, alice, 0, {"WBTC": 5 * 10**7}, borrow=22_000 * USDC)
     market.set("WBTC", 53000)
-    with expect_error(system.engine.ZeroAmount):
+    with reverts_with(system.engine.ZeroAmount):
         liquidate(system, payer, alice, "WBTC", 0)
     with pytest.raises(RefRevert) as ref:
         market.quote({"WBTC": 5 * 10**7}, 22_000 * USDC, "WBTC", 1)
     assert ref.value.name == "NothingSeized"
-    with expect_error(system.engine.NothingSeized):
+    with reverts_with(system.engine.NothingSeized):
         liquidate(system, payer, alice, "WBTC", 1)
     smallest = next(r for r in range(1, 10**4) if _seizes(market, r))
     assert chain_quote(system, alice, 0, "WBTC", smallest).seized == 1
-    with expect_error(system.engine.NothingSeized):
+    with reverts_with(system.engine.NothingSeized):
         system.engine.previewLiquidation(alice, 0, system.wbtc, smallest - 1)
 
 
@@ -762,9 +733,9 @@ def test_collateral_not_held_seizes_nothing(system: Any, market: Market, alice: 
             100 * USDC,
         )
     assert ref.value.name == "NothingSeized"
-    with expect_error(system.engine.NothingSeized):
+    with reverts_with(system.engine.NothingSeized):
         system.engine.previewLiquidation(alice, 0, system.link, 100 * USDC)
-    with expect_error(system.engine.NothingSeized):
+    with reverts_with(system.engine.NothingSeized):
         liquidate(system, payer, alice, "LINK", 100 * USDC)
 
 
@@ -773,9 +744,9 @@ def test_unlisted_collateral(system: Any, project: Any, market: Market, admin: A
     open_position(system, alice, 0, {"WETH": WAD}, borrow=1500 * USDC)
     market.set("WETH", 1500)
     other = admin.deploy(project.MockERC20, "Other", "OTH", 18)
-    with expect_error(system.engine.AssetNotListed, asset=other.address):
+    with reverts_with(system.engine.AssetNotListed, asset=other.address):
         system.engine.liquidate(alice, 0, other, 100 * USDC, 0, payer, b"", sender=payer)
-    with expect_error(system.engine.AssetNotListed, asset=system.usdc.address):
+    with reverts_with(system.engine.AssetNotListed, asset=system.usdc.address):
         system.engine.previewLiquidation(alice, 0, system.usdc, 100 * USDC)
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import MAX_UINT, RAY, WAD, fund, open_position
-from test_liquidation import USDC, Asset, Holding, account_health, expect_error, quote, wad
+from conftest import MAX_UINT, RAY, WAD, fund, open_position, reverts_with
+from test_liquidation import USDC, Asset, Holding, account_health, quote, wad
 
 YEAR = 365 * 24 * 3600
 FEED_DECIMALS = 8
@@ -46,7 +46,7 @@ def test_fee_on_transfer_deposit_reverts_received_less(system: Any, project: Any
     token.approve(system.engine, MAX_UINT, sender=alice)
     amount = 100 * WAD
     received = amount - amount * fee_bps // 10_000
-    with expect_error(system.engine.ReceivedLess, asset=token.address, expected=amount, received=received):
+    with reverts_with(system.engine.ReceivedLess, asset=token.address, expected=amount, received=received):
         system.engine.deposit(alice, 0, token, amount, sender=alice)
     assert system.engine.collateralOf(alice, 0, token) == 0
     assert system.engine.assetSupply(token).totalSupplied == 0
@@ -106,10 +106,10 @@ def test_returns_false_deposit_reverts(system: Any, false_token: Any, alice: Any
     """A transferFrom that returns false (failing flag, or too little balance) reverts SafeERC20FailedOperation and
     credits nothing."""
     false_token.setFailing(True, sender=alice)
-    with expect_error(system.engine.SafeERC20FailedOperation, token=false_token.address):
+    with reverts_with(system.engine.SafeERC20FailedOperation, token=false_token.address):
         system.engine.deposit(alice, 0, false_token, 10 * WAD, sender=alice)
     false_token.setFailing(False, sender=alice)
-    with expect_error(system.engine.SafeERC20FailedOperation, token=false_token.address):
+    with reverts_with(system.engine.SafeERC20FailedOperation, token=false_token.address):
         system.engine.deposit(alice, 0, false_token, 101 * WAD, sender=alice)
     assert system.engine.collateralOf(alice, 0, false_token) == 0
     assert system.engine.assetSupply(false_token).totalSupplied == 0
@@ -125,7 +125,7 @@ def test_returns_false_withdraw_reverts(system: Any, false_token: Any, alice: An
     """A transfer that returns false makes withdraw revert SafeERC20FailedOperation; the balance stays booked."""
     system.engine.deposit(alice, 0, false_token, 10 * WAD, sender=alice)
     false_token.setFailing(True, sender=alice)
-    with expect_error(system.engine.SafeERC20FailedOperation, token=false_token.address):
+    with reverts_with(system.engine.SafeERC20FailedOperation, token=false_token.address):
         system.engine.withdraw(0, false_token, 4 * WAD, bob, sender=alice)
     assert system.engine.collateralOf(alice, 0, false_token) == 10 * WAD
     assert system.engine.assetSupply(false_token).totalSupplied == 10 * WAD
@@ -207,7 +207,7 @@ def test_reentry_from_token_hook_reverts(
     h.attacker.arm(engine, _payload(system, h, alice, reentry), sender=admin)
     before = _snapshot(system, h, alice)
 
-    with expect_error(engine.ReentrancyGuardReentrantCall):
+    with reverts_with(engine.ReentrancyGuardReentrantCall):
         h.attacker.execute(engine, outer, sender=admin)
 
     assert _snapshot(system, h, alice) == before
@@ -321,7 +321,7 @@ def test_donation_cannot_inflate_borrowing_power(
 
     at = chain.blocks.head.timestamp + 10
     chain.pending_timestamp = at
-    with expect_error(
+    with reverts_with(
         system.engine.InsufficientMargin,
         borrowingPower=borrowing_power(share_price(wad(2000), rate, s, at)),
         debtValue=20_000 * WAD,

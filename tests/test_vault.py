@@ -9,15 +9,13 @@ reading the state and acting on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-import ape
 import pytest
 from ape.exceptions import ContractLogicError
-from conftest import MAX_UINT, RAY, WAD, fund, open_position
+from conftest import MAX_UINT, RAY, WAD, fund, open_position, reverts_with
 
 YEAR = 365 * 24 * 3600
 DAY = 24 * 3600
@@ -132,14 +130,6 @@ def only_event(tx: Any, event: Any) -> Any:
     logs = tx.events.filter(event)
     assert len(logs) == 1, f"expected one {event.name}, got {len(logs)}"
     return logs[0]
-
-
-@contextmanager
-def reverts_with(error: Any, **inputs: Any) -> Iterator[None]:
-    """`ape.reverts` that also insists the revert decoded to exactly `error` (ape alone lets undecoded ones pass)."""
-    with ape.reverts(error, **inputs) as info:
-        yield
-    assert isinstance(info.value, error), f"reverted with {type(info.value).__name__}, not {error.__name__}"
 
 
 def approve_vault(system: Any, who: Any, amount: int, vault: Any | None = None) -> None:

@@ -1,0 +1,87 @@
+"""The gas snapshot: no user operation costs more than 2 % above gas-snapshot.json, and the snapshot covers every
+operation. The measurement is benchmarks/gas.py's own (same deployment, same steady state, same clock), so a
+failure here reproduces with `python benchmarks/gas.py --check`; `make gas` rewrites the snapshot."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ck_gas_benchmark", ROOT / "benchmarks" / "gas.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+gas = _load_benchmark()
+
+# The operations docs/gas.md compares; the benchmark measures these and a few variants.
+REQUIRED = {
+    "deposit",
+    "withdraw",
+    "borrow",
+    "borrow_3_assets",
+    "repay",
+    "repay_full",
+    "liquidate_partial",
+    "liquidate_bad_debt",
+    "health_view_1_asset",
+    "health_view_3_assets",
+    "lens_accounts_100",
+    "vault_deposit",
+    "vault_withdraw",
+}
+
+
+@pytest.fixture(scope="module")
+def measured(project, chain, accounts) -> dict[str, int]:
+    return dict(gas.measure(project, chain, accounts).gas)
+
+
+def test_no_operation_costs_more_than_its_snapshot(measured):
+    """Every measured operation has a snapshot entry within TOLERANCE_PCT, and no entry is stale."""
+    problems = gas.regressions(measured, gas.load_snapshot())
+    assert not problems, "gas-snapshot.json disagrees (run `make gas` if intended):\n" + "\n".join(problems)
+
+
+def test_every_user_operation_is_measured(measured):
+    """Dropping an operation from the benchmark (and the snapshot) cannot silently pass the check."""
+    assert set(measured) >= REQUIRED
+
+
+def test_views_cost_less_than_their_estimates(measured):
+    """The gas floor before each feed call makes eth_estimateGas ask for more than an accountHealth call uses."""
+    for name in ("health_view_1_asset", "health_view_3_assets"):
+        assert measured[name] < measured[f"{name}_estimate"]
+
+
+def test_a_rise_over_the_tolerance_is_reported_by_name():
+    """2 % over the snapshot passes; one gas more fails, naming the operation."""
+    snapshot = {"borrow": 100_000, "repay": 50_000}
+    assert gas.regressions({"borrow": 102_000, "repay": 40_000}, snapshot) == []
+    problems = gas.regressions({"borrow": 102_001, "repay": 50_000}, snapshot)
+    assert len(problems) == 1
+    assert problems[0].startswith("borrow: 102,001 gas, +2.00 % over the snapshot's 100,000")
+
+
+def test_an_operation_missing_from_the_snapshot_is_reported():
+    """A measured operation without a snapshot entry fails the check."""
+    problems = gas.regressions({"borrow": 100_000, "liquidate": 150_000}, {"borrow": 100_000})
+    assert problems == ["liquidate: 150,000 gas, missing from gas-snapshot.json"]
+
+
+def test_a_stale_snapshot_entry_is_reported():
+    """A snapshot entry for an operation the benchmark no longer measures fails the check."""
+    problems = gas.regressions({"borrow": 100_000}, {"borrow": 100_000, "flash_loan": 90_000})
+    assert problems == ["flash_loan: in gas-snapshot.json but no longer measured"]
