@@ -24,8 +24,10 @@ help:
 
 setup: node_modules/.installed $(VENV)/.installed $(BIN)/anvil $(SOLCX_DIR)/solc-v$(SOLC_VERSION)
 
+# `npm install` with the lock file, not `npm ci`: npm 11 leaves the other platforms' optional Anvil packages out
+# of the lock, and `npm ci` then refuses the lock as out of sync. The lock still pins every installed version.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(VENV)/.installed: requirements.lock pyproject.toml
