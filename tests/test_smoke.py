@@ -12,7 +12,8 @@ def test_borrow_price_drop_liquidate(system, alice, liquidator):
     h = eng.accountHealth(alice, 0)
     assert h.health < WAD
     q = eng.previewLiquidation(alice, 0, system.weth, 2**256 - 1)
-    assert q.repaid > 0 and q.seized > 0
+    assert q.repaid > 0
+    assert q.seized > 0
     system.usdc.mint(liquidator, q.repaid, sender=liquidator)
     system.usdc.approve(eng, q.repaid, sender=liquidator)
     eng.liquidate(alice, 0, system.weth, 2**256 - 1, 0, liquidator, b"", sender=liquidator)
