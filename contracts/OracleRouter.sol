@@ -55,15 +55,19 @@ contract OracleRouter is IOracleRouter, AccessControl {
     }
 
     function _price(address asset) internal view returns (uint256) {
-        ShareConfig storage share = _shares[asset];
-        if (share.underlying != address(0)) return _sharePrice(asset, share);
+        // The common case reads two slots: the feed config. Share and secondary configs are read only when
+        // there is no feed (a share) or the flag says a secondary exists.
         FeedConfig memory cfg = _feeds[asset];
-        if (cfg.feed == address(0)) revert AssetNotConfigured(asset);
+        if (cfg.feed == address(0)) {
+            ShareConfig storage share = _shares[asset];
+            if (share.underlying == address(0)) revert AssetNotConfigured(asset);
+            return _sharePrice(asset, share);
+        }
         uint256 primary = _validatedPrice(asset, cfg.feed, cfg.maxStaleness, cfg.feedDecimals);
         if (primary <= cfg.minPrice || primary >= cfg.maxPrice) revert PriceOutOfBounds(asset, primary);
 
-        SecondaryConfig memory sec = _secondaries[asset];
-        if (sec.feed != address(0)) {
+        if (cfg.hasSecondary) {
+            SecondaryConfig memory sec = _secondaries[asset];
             uint256 secondary = _validatedPrice(asset, sec.feed, sec.maxStaleness, sec.feedDecimals);
             uint256 gap = primary > secondary ? primary - secondary : secondary - primary;
             // Deviation relative to the primary, rounded up so a borderline disagreement is refused.
@@ -154,12 +158,14 @@ contract OracleRouter is IOracleRouter, AccessControl {
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
     {
-        if (asset == address(0) || feed == address(0) || maxStaleness == 0 || minPrice >= maxPrice) {
-            revert InvalidConfig();
-        }
+        if (
+            asset == address(0) || feed == address(0) || maxStaleness == 0 || minPrice >= maxPrice
+                || _shares[asset].underlying != address(0)
+        ) revert InvalidConfig();
         uint8 dec = AggregatorV3Interface(feed).decimals();
         if (dec > 18) revert InvalidConfig();
-        _feeds[asset] = FeedConfig(feed, maxStaleness, dec, minPrice, maxPrice);
+        bool hasSecondary = _secondaries[asset].feed != address(0);
+        _feeds[asset] = FeedConfig(feed, maxStaleness, dec, hasSecondary, minPrice, maxPrice);
         emit FeedSet(asset, feed, maxStaleness, minPrice, maxPrice);
     }
 
@@ -170,11 +176,13 @@ contract OracleRouter is IOracleRouter, AccessControl {
     {
         if (feed == address(0)) {
             delete _secondaries[asset];
+            _feeds[asset].hasSecondary = false;
         } else {
             if (_feeds[asset].feed == address(0) || maxStaleness == 0 || maxDeviation == 0) revert InvalidConfig();
             uint8 dec = AggregatorV3Interface(feed).decimals();
             if (dec > 18) revert InvalidConfig();
             _secondaries[asset] = SecondaryConfig(feed, maxStaleness, dec, maxDeviation);
+            _feeds[asset].hasSecondary = true;
         }
         emit SecondaryFeedSet(asset, feed, maxStaleness, maxDeviation);
     }
@@ -184,7 +192,10 @@ contract OracleRouter is IOracleRouter, AccessControl {
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
     {
-        if (share == address(0) || _feeds[underlying].feed == address(0) || IERC4626(share).asset() != underlying) {
+        if (
+            share == address(0) || _feeds[share].feed != address(0) || _feeds[underlying].feed == address(0)
+                || IERC4626(share).asset() != underlying
+        ) {
             revert InvalidConfig();
         }
         uint8 shareDec = IERC20Metadata(share).decimals();

@@ -33,14 +33,14 @@ contract Vault is IVault, ERC4626, AccessControl {
     // Slot: cash and reserve. Both in debt-asset units.
     uint128 internal _idle;
     uint128 internal _reserve;
-    // Slot: index state.
+    // Slot: everything an accrual reads besides the totals.
     uint128 internal _index; // RAY
     uint64 internal _lastAccrual;
+    uint64 internal _reserveFactor; // WAD
     // Slot: scaled debt.
     uint256 public totalScaledDebt;
     // Slot: rate model.
     RateModel internal _model;
-    uint64 internal _reserveFactor;
 
     modifier onlyEngine() {
         if (msg.sender != engine) revert NotEngine(msg.sender);

@@ -18,6 +18,7 @@ interface IOracleRouter {
         address feed; // AggregatorV3Interface; address(0) = asset not configured
         uint32 maxStaleness; // seconds an answer stays valid after `updatedAt`
         uint8 feedDecimals; // decimals of the feed's answer (<= 18), read from the feed when configured
+        bool hasSecondary; // a secondary feed is set (saves reading its slots when there is none)
         uint128 minPrice; // exclusive lower bound, WAD USD per whole token
         uint128 maxPrice; // exclusive upper bound, WAD USD per whole token
     }
@@ -95,13 +96,14 @@ interface IOracleRouter {
     /// @notice The sequencer-uptime feed and its grace period in seconds.
     function sequencer() external view returns (address feed, uint32 gracePeriod);
 
-    /// @notice Sets the primary feed of `asset`. Admin only. Reads the feed's decimals (must be <= 18).
+    /// @notice Sets the primary feed of `asset` (not an ERC-4626 share set with `setShareAsset`). Admin only.
+    /// Reads the feed's decimals (must be <= 18). Keeps a secondary feed already set.
     function setFeed(address asset, address feed, uint32 maxStaleness, uint128 minPrice, uint128 maxPrice) external;
 
     /// @notice Sets or removes (feed = address(0)) the secondary feed of `asset`. Admin only.
     function setSecondaryFeed(address asset, address feed, uint32 maxStaleness, uint64 maxDeviation) external;
 
-    /// @notice Prices ERC-4626 `share` through `underlying`'s feed, snapshotting the current exchange rate; the
+    /// @notice Prices ERC-4626 `share` (which must have no feed of its own) through `underlying`'s feed, snapshotting the current exchange rate; the
     /// rate used is capped at `snapshot * (1 + maxYearlyGrowth * elapsed / YEAR)`. Admin only; call again to
     /// refresh the snapshot.
     function setShareAsset(address share, address underlying, uint64 maxYearlyGrowth) external;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {AggregatorV3Interface} from "../interfaces/AggregatorV3Interface.sol";
 
 /// @title MockAggregator
@@ -9,10 +10,11 @@ import {AggregatorV3Interface} from "../interfaces/AggregatorV3Interface.sol";
 /// @dev `decimals` lives in storage (not an immutable) so the drill can install this code at a real feed's
 /// address with `anvil_setCode` and then set the feed's own decimals.
 contract MockAggregator is AggregatorV3Interface {
+    /// @dev One slot per round, as Chainlink's OCR aggregators store int192 answers and 32-bit timestamps.
     struct Round {
-        int256 answer;
-        uint64 startedAt;
-        uint64 updatedAt;
+        int192 answer;
+        uint32 startedAt;
+        uint32 updatedAt;
     }
 
     error NoDataPresent(uint80 roundId);
@@ -50,7 +52,7 @@ contract MockAggregator is AggregatorV3Interface {
 
     /// @notice Overwrites round `roundId` and makes it the latest.
     function setRound(uint80 roundId, int256 answer, uint256 startedAt, uint256 updatedAt) external {
-        _rounds[roundId] = Round(answer, uint64(startedAt), uint64(updatedAt));
+        _rounds[roundId] = Round(SafeCast.toInt192(answer), SafeCast.toUint32(startedAt), SafeCast.toUint32(updatedAt));
         latestRound = roundId;
         emit AnswerUpdated(answer, roundId, updatedAt);
     }
@@ -87,7 +89,7 @@ contract MockAggregator is AggregatorV3Interface {
 
     function _push(int256 answer, uint256 startedAt, uint256 updatedAt) internal {
         uint80 id = latestRound + 1;
-        _rounds[id] = Round(answer, uint64(startedAt), uint64(updatedAt));
+        _rounds[id] = Round(SafeCast.toInt192(answer), SafeCast.toUint32(startedAt), SafeCast.toUint32(updatedAt));
         latestRound = id;
         emit AnswerUpdated(answer, id, updatedAt);
     }
