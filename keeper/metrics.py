@@ -1,0 +1,49 @@
+"""Prometheus metrics of one keeper process, on their own registry (nothing global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.accounts_tracked = Gauge("keeper_accounts_tracked", "Accounts discovered and read every block", registry=r)
+        self.accounts_liquidatable = Gauge(
+            "keeper_accounts_liquidatable", "Accounts the risk mirror finds liquidatable", registry=r
+        )
+        self.accounts_unpriced = Gauge(
+            "keeper_accounts_unpriced", "Accounts with debt whose prices the router refuses", registry=r
+        )
+        self.liquidations_sent = Counter("keeper_liquidations_sent", "Liquidation transactions sent", registry=r)
+        self.liquidations_confirmed = Counter(
+            "keeper_liquidations_confirmed", "Liquidations mined and confirmed", registry=r
+        )
+        self.liquidations_reverted = Counter(
+            "keeper_liquidations_reverted", "Liquidations mined but reverted", registry=r
+        )
+        self.simulation_failures = Counter(
+            "keeper_simulation_failures", "Liquidations not sent because eth_call said they revert", registry=r
+        )
+        self.profit_usd = Counter("keeper_profit_usd", "Expected profit of confirmed liquidations, USD", registry=r)
+        self.latency_blocks = Histogram(
+            "keeper_liquidation_latency_blocks",
+            "Blocks from first seeing an account liquidatable to its liquidation being mined",
+            buckets=(0, 1, 2, 3, 5, 10, 20, 50),
+            registry=r,
+        )
+        self.signer_balance = Gauge("keeper_signer_balance_eth", "Native balance of the signing key", registry=r)
+        self.last_block = Gauge("keeper_last_processed_block", "Last block the keeper fully processed", registry=r)
+        self.rpc_errors = Counter("keeper_rpc_errors", "Failed RPC calls (any job)", registry=r)
+        self.node_stale = Gauge("keeper_node_stale", "1 while the node has produced no block for too long", registry=r)
+        self.circuit_open = Gauge(
+            "keeper_circuit_open", "1 while sending is paused after repeated failures", registry=r
+        )
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)

@@ -1,0 +1,162 @@
+"""Batch reads of the market and of every tracked account through the Lens, pinned to one block.
+
+Two kinds of `eth_call`: `Lens.market()` (every asset's configuration and the router's verdict on its price, the
+debt asset's price, the borrow index, the risk parameters) and `Lens.accounts()` over chunks of accounts. Never one
+call per account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+
+from keeper import risk
+
+DEFAULT_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class PriceView:
+    asset: str
+    ok: bool
+    price: int  # WAD USD per whole token; 0 when not ok
+    error: bytes  # the router's revert data when not ok
+
+
+@dataclass(frozen=True)
+class AssetView:
+    address: str
+    index: int
+    decimals: int
+    risk: risk.AssetRisk
+    price: PriceView
+
+
+@dataclass(frozen=True)
+class Market:
+    block: int
+    timestamp: int
+    index: int  # borrow index, RAY
+    debt_asset: str
+    debt_decimals: int
+    debt_price: PriceView
+    assets: tuple[AssetView, ...]
+    params: risk.RiskParams
+
+    def asset(self, address: str) -> AssetView:
+        for a in self.assets:
+            if a.address == address:
+                return a
+        raise KeyError(address)
+
+
+@dataclass(frozen=True)
+class Account:
+    owner: str
+    sub_id: int
+    scaled_debt: int
+    debt: int
+    mask: int
+    balances: tuple[int, ...]  # one per listed asset, in Market.assets order
+
+    def held(self) -> list[int]:
+        """Indexes of the assets this account holds."""
+        return [i for i in range(len(self.balances)) if self.mask >> i & 1]
+
+
+def _price(raw: Sequence[Any]) -> PriceView:
+    asset, ok, price, error = raw
+    return PriceView(to_checksum_address(asset), bool(ok), int(price), bytes(error))
+
+
+def read_market(lens: Contract, block: int | str = "latest") -> Market:
+    raw = lens.functions.market().call(block_identifier=block)
+    block_number, timestamp, index, debt_asset, debt_decimals, debt_price, assets, configs, prices, params = raw
+    views = []
+    for address, cfg, price in zip(assets, configs, prices, strict=True):
+        _listed, idx, decimals, ltv, lt, max_discount = cfg
+        views.append(
+            AssetView(
+                address=to_checksum_address(address),
+                index=int(idx),
+                decimals=int(decimals),
+                risk=risk.AssetRisk(decimals=int(decimals), ltv=int(ltv), lt=int(lt), max_discount=int(max_discount)),
+                price=_price(price),
+            )
+        )
+    min_discount, full_close_health, full_close_debt_value, min_debt = params
+    return Market(
+        block=int(block_number),
+        timestamp=int(timestamp),
+        index=int(index),
+        debt_asset=to_checksum_address(debt_asset),
+        debt_decimals=int(debt_decimals),
+        debt_price=_price(debt_price),
+        assets=tuple(views),
+        params=risk.RiskParams(
+            min_discount=int(min_discount),
+            full_close_health=int(full_close_health),
+            full_close_debt_value=int(full_close_debt_value),
+            min_debt=int(min_debt),
+        ),
+    )
+
+
+def read_accounts(
+    lens: Contract,
+    accounts: Sequence[tuple[str, int]],
+    block: int | str = "latest",
+    chunk: int = DEFAULT_CHUNK,
+) -> list[Account]:
+    out: list[Account] = []
+    for start in range(0, len(accounts), chunk):
+        part = accounts[start : start + chunk]
+        owners = [o for o, _ in part]
+        subs = [s for _, s in part]
+        for row in lens.functions.accounts(owners, subs).call(block_identifier=block):
+            owner, sub_id, scaled_debt, debt, mask, balances = row
+            out.append(
+                Account(
+                    owner=to_checksum_address(owner),
+                    sub_id=int(sub_id),
+                    scaled_debt=int(scaled_debt),
+                    debt=int(debt),
+                    mask=int(mask),
+                    balances=tuple(int(b) for b in balances),
+                )
+            )
+    return out
+
+
+def health_of(account: Account, market: Market) -> risk.Health | None:
+    """The account's health by the mirror, or None when a price it needs is one the router refuses."""
+    if account.debt and not market.debt_price.ok:
+        return None
+    balances: dict[int, int] = {}
+    prices: dict[int, int] = {}
+    assets: dict[int, risk.AssetRisk] = {}
+    for i in account.held():
+        view = market.assets[i]
+        if not view.price.ok:
+            return None
+        balances[i] = account.balances[i]
+        prices[i] = view.price.price
+        assets[i] = view.risk
+    return risk.account_health(
+        balances,
+        prices,
+        assets,
+        account.scaled_debt,
+        market.index,
+        market.debt_price.price,
+        market.debt_decimals,
+    )
+
+
+def lens_contract(w3: Web3, address: str, abi: Sequence[dict[str, Any]]) -> Contract:
+    return w3.eth.contract(address=to_checksum_address(address), abi=list(abi))
