@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from eth_abi import decode as abi_decode
-from eth_utils import event_abi_to_log_topic, to_checksum_address
+from eth_abi.abi import decode as abi_decode
+from hexbytes import HexBytes
 from web3 import Web3
 
 CHECKPOINT = "discovery"
@@ -37,7 +37,7 @@ class DiscoveryStore(Protocol):
 
     def block_hash(self, number: int) -> str | None: ...
 
-    def prune_block_hashes(self, below: int) -> None: ...
+    def prune_block_hashes(self, below: int) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,11 @@ class ScanResult:
     reorg_depth: int
 
 
-def _topic(abi: Sequence[dict[str, Any]], name: str) -> bytes:
+def _topic(abi: Sequence[dict[str, Any]], name: str) -> HexBytes:
+    """topic0 of event `name`: keccak of its canonical signature, built from the ABI."""
     event = next(e for e in abi if e.get("type") == "event" and e.get("name") == name)
-    return bytes(event_abi_to_log_topic(event))
+    signature = f"{name}({','.join(str(i['type']) for i in event['inputs'])})"
+    return HexBytes(Web3.keccak(text=signature))
 
 
 class Discovery:
@@ -69,7 +71,7 @@ class Discovery:
     ) -> None:
         self._w3 = w3
         self._store = store
-        self._engine = to_checksum_address(engine)
+        self._engine = Web3.to_checksum_address(engine)
         self._deposited = _topic(engine_abi, "Deposited")
         self._moved = _topic(engine_abi, "CollateralMoved")
         self._start = start_block
@@ -120,7 +122,7 @@ class Discovery:
             probe = self._start - 1
         depth = number - probe
         self._log.warning("reorg detected: checkpoint %d replaced; re-scanning from block %d", number, probe + 1)
-        self._store.set_checkpoint(CHECKPOINT, probe, self._hash_at(probe) if probe >= 0 else "")
+        self._store.set_checkpoint(CHECKPOINT, probe, self._hash_at(probe) or "")
         return depth
 
     def _hash_at(self, number: int) -> str | None:
@@ -161,12 +163,12 @@ class Discovery:
             block = int(log["blockNumber"])
             if bytes(topics[0]) == self._deposited:
                 # Deposited(caller indexed, owner indexed, subId indexed, asset, amount)
-                owner = to_checksum_address(bytes(topics[2])[-20:])
+                owner = Web3.to_checksum_address(bytes(topics[2])[-20:])
                 sub_id = int.from_bytes(bytes(topics[3]), "big")
                 found.append((owner, sub_id, block))
             else:
                 # CollateralMoved(owner indexed, fromSubId, toSubId, asset, amount)
-                owner = to_checksum_address(bytes(topics[1])[-20:])
+                owner = Web3.to_checksum_address(bytes(topics[1])[-20:])
                 _from_sub, to_sub, _asset, _amount = abi_decode(
                     ["uint8", "uint8", "address", "uint256"], bytes(log["data"])
                 )

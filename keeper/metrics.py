@@ -45,5 +45,5 @@ class Metrics:
             "keeper_circuit_open", "1 while sending is paused after repeated failures", registry=r
         )
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=host, registry=self.registry)

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.exceptions import ContractLogicError
+from web3.types import TxParams
 
 from keeper import risk
-from keeper.deployment import Deployment, contract
+from keeper.deployment import Deployment, connect, contract
 from keeper.discovery import Discovery
 from keeper.metrics import Metrics
 from keeper.state import Market, read_accounts, read_market
+from keeper.store import Store
 from keeper.strategy import Limits, Plan, plan_all
+from keeper.txmanager import FeePolicy, TxManager
 
 BREAKER_THRESHOLD = 5
 MAX_BACKOFF_S = 30.0
@@ -127,6 +130,14 @@ class Keeper:
             self.metrics.rpc_errors.inc()
             self.log.warning("housekeeping failed: %s", exc)
 
+    def ensure_allowance(self) -> None:
+        """Liquidations pull the repayment from the keeper: approve the engine once, through the journal."""
+        allowance = self.debt_token.functions.allowance(self.signer.address, self.dep.engine).call()
+        if allowance >= 2**255:
+            return
+        data = self.debt_token.encode_abi("approve", [self.dep.engine, 2**256 - 1])
+        self.txm.submit("approve-engine", {"to": self.dep.debt.token, "data": data, "value": 0}, simulate=True)
+
     # ------------------------------------------------------------------ one block
 
     def process_block(self, head: int) -> None:
@@ -181,19 +192,21 @@ class Keeper:
         if self.state.cooldown_until.get(key, -1) > head:
             return False
         min_seized = plan.quote.seized * (10_000 - SEIZE_SLIPPAGE_BPS) // 10_000
-        call = self.engine.functions.liquidate(
-            plan.owner, plan.sub_id, plan.collateral, plan.request, min_seized, self.signer.address, b""
+        data = self.engine.encode_abi(
+            "liquidate", [plan.owner, plan.sub_id, plan.collateral, plan.request, min_seized, self.signer.address, b""]
         )
-        tx = call.build_transaction({"from": self.signer.address, "gas": 0, "nonce": 0, "chainId": self.dep.chain_id})
-        payload = {"to": tx["to"], "data": tx["data"], "value": 0}
+        payload: dict[str, Any] = {"to": self.dep.engine, "data": data, "value": 0}
         try:
-            submission = self.txm.submit(plan.intent_key, payload, simulate=True)
-        except Exception as exc:
+            # Never send what the node says reverts; a position that fails cools down instead of being retried
+            # every block (the transaction manager simulates again right before signing).
+            self.w3.eth.call(cast(TxParams, {"from": self.signer.address, **payload}), block_identifier=head)
+        except (ContractLogicError, ValueError) as exc:
             self.metrics.simulation_failures.inc()
             self.state.cooldown_until[key] = head + COOLDOWN_BLOCKS
-            self.log.info("not sending liquidation of %s/%d: %s", plan.owner, plan.sub_id, exc)
+            self.log.info("not sending liquidation of %s/%d: simulation reverts: %s", plan.owner, plan.sub_id, exc)
             return False
-        if submission is None:
+        submission = self.txm.submit(plan.intent_key, payload, simulate=True)
+        if submission is None or submission.status != "pending":
             return False
         self.metrics.liquidations_sent.inc()
         self.state.pending[plan.intent_key] = (key, plan.profit_usd)
@@ -258,27 +271,48 @@ class Keeper:
             self.log.warning("block job failed (%d in a row, retry in %.1f s): %s", self.state.failures, backoff, exc)
 
 
-def run(settings: Any, deployment: Deployment, w3: Web3, signer: LocalAccount, store: Any, txm: Any) -> None:
-    """Run until SIGTERM or SIGINT."""
+def run(settings: Any, deployment: Deployment, w3: Web3, signer: LocalAccount) -> None:
+    """Run until SIGTERM or SIGINT: reconcile the journal with the chain, then the jobs."""
+    log = logging.getLogger("keeper")
+    submit_w3 = connect(settings.submit_url, settings.rpc_timeout_s) if settings.submit_url else w3
+    store = Store(settings.state_db)
+    policy = FeePolicy(
+        max_fee_cap_wei=int(settings.max_fee_gwei * GWEI), priority_fee_wei=int(settings.priority_fee_gwei * GWEI)
+    )
+    txm = TxManager(
+        w3,
+        submit_w3,
+        signer,
+        store,
+        deployment.chain_id,
+        policy,
+        settings.confirmations,
+        settings.replace_after_blocks,
+        log.getChild("tx"),
+    )
     metrics = Metrics()
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port)
-    keeper = Keeper(settings, deployment, w3, signer, store, txm, metrics)
-    txm.reconcile()
+        metrics.serve(settings.metrics_port, settings.metrics_host)
+    keeper = Keeper(settings, deployment, w3, signer, store, txm, metrics, log=log)
+    for outcome in txm.reconcile():
+        log.info("after restart: intent %s %s at nonce %d", outcome.intent_key, outcome.status, outcome.nonce)
+    keeper.ensure_allowance()
     scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)})
     scheduler.add_job(
         keeper.tick, "interval", seconds=settings.poll_interval_s, max_instances=1, coalesce=True, id="block"
     )
     scheduler.add_job(keeper.housekeeping, "interval", seconds=15, max_instances=1, coalesce=True, id="housekeeping")
-    stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
-        keeper.log.info("signal %d: stopping after the current job", signum)
-        stop.set()
+        log.info("signal %d: stopping after the current job", signum)
         scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     keeper.housekeeping()
-    keeper.log.info("keeper %s running on chain %d", signer.address, deployment.chain_id)
-    scheduler.start()
+    log.info("keeper %s running on chain %d from block %d", signer.address, deployment.chain_id, w3.eth.block_number)
+    try:
+        scheduler.start()
+    finally:
+        store.close()
+        log.info("keeper stopped")

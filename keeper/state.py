@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
+from web3.types import BlockIdentifier
 
 from keeper import risk
 
@@ -71,10 +71,10 @@ class Account:
 
 def _price(raw: Sequence[Any]) -> PriceView:
     asset, ok, price, error = raw
-    return PriceView(to_checksum_address(asset), bool(ok), int(price), bytes(error))
+    return PriceView(Web3.to_checksum_address(asset), bool(ok), int(price), bytes(error))
 
 
-def read_market(lens: Contract, block: int | str = "latest") -> Market:
+def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
     raw = lens.functions.market().call(block_identifier=block)
     block_number, timestamp, index, debt_asset, debt_decimals, debt_price, assets, configs, prices, params = raw
     views = []
@@ -82,7 +82,7 @@ def read_market(lens: Contract, block: int | str = "latest") -> Market:
         _listed, idx, decimals, ltv, lt, max_discount = cfg
         views.append(
             AssetView(
-                address=to_checksum_address(address),
+                address=Web3.to_checksum_address(address),
                 index=int(idx),
                 decimals=int(decimals),
                 risk=risk.AssetRisk(decimals=int(decimals), ltv=int(ltv), lt=int(lt), max_discount=int(max_discount)),
@@ -94,7 +94,7 @@ def read_market(lens: Contract, block: int | str = "latest") -> Market:
         block=int(block_number),
         timestamp=int(timestamp),
         index=int(index),
-        debt_asset=to_checksum_address(debt_asset),
+        debt_asset=Web3.to_checksum_address(debt_asset),
         debt_decimals=int(debt_decimals),
         debt_price=_price(debt_price),
         assets=tuple(views),
@@ -110,7 +110,7 @@ def read_market(lens: Contract, block: int | str = "latest") -> Market:
 def read_accounts(
     lens: Contract,
     accounts: Sequence[tuple[str, int]],
-    block: int | str = "latest",
+    block: BlockIdentifier = "latest",
     chunk: int = DEFAULT_CHUNK,
 ) -> list[Account]:
     out: list[Account] = []
@@ -122,7 +122,7 @@ def read_accounts(
             owner, sub_id, scaled_debt, debt, mask, balances = row
             out.append(
                 Account(
-                    owner=to_checksum_address(owner),
+                    owner=Web3.to_checksum_address(owner),
                     sub_id=int(sub_id),
                     scaled_debt=int(scaled_debt),
                     debt=int(debt),
@@ -159,4 +159,4 @@ def health_of(account: Account, market: Market) -> risk.Health | None:
 
 
 def lens_contract(w3: Web3, address: str, abi: Sequence[dict[str, Any]]) -> Contract:
-    return w3.eth.contract(address=to_checksum_address(address), abi=list(abi))
+    return w3.eth.contract(address=Web3.to_checksum_address(address), abi=list(abi))
