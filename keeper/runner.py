@@ -238,6 +238,10 @@ class Keeper:
                 if key_profit is not None:
                     account, _ = key_profit
                     self.state.cooldown_until[account] = head + COOLDOWN_BLOCKS
+            else:
+                # cancelled (the manager replaced a call that would now revert) or dropped (the nonce went to a
+                # transaction that is not ours): the account is planned afresh from the next block's state.
+                self.log.info("intent %s %s at nonce %d", outcome.intent_key, outcome.status, outcome.nonce)
 
     # ------------------------------------------------------------------ safety
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
+from keeper.errors import KeeperError
+
 SCHEMA_VERSION = 1
 
 IntentStatus = Literal["pending", "mined", "confirmed", "reverted", "cancelled", "failed", "dropped"]
@@ -89,7 +91,7 @@ CREATE INDEX IF NOT EXISTS attempts_intent ON attempts (intent_id);
 """
 
 
-class StoreError(Exception):
+class StoreError(KeeperError):
     """The state file cannot be used (written by a newer keeper, or not a keeper state file)."""
 
 
