@@ -111,6 +111,7 @@ class Keeper:
             self.state.last_block = head
             self.metrics.last_block.set(head)
             self.state.failures = 0
+            self.state.breaker_open_until = 0.0
             self.metrics.circuit_open.set(0)
         except Exception as exc:
             self._failed(now, exc)
