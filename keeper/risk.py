@@ -560,6 +560,24 @@ def accrue_index(index: int, rate: int, elapsed: int) -> int:
     return _add(index, mul_div_down(index, _mul(rate, elapsed), WAD * YEAR))
 
 
+VAULT_ACCRUAL_SLOT = 8  # Vault storage slot packing `_index` (uint128), `_lastAccrual` (uint64), `_reserveFactor`
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccrual:
+    """The vault's last accrual as stored, which no view returns: `borrowIndex()` is already projected to the
+    current block. Read the word with `eth_getStorageAt(vault, VAULT_ACCRUAL_SLOT)`; checked against the deployed
+    Vault by the differential test."""
+
+    index: int  # RAY
+    last_accrual: int  # unix seconds
+    reserve_factor: int  # WAD
+
+    @classmethod
+    def unpack(cls, word: int) -> StoredAccrual:
+        return cls(word & MAX_UINT128, (word >> 128) & (2**64 - 1), word >> 192)
+
+
 def pending(
     index: int,
     elapsed: int,
@@ -570,7 +588,8 @@ def pending(
 ) -> Accrual:
     """`Vault._pending`: from the stored index, the seconds since the last accrual, the vault's total scaled debt
     and its idle cash. The rate is fixed at the utilisation of the last accrual for the whole span, so projecting
-    a later block must start from the stored index and its accrual time, not from an earlier projection."""
+    a later block must start from the stored index and its accrual time (`StoredAccrual`), not from an earlier
+    projection such as `borrowIndex()`."""
     if elapsed == 0 or total_scaled_debt == 0:
         return Accrual(index, 0, 0)
     debt_before = to_assets_up(total_scaled_debt, index)

@@ -147,6 +147,20 @@ def health_of(account: Account, market: Market) -> risk.Health | None:
         balances[i] = account.balances[i]
         prices[i] = view.price.price
         assets[i] = view.risk
+    try:
+        return _account_health(account, market, balances, prices, assets)
+    except risk.ContractRevert:
+        # The contract would revert too (an overflow on absurd balances): the account cannot be priced.
+        return None
+
+
+def _account_health(
+    account: Account,
+    market: Market,
+    balances: dict[int, int],
+    prices: dict[int, int],
+    assets: dict[int, risk.AssetRisk],
+) -> risk.Health:
     return risk.account_health(
         balances,
         prices,

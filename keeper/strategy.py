@@ -102,7 +102,7 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
                 request,
                 market.params,
             )
-        except risk.LiquidationRevert:
+        except risk.ContractRevert:
             continue
         seized_usd = risk.value_down(quote.seized, prices[i], market.assets[i].decimals)
         repaid_usd = risk.value_up(quote.repaid, market.debt_price.price, market.debt_decimals)
