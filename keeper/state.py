@@ -148,29 +148,15 @@ def health_of(account: Account, market: Market) -> risk.Health | None:
         prices[i] = view.price.price
         assets[i] = view.risk
     try:
-        return _account_health(account, market, balances, prices, assets)
+        return risk.account_health(
+            balances,
+            prices,
+            assets,
+            account.scaled_debt,
+            market.index,
+            market.debt_price.price,
+            market.debt_decimals,
+        )
     except risk.ContractRevert:
         # The contract would revert too (an overflow on absurd balances): the account cannot be priced.
         return None
-
-
-def _account_health(
-    account: Account,
-    market: Market,
-    balances: dict[int, int],
-    prices: dict[int, int],
-    assets: dict[int, risk.AssetRisk],
-) -> risk.Health:
-    return risk.account_health(
-        balances,
-        prices,
-        assets,
-        account.scaled_debt,
-        market.index,
-        market.debt_price.price,
-        market.debt_decimals,
-    )
-
-
-def lens_contract(w3: Web3, address: str, abi: Sequence[dict[str, Any]]) -> Contract:
-    return w3.eth.contract(address=Web3.to_checksum_address(address), abi=list(abi))
