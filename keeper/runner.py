@@ -39,11 +39,14 @@ COOLDOWN_BLOCKS = 5
 # Slippage accepted on the seized amount between the read and the mined block.
 SEIZE_SLIPPAGE_BPS = 100
 GWEI = 10**9
+# 0.1 % of a repayment kept in reserve for interest accrued between reading and inclusion.
+INTEREST_HEADROOM_DIVISOR = 1_000
 
 
 @dataclass
 class LoopState:
     last_block: int = -1
+    last_hash: bytes = b""
     last_block_seen_at: float = 0.0
     failures: int = 0
     next_attempt_at: float = 0.0
@@ -100,8 +103,11 @@ class Keeper:
         if now < self.state.next_attempt_at:
             return
         try:
-            head = self.w3.eth.block_number
-            if head == self.state.last_block:
+            latest = self.w3.eth.get_block("latest")
+            head = int(latest["number"])
+            head_hash = bytes(latest["hash"])
+            # A new head, or a reorg that replaced the head at the same height.
+            if head == self.state.last_block and head_hash == self.state.last_hash:
                 self._check_stale(now)
                 return
             self.state.last_block_seen_at = now
@@ -109,6 +115,7 @@ class Keeper:
             self.metrics.node_stale.set(0)
             self.process_block(head)
             self.state.last_block = head
+            self.state.last_hash = head_hash
             self.metrics.last_block.set(head)
             self.state.failures = 0
             self.state.breaker_open_until = 0.0
@@ -156,7 +163,8 @@ class Keeper:
         if self._sending_allowed():
             inventory = limits.inventory
             for plan in plans:
-                if plan.quote.repaid > inventory:
+                # Headroom for the interest that accrues before inclusion (a whole-debt repayment grows with it).
+                if plan.quote.repaid + plan.quote.repaid // INTEREST_HEADROOM_DIVISOR + 1 > inventory:
                     continue
                 if self._execute(plan, head):
                     inventory -= plan.quote.repaid

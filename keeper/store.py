@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     intent_id INTEGER NOT NULL REFERENCES intents (id),
     kind TEXT NOT NULL CHECK (kind IN ('original', 'replacement', 'cancel')),
     nonce INTEGER NOT NULL,
-    tx_hash TEXT NOT NULL UNIQUE,
+    tx_hash TEXT NOT NULL,
     raw_tx TEXT NOT NULL,
     max_fee INTEGER NOT NULL,
     priority_fee INTEGER NOT NULL,
@@ -85,7 +85,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     status TEXT NOT NULL CHECK (status IN ('signed', 'sent', 'rejected')),
     error_class TEXT,
     error TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    -- Unique per intent only: after a reorg deeper than the confirmation depth, a new intent can sign bytes
+    -- identical to a resolved intent's (same nonce, calldata and fees).
+    UNIQUE (intent_id, tx_hash)
 );
 CREATE INDEX IF NOT EXISTS attempts_intent ON attempts (intent_id);
 """

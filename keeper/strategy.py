@@ -36,7 +36,7 @@ class Plan:
     sub_id: int
     collateral: str  # token address
     collateral_index: int
-    request: int  # repayAssets argument
+    request: int  # repayAssets argument (MAX_UINT for "the whole debt at inclusion")
     scaled_debt: int  # the position this plan was made for
     quote: risk.Quote
     health: int
@@ -83,6 +83,9 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
     request = _request_cap(account, market, health, limits)
     if request <= 0:
         return Skip(account.owner, account.sub_id, "no inventory or repay limit too small")
+    # Repaying the whole debt: ask for "everything" on-chain, because interest accrues between the block read
+    # here and the block that includes the transaction, and the exact figure read now would leave dust.
+    onchain_request = risk.MAX_UINT if request == health.debt else request
     balances = {i: account.balances[i] for i in account.held()}
     prices = {i: market.assets[i].price.price for i in account.held()}
     assets = {i: market.assets[i].risk for i in account.held()}
@@ -113,7 +116,7 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
                 sub_id=account.sub_id,
                 collateral=market.assets[i].address,
                 collateral_index=i,
-                request=request,
+                request=onchain_request,
                 scaled_debt=account.scaled_debt,
                 quote=quote,
                 health=health.health,
