@@ -1,0 +1,146 @@
+"""Liquidation planning on hand-built snapshots (pure: no chain)."""
+
+from __future__ import annotations
+
+from keeper import risk
+from keeper.state import Account, AssetView, Market, PriceView
+from keeper.strategy import LIQUIDATION_GAS_ESTIMATE, Limits, Plan, Skip, gas_cost_usd, plan_account, plan_all
+
+WAD = 10**18
+USDC = 10**6
+PARAMS = risk.RiskParams(
+    min_discount=5 * 10**15, full_close_health=95 * 10**16, full_close_debt_value=100 * WAD, min_debt=10 * USDC
+)
+
+
+def _asset(i: int, decimals: int, price_usd: int, lt: float, max_discount: float, ok: bool = True) -> AssetView:
+    address = f"0x{i + 1:040x}"
+    return AssetView(
+        address=address,
+        index=i,
+        decimals=decimals,
+        risk=risk.AssetRisk(
+            decimals=decimals, ltv=int((lt - 0.05) * WAD), lt=int(lt * WAD), max_discount=int(max_discount * WAD)
+        ),
+        price=PriceView(address, ok, price_usd * WAD if ok else 0, b"" if ok else b"\x01"),
+    )
+
+
+def _market(*assets: AssetView, debt_ok: bool = True) -> Market:
+    debt = "0x" + "ee" * 20
+    return Market(
+        block=1,
+        timestamp=1,
+        index=10**27,
+        debt_asset=debt,
+        debt_decimals=6,
+        debt_price=PriceView(debt, debt_ok, WAD if debt_ok else 0, b""),
+        assets=assets,
+        params=PARAMS,
+    )
+
+
+def _limits(**kw: int) -> Limits:
+    base = {
+        "min_profit_usd": 0,
+        "max_repay": None,
+        "inventory": 10**15,
+        "gas_price_wei": 10**9,
+        "native_price_usd": 2000 * WAD,
+    }
+    base.update(kw)
+    return Limits(**base)  # type: ignore[arg-type]
+
+
+def _account(balances: tuple[int, ...], debt_usdc: int) -> Account:
+    mask = sum(1 << i for i, b in enumerate(balances) if b)
+    return Account(
+        owner="0x" + "aa" * 20,
+        sub_id=1,
+        scaled_debt=debt_usdc * USDC,
+        debt=debt_usdc * USDC,
+        mask=mask,
+        balances=balances,
+    )
+
+
+def test_healthy_and_debt_free_accounts_get_no_plan() -> None:
+    market = _market(_asset(0, 18, 2000, 0.85, 0.10))
+    assert plan_account(_account((10**18,), 0), market, _limits()) is None
+    assert plan_account(_account((10**18,), 1_000), market, _limits()) is None  # health 1.7
+
+
+def test_chooses_the_collateral_with_the_larger_discount() -> None:
+    """Same value in two collaterals; the one with the higher max discount pays the liquidator more."""
+    market = _market(_asset(0, 18, 1000, 0.80, 0.05), _asset(1, 8, 1000, 0.80, 0.12))
+    # 10k of each, debt 17k: health = 16k / 17k = 0.941 -> full close; discount min(max, 0.005 + 0.059)
+    account = _account((10 * 10**18, 10 * 10**8), 17_000)
+    plan = plan_account(account, market, _limits())
+    assert isinstance(plan, Plan)
+    assert plan.collateral_index == 1
+    assert plan.quote.discount == 5 * 10**15 + WAD - plan.health  # below the 12 % cap
+    # Whole-debt repayment goes on-chain as "everything", so interest before inclusion cannot leave dust.
+    assert plan.request == risk.MAX_UINT
+    assert plan.quote.seized == 10 * 10**8  # collateral-limited: all of it
+    assert plan.quote.repaid < account.debt
+
+
+def test_half_close_requests_exactly_the_close_factor() -> None:
+    market = _market(_asset(0, 18, 1000, 0.80, 0.10))
+    account = _account((100 * 10**18,), 80_500)  # health 0.9938: 50 % close factor
+    plan = plan_account(account, market, _limits())
+    assert isinstance(plan, Plan)
+    assert plan.request == (80_500 * USDC + 1) // 2
+    assert plan.quote.repaid == plan.request
+
+
+def test_profit_is_net_of_gas_and_below_minimum_is_skipped() -> None:
+    market = _market(_asset(0, 18, 1000, 0.80, 0.10))
+    account = _account((100 * 10**18,), 80_500)
+    plan = plan_account(account, market, _limits())
+    assert isinstance(plan, Plan)
+    seized_usd = risk.value_down(plan.quote.seized, 1000 * WAD, 18)
+    repaid_usd = risk.value_up(plan.quote.repaid, WAD, 6)
+    gas = gas_cost_usd(LIQUIDATION_GAS_ESTIMATE, _limits())
+    assert gas == 230_000 * 10**9 * 2000  # 0.46 USD in WAD
+    assert plan.profit_usd == seized_usd - repaid_usd - gas
+    skipped = plan_account(account, market, _limits(min_profit_usd=plan.profit_usd + 1))
+    assert isinstance(skipped, Skip)
+    assert "below minimum" in skipped.reason
+
+
+def test_refused_prices_and_no_inventory_are_skips() -> None:
+    stale = _market(_asset(0, 18, 1000, 0.80, 0.10, ok=False))
+    account = _account((100 * 10**18,), 80_500)
+    skip = plan_account(account, stale, _limits())
+    assert isinstance(skip, Skip)
+    assert "refused" in skip.reason
+    broke = plan_account(account, _market(_asset(0, 18, 1000, 0.80, 0.10)), _limits(inventory=0))
+    assert isinstance(broke, Skip)
+
+
+def test_request_is_capped_by_max_repay_without_leaving_dust() -> None:
+    market = _market(_asset(0, 18, 1000, 0.80, 0.10))
+    account = _account((100 * 10**18,), 90_000)  # health 0.889: full close
+    capped = plan_account(account, market, _limits(max_repay=1_000 * USDC))
+    assert isinstance(capped, Plan)
+    assert capped.request == 1_000 * USDC
+    near_all = plan_account(account, market, _limits(max_repay=89_995 * USDC))
+    assert isinstance(near_all, Plan)
+    assert near_all.request == 90_000 * USDC - PARAMS.min_debt  # leaves exactly minDebt, not 5 USDC
+
+
+def test_plan_all_orders_by_profit() -> None:
+    market = _market(_asset(0, 18, 1000, 0.80, 0.10))
+    small = _account((10 * 10**18,), 8_500)
+    big = Account(
+        owner="0x" + "bb" * 20,
+        sub_id=0,
+        scaled_debt=85_000 * USDC,
+        debt=85_000 * USDC,
+        mask=1,
+        balances=(100 * 10**18,),
+    )
+    plans, skips = plan_all([small, big], market, _limits())
+    assert [p.owner for p in plans] == [big.owner, small.owner]
+    assert skips == []
