@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from web3 import Web3
 from web3.contract import Contract
-from web3.types import BlockIdentifier
+from web3.types import BlockIdentifier, TxParams
 
 from keeper import risk
 
-DEFAULT_CHUNK = 500
+# 1,000 accounts with three collaterals is about 17M gas per eth_call: under Anvil's 30M default and geth's
+# 50M eth_call cap, and as fast as larger chunks (docs/benchmarks.md).
+DEFAULT_CHUNK = 1_000
 
 
 @dataclass(frozen=True)
@@ -107,27 +111,43 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
     )
 
 
+# Lens.accounts is called with hand-built calldata and decoded with eth-abi directly: web3's contract layer
+# validates and checksums every address on the way in and out, which costs ten times the call itself at 10,000
+# accounts (docs/benchmarks.md).
+_ACCOUNTS_SELECTOR = bytes(Web3.keccak(text="accounts(address[],uint8[])")[:4])
+_ACCOUNTS_IN = ["address[]", "uint8[]"]
+_ACCOUNTS_OUT = ["(address,uint8,uint256,uint256,uint32,uint256[])[]"]
+
+
+class LensReadError(Exception):
+    """The Lens answered with a different number of accounts than asked for."""
+
+
 def read_accounts(
     lens: Contract,
     accounts: Sequence[tuple[str, int]],
     block: BlockIdentifier = "latest",
     chunk: int = DEFAULT_CHUNK,
 ) -> list[Account]:
+    """Balances and debt of `accounts` (checksummed owners) at `block`, one `eth_call` per `chunk` accounts."""
     out: list[Account] = []
     for start in range(0, len(accounts), chunk):
         part = accounts[start : start + chunk]
-        owners = [o for o, _ in part]
-        subs = [s for _, s in part]
-        for row in lens.functions.accounts(owners, subs).call(block_identifier=block):
-            owner, sub_id, scaled_debt, debt, mask, balances = row
+        data = _ACCOUNTS_SELECTOR + abi_encode(_ACCOUNTS_IN, [[o for o, _ in part], [s for _, s in part]])
+        raw = lens.w3.eth.call(cast(TxParams, {"to": lens.address, "data": data}), block_identifier=block)
+        (rows,) = abi_decode(_ACCOUNTS_OUT, bytes(raw))
+        if len(rows) != len(part):
+            raise LensReadError(f"Lens.accounts returned {len(rows)} rows for {len(part)} accounts")
+        for (owner, sub_id), row in zip(part, rows, strict=True):
+            _owner, _sub, scaled_debt, debt, mask, balances = row
             out.append(
                 Account(
-                    owner=Web3.to_checksum_address(owner),
-                    sub_id=int(sub_id),
-                    scaled_debt=int(scaled_debt),
-                    debt=int(debt),
-                    mask=int(mask),
-                    balances=tuple(int(b) for b in balances),
+                    owner=owner,
+                    sub_id=sub_id,
+                    scaled_debt=scaled_debt,
+                    debt=debt,
+                    mask=mask,
+                    balances=tuple(balances),
                 )
             )
     return out
