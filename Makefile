@@ -18,6 +18,7 @@ help:
 	@echo "make test   run the whole test suite against a real Anvil"
 	@echo "make lint   ruff, mypy (strict on keeper/) and slither"
 	@echo "make gas    measure the gas of every user operation and rewrite gas-snapshot.json"
+	@echo "make bench  gas check and the keeper scan benchmark (1,000 and 10,000 accounts)"
 	@echo "make setup  install everything (idempotent; the other targets call it)"
 
 # ---- setup (idempotent: each step re-runs only when its inputs change) ----
@@ -78,6 +79,8 @@ gas-check: setup
 	$(PY) benchmarks/gas.py --check
 
 bench: gas-check
+	$(PY) benchmarks/scan.py --accounts 1000
+	$(PY) benchmarks/scan.py --accounts 10000
 
 clean:
 	rm -rf .build contracts/.cache
