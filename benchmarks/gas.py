@@ -145,23 +145,8 @@ class Bench:
 
 
 def deploy(project: Any, chain: Any, admin: Any) -> Any:
-    """Deploy the test market with the fixtures' library and config; the handles are conftest's System."""
-    ck = conftest.ck_system
-    dep = ck.deploy_system(project, chain, admin, ck.parse_config(conftest.TEST_CONFIG), "gas")
-    tokens = {a["symbol"]: project.MockERC20.at(a["token"]) for a in dep.assets}
-    feeds = {a["symbol"]: project.MockAggregator.at(a["feed"]) for a in dep.assets}
-    feeds["USDC"] = project.MockAggregator.at(dep.debt["feed"])
-    return conftest.System(
-        router=project.OracleRouter.at(dep.contracts["OracleRouter"]["address"]),
-        vault=project.Vault.at(dep.contracts["Vault"]["address"]),
-        engine=project.MarginEngine.at(dep.contracts["MarginEngine"]["address"]),
-        lens=project.Lens.at(dep.contracts["Lens"]["address"]),
-        usdc=project.MockERC20.at(dep.debt["token"]),
-        tokens=tokens,
-        feeds=feeds,
-        admin=admin,
-        deployment=dep,
-    )
+    """Deploy the test market exactly as the test fixtures do; the handles are conftest's System."""
+    return conftest.deploy_test_system(project, chain, admin, "gas")
 
 
 def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:

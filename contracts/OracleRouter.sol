@@ -79,17 +79,15 @@ contract OracleRouter is IOracleRouter, AccessControl {
     /// @dev Share price = underlying price * min(exchange rate, cap) / 10**underlyingDecimals, rounded down.
     function _sharePrice(address share, ShareConfig storage cfg) internal view returns (uint256) {
         uint256 underlyingPrice = _price(cfg.underlying);
-        uint256 rate;
-        try IERC4626(share).convertToAssets{gas: FEED_CALL_GAS}(10 ** cfg.shareDecimals) returns (uint256 r) {
-            rate = r;
-        } catch {
-            revert FeedCallFailed(share, share);
-        }
         uint256 cap = cfg.snapshotRate
             + RiskMath.mulDivDown(
                 cfg.snapshotRate, uint256(cfg.maxYearlyGrowth) * (block.timestamp - cfg.snapshotTime), RiskMath.WAD * RiskMath.YEAR
             );
-        return RiskMath.mulDivDown(underlyingPrice, rate.min(cap), 10 ** cfg.underlyingDecimals);
+        try IERC4626(share).convertToAssets{gas: FEED_CALL_GAS}(10 ** cfg.shareDecimals) returns (uint256 rate) {
+            return RiskMath.mulDivDown(underlyingPrice, rate.min(cap), 10 ** cfg.underlyingDecimals);
+        } catch {
+            revert FeedCallFailed(share, share);
+        }
     }
 
     /// @dev Reads one feed and applies the answer guards; returns the price scaled to WAD.

@@ -153,8 +153,12 @@ def read_accounts(
     return out
 
 
-def health_of(account: Account, market: Market) -> risk.Health | None:
-    """The account's health by the mirror, or None when a price it needs is one the router refuses."""
+MirrorInputs = tuple[dict[int, int], dict[int, int], dict[int, risk.AssetRisk]]
+
+
+def mirror_inputs(account: Account, market: Market) -> MirrorInputs | None:
+    """Balances, prices and configs of the assets `account` holds, keyed by asset index in `assetList()` order
+    (the order the engine walks them), or None when the router refuses a price the account needs."""
     if account.debt and not market.debt_price.ok:
         return None
     balances: dict[int, int] = {}
@@ -167,6 +171,15 @@ def health_of(account: Account, market: Market) -> risk.Health | None:
         balances[i] = account.balances[i]
         prices[i] = view.price.price
         assets[i] = view.risk
+    return balances, prices, assets
+
+
+def health_of(account: Account, market: Market) -> risk.Health | None:
+    """The account's health by the mirror, or None when a price it needs is one the router refuses."""
+    inputs = mirror_inputs(account, market)
+    if inputs is None:
+        return None
+    balances, prices, assets = inputs
     try:
         return risk.account_health(
             balances,

@@ -14,7 +14,7 @@ from web3 import Web3
 from keeper import risk
 from keeper.deployment import Deployment, contract
 from keeper.discovery import Discovery, MemoryStore
-from keeper.state import Account, Market, health_of, read_accounts, read_market
+from keeper.state import Account, Market, health_of, mirror_inputs, read_accounts, read_market
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,15 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
         h = health_of(acc, market)
         trigger_asset: str | None = None
         trigger_price: float | None = None
-        if h is not None and acc.debt and held:
+        inputs = mirror_inputs(acc, market)
+        if h is not None and inputs is not None and acc.debt and held:
+            balances, prices, assets = inputs
             # The price of the largest collateral (by value) at which health reaches 1, the others fixed.
-            biggest = max(
-                held,
-                key=lambda i: risk.value_down(acc.balances[i], market.assets[i].price.price, market.assets[i].decimals),
-            )
+            biggest = max(held, key=lambda i: risk.value_down(balances[i], prices[i], assets[i].decimals))
             price = risk.liquidation_price(
-                {i: acc.balances[i] for i in held},
-                {i: market.assets[i].price.price for i in held},
-                {i: market.assets[i].risk for i in held},
+                balances,
+                prices,
+                assets,
                 acc.scaled_debt,
                 market.index,
                 market.debt_price.price,

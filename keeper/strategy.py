@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from keeper import risk
-from keeper.state import Account, Market, health_of
+from keeper.state import Account, Market, health_of, mirror_inputs
 
 # Gas of one liquidation used for profit estimates before the exact estimate (measured: 160-210k with one to
 # three collateral assets; see docs/gas.md). The transaction itself is sent with eth_estimateGas.
@@ -86,9 +86,9 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
     # Repaying the whole debt: ask for "everything" on-chain, because interest accrues between the block read
     # here and the block that includes the transaction, and the exact figure read now would leave dust.
     onchain_request = risk.MAX_UINT if request == health.debt else request
-    balances = {i: account.balances[i] for i in account.held()}
-    prices = {i: market.assets[i].price.price for i in account.held()}
-    assets = {i: market.assets[i].risk for i in account.held()}
+    inputs = mirror_inputs(account, market)
+    assert inputs is not None  # health_of returned a health, so every needed price is valid
+    balances, prices, assets = inputs
     best: Plan | None = None
     gas_usd = gas_cost_usd(LIQUIDATION_GAS_ESTIMATE, limits)
     for i in account.held():

@@ -156,14 +156,14 @@ def stranger(accounts):
     return accounts[5]
 
 
-@pytest.fixture(scope="session")
-def system(project, chain, admin, lender) -> System:
-    cfg = ck_system.parse_config(TEST_CONFIG)
-    dep = ck_system.deploy_system(project, chain, admin, cfg, "test")
+def deploy_test_system(project: Any, chain: Any, admin: Any, label: str = "test") -> System:
+    """Deploy TEST_CONFIG with the deploy library, exactly as `ape run deploy` would, and wrap the handles.
+    Shared by the fixtures and benchmarks/gas.py."""
+    dep = ck_system.deploy_system(project, chain, admin, ck_system.parse_config(TEST_CONFIG), label)
     tokens = {a["symbol"]: project.MockERC20.at(a["token"]) for a in dep.assets}
     feeds = {a["symbol"]: project.MockAggregator.at(a["feed"]) for a in dep.assets}
     feeds["USDC"] = project.MockAggregator.at(dep.debt["feed"])
-    sys_ = System(
+    return System(
         router=project.OracleRouter.at(dep.contracts["OracleRouter"]["address"]),
         vault=project.Vault.at(dep.contracts["Vault"]["address"]),
         engine=project.MarginEngine.at(dep.contracts["MarginEngine"]["address"]),
@@ -174,6 +174,11 @@ def system(project, chain, admin, lender) -> System:
         admin=admin,
         deployment=dep,
     )
+
+
+@pytest.fixture(scope="session")
+def system(project, chain, admin, lender) -> System:
+    sys_ = deploy_test_system(project, chain, admin)
     # A lender provides 10M USDC of liquidity.
     amount = 10_000_000 * 10**6
     sys_.usdc.mint(lender, amount, sender=lender)
