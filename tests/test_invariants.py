@@ -13,7 +13,10 @@ and prices, so predictions never depend on wall-clock time. The hot loop talks r
 path is several times slower per call; reverts are decoded from the node's revert data against the contracts' ABIs.
 
 Profiles: the default short profile runs in `make test`; `CK_LONG=1` runs 20,000 steps; `CK_INVARIANT_STEPS=N` and
-`CK_SEED=S` override the step count and the seed. A failure names the seed, the step and the last operations.
+`CK_SEED=S` override the step count and the seed. Long runs go in episodes of EPISODE_STEPS steps, each restored to
+the post-setup state when it ends (ape-foundry's Anvil keeps a step trace of every mined transaction in memory, about
+2 MB per step here, so one unbroken 20,000-step chain would need tens of gigabytes). A failure names the seed, the
+step and the last operations.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import eth_abi
 from conftest import MAX_UINT, RAY, WAD
 from eth_utils import keccak
 
-SHORT_STEPS = 1500
+SHORT_STEPS = 1000
 LONG_STEPS = 20_000
+EPISODE_STEPS = 1_500  # steps between restores to the post-setup state (bounds the node's memory)
 DEFAULT_SEED = 20_240_611
 YEAR = 365 * 24 * 3600
 TX_GAS = 3_000_000
@@ -40,6 +44,8 @@ STOCK_WHOLE_TOKENS = 10**12  # every actor's token stock, in whole tokens
 SHARE_PROBE = 10**12  # share amount whose asset value is the tracked share price
 SUBS = (0, 1, 2)
 UINT128_MAX = 2**128 - 1
+HEALTH_FIELDS = ("collateralValue", "ltWeighted", "ltvWeighted", "debt", "debtValue", "health")
+HEALTH_NEVER_FALLS = frozenset({"deposit", "repay", "donate", "stranger", "lender"})
 
 
 # --------------------------------------------------------------------------------------------- risk math mirror
@@ -139,13 +145,25 @@ class Fn:
     selector: bytes
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    out_params: tuple[dict[str, Any], ...]
 
     def data(self, *args: Any) -> str:
         return "0x" + (self.selector + eth_abi.encode(list(self.inputs), list(args))).hex()
 
     def decode(self, raw: str) -> Any:
+        """Return data with structs as dicts keyed by field name, so a reordered struct cannot shift values."""
         values = eth_abi.decode(list(self.outputs), bytes.fromhex(raw[2:]))
-        return values[0] if len(values) == 1 else values
+        named = tuple(_named(v, p) for v, p in zip(values, self.out_params, strict=True))
+        return named[0] if len(named) == 1 else named
+
+
+def _named(value: Any, param: dict[str, Any]) -> Any:
+    kind: str = param["type"]
+    if kind.startswith("tuple") and kind.endswith("[]"):
+        return [_named(v, {**param, "type": kind[:-2]}) for v in value]
+    if kind == "tuple":
+        return {c["name"]: _named(v, c) for c, v in zip(param["components"], value, strict=True)}
+    return value
 
 
 class Handle:
@@ -167,7 +185,7 @@ class Handle:
             inputs = tuple(_abi_type(p) for p in entry["inputs"])
             selector = keccak(text=f"{name}({','.join(inputs)})")[:4]
             outputs = tuple(_abi_type(p) for p in entry["outputs"])
-            self._fns[name] = Fn(self.address, name, selector, inputs, outputs)
+            self._fns[name] = Fn(self.address, name, selector, inputs, outputs, tuple(entry["outputs"]))
         return self._fns[name]
 
 
@@ -397,6 +415,7 @@ class Tally:
     fully_covered: int = 0
     max_utilization: int = 0
     settle_checks: int = 0
+    episodes: int = 0
 
 
 # --------------------------------------------------------------------------------------------- the campaign
@@ -439,13 +458,16 @@ class Campaign:
         answers = reads[3 * n + 1 : 4 * n + 2]
         feed_decs = reads[4 * n + 2 : 5 * n + 3]
         params, (model, reserve_factor), self.debt_dec = reads[5 * n + 3 :]
-        self.dec = [c[2] for c in cfgs]
-        self.ltv = [c[3] for c in cfgs]
-        self.lt = [c[4] for c in cfgs]
-        self.max_disc = [c[5] for c in cfgs]
-        self.caps = [s[0] for s in sups]
-        self.min_discount, self.full_close_health, self.full_close_debt_value, self.min_debt = params
-        self.base_rate, self.slope1, self.slope2, self.kink = model
+        self.dec = [c["decimals"] for c in cfgs]
+        self.ltv = [c["ltv"] for c in cfgs]
+        self.lt = [c["lt"] for c in cfgs]
+        self.max_disc = [c["maxDiscount"] for c in cfgs]
+        self.caps = [x["supplyCap"] for x in sups]
+        self.min_discount, self.full_close_health = params["minDiscount"], params["fullCloseHealth"]
+        self.full_close_debt_value, self.min_debt = params["fullCloseDebtValue"], params["minDebt"]
+        self.base_rate, self.slope1, self.slope2, self.kink = (
+            model[k] for k in ("baseRate", "slope1", "slope2", "kink")
+        )
         self.reserve_factor = reserve_factor
         # Price paths live in feed-answer units; index n is the debt asset.
         self.answers = list(answers)
@@ -453,8 +475,8 @@ class Campaign:
         scale = [10 ** (18 - d) for d in feed_decs]
         self.scale = scale
         # Strictly inside the router bounds and within 0.1x..10x of the start (the debt asset stays near its peg).
-        self.lo = [max(a // 10, fc[3] // sc + 1) for a, fc, sc in zip(answers, feed_cfgs, scale, strict=True)]
-        self.hi = [min(a * 10, (fc[4] - 1) // sc) for a, fc, sc in zip(answers, feed_cfgs, scale, strict=True)]
+        self.lo = [max(a // 10, fc["minPrice"] // sc + 1) for a, fc, sc in zip(answers, feed_cfgs, scale, strict=True)]
+        self.hi = [min(a * 10, (fc["maxPrice"] - 1) // sc) for a, fc, sc in zip(answers, feed_cfgs, scale, strict=True)]
         self.lo[n] = max(self.lo[n], answers[n] * 7 // 10)
         self.hi[n] = min(self.hi[n], answers[n] * 14 // 10)
         self.tally = Tally()
@@ -484,21 +506,21 @@ class Campaign:
         (index, total_scaled, total_debt, total_assets, reserve, idle, share_price, total_shares, lender_shares,
          lender_max, rate, util, vault_usdc, debt_price) = r[2:16]  # fmt: skip
         rest = r[16:]
-        supplied = tuple(x[1] for x in rest[:n])
+        supplied = tuple(x["totalSupplied"] for x in rest[:n])
         engine_bal = tuple(rest[n : 2 * n])
         prices = tuple(rest[2 * n : 3 * n])
         coll = rest[3 * n :]
         pos, lens_debt, lens_bals, health = {}, {}, {}, {}
         for j, key in enumerate(self.keys):
             acc = accounts[j]
-            assert (_norm(acc[0]), acc[1]) == (key[0].lower(), key[1]), "lens returned accounts out of order"
+            assert (_norm(acc["owner"]), acc["subId"]) == (key[0].lower(), key[1]), "lens accounts out of order"
             bals = tuple(coll[j * n : (j + 1) * n])
-            pos[key] = Pos(acc[2], acc[4], bals)
-            lens_debt[key] = acc[3]
-            lens_bals[key] = tuple(acc[5])
-            ok, fig = healths[j]
+            pos[key] = Pos(acc["scaledDebt"], acc["assetMask"], bals)
+            lens_debt[key] = acc["debt"]
+            lens_bals[key] = tuple(acc["balances"])
+            ok, fig = healths[j]["ok"], healths[j]["health"]
             assert ok, f"accountHealth{key} failed although every feed is fresh"
-            health[key] = Figures(*fig)
+            health[key] = Figures(*(fig[k] for k in HEALTH_FIELDS))
         return State(
             pos, lens_debt, lens_bals, health, prices, debt_price, index, total_scaled, total_debt, total_assets,
             reserve, idle, share_price, total_shares, lender_shares, lender_max, rate, util, supplied, engine_bal,
@@ -586,10 +608,12 @@ class Campaign:
             for key in self.keys:
                 if not pre.health[key].liquidatable:
                     assert not post.health[key].liquidatable, f"{key} became liquidatable in a {step.kind} step"
-        # 7: a donation moves no account's health, nor totalAssets, nor the share price.
-        if step.donation:
+        # Adding collateral, repaying, donating, lender flows and refused attacks never lower anyone's health.
+        if step.kind in HEALTH_NEVER_FALLS:
             for key in self.keys:
-                assert post.health[key].health >= pre.health[key].health, f"donation lowered {key}'s health"
+                assert post.health[key].health >= pre.health[key].health, f"a {step.kind} lowered {key}'s health"
+        # 7: a donation moves no account's health (above), nor totalAssets, nor the share price.
+        if step.donation:
             assert post.total_assets == pre.total_assets, "donation changed totalAssets"
             assert post.share_price == pre.share_price, "donation changed convertToAssets"
         # 8: the index never falls; the share price falls only by socialised bad debt.
@@ -768,7 +792,8 @@ class Campaign:
         return OK, added
 
     def op_borrow(self, s: State) -> Step:
-        key = self.pick_key(s, lambda p: p.mask != 0, 0.95)
+        spare = [k for k in self.owner_keys if s.health[k].ltv_w > s.health[k].debt_value]
+        key = self.rng.choice(spare) if spare and self.rng.random() < 0.85 else self.rng.choice(self.owner_keys)
         p = s.pos[key]
         f = s.health[key]
         upper = f.ltv_w * 10**self.debt_dec // s.debt_price + 2
@@ -778,18 +803,21 @@ class Campaign:
             g = self.figures(p.bals, new, s)
             return g.ltv_w >= g.debt_value
 
+        power = max(largest(0, upper, margin_ok), 0)  # the most the margin allows, to the unit
+        if self.rng.random() < 0.7:
+            power = min(power, s.idle)  # mostly stay within the vault's cash
         r = self.rng.random()
         if r < 0.03:
             assets = 0
         elif r < 0.33:
-            assets = max(largest(0, upper, margin_ok), 0) + self.rng.choice((0, 0, 1))
+            assets = power + self.rng.choice((0, 0, 1))
         elif r < 0.40:
             debt = to_assets_up(p.scaled, s.index)
             assets = max(self.min_debt - debt + self.rng.choice((-1, 0)), 1)
         elif r < 0.43:
             assets = s.idle + self.rng.randint(1, 10**9)
         else:
-            assets = max(largest(0, upper, margin_ok), 0) * self.rng.randint(1, 1000) // 1000
+            assets = power * self.rng.randint(1, 1000) // 1000
         expected, added = self.borrow_outcome(key, assets, s)
         receiver = key[0] if self.rng.random() < 0.8 else self.third
         e = Expect.unchanged(s)
@@ -920,7 +948,8 @@ class Campaign:
             err = exc
         self.expect_outcome(OK if q[1] else expected, err, "previewLiquidation")
         if preview is not None:
-            assert tuple(preview) == q, f"previewLiquidation {tuple(preview)} != independent quote {q}"
+            quoted = tuple(preview[k] for k in ("repaid", "seized", "discount", "maxRepay", "badDebt"))
+            assert quoted == q, f"previewLiquidation {quoted} != independent quote {q}"
         receiver = self.liquidator if rng.random() < 0.8 else self.third
         coll = self.tokens[i]
         before = self.node.reads([(self.usdc.balanceOf, (self.liquidator,)), (coll.balanceOf, (receiver,))])
@@ -1156,7 +1185,7 @@ class Campaign:
             total_scaled, total_debt, idle, reserve, shares, total_assets = r[:6]
             n = len(self.assets)
             assert (total_scaled, total_debt) == (0, 0), "debt left after everyone repaid in full"
-            assert all(x[1] == 0 for x in r[6 : 6 + n]), "collateral booked after everyone withdrew"
+            assert all(x["totalSupplied"] == 0 for x in r[6 : 6 + n]), "collateral booked after everyone withdrew"
             for i in range(n):
                 assert r[6 + n + i] == pre.engine_bal[i] - pre.supplied[i], "engine kept user collateral"
             assert total_assets + reserve == idle, "with no debt, idle must back totalAssets and the reserve"
@@ -1180,12 +1209,30 @@ class Campaign:
         return self.rng.choices(list(weights), weights=list(weights.values()))[0]
 
     def run(self, steps: int, seed: int) -> None:
-        settle_at = set(self.rng.sample(range(steps), k=min(steps, max(3, steps // 400))))
+        """Runs `steps` steps in episodes of at most EPISODE_STEPS. Each episode ends with a settle check and,
+        when more follow, a restore to the state after setup: the test node keeps a step trace of every mined
+        transaction in memory (about a megabyte each), so one unbroken long run would exhaust the machine."""
+        self.started = time.monotonic()
+        start_now, start_answers = self.node.now, list(self.answers)
+        done = 0
+        while done < steps:
+            count = min(EPISODE_STEPS, steps - done)
+            last = done + count == steps
+            sid = None if last else self.chain.snapshot()
+            self.episode(done, count, steps, seed)
+            if sid is not None:
+                self.chain.restore(sid)
+                self.node.now, self.answers = start_now, list(start_answers)
+            done += count
+            self.tally.episodes += 1
+
+    def episode(self, first: int, count: int, steps: int, seed: int) -> None:
+        settle_at = set(self.rng.sample(range(first, first + count), k=min(count, max(3, count // 400))))
         pre = self.read()
         self.check_state(pre)
-        step_no, desc = -1, "initial state"
+        step_no, desc = first - 1, "episode start"
         try:
-            for step_no in range(steps):
+            for step_no in range(first, first + count):
                 kind = self.pick(pre)
                 step = getattr(self, f"op_{kind}")(pre)
                 desc = step.desc
@@ -1196,16 +1243,34 @@ class Campaign:
                 self.check_step(pre, post, step)
                 pre = post
                 self.tally.max_utilization = max(self.tally.max_utilization, post.utilization)
+                if (step_no + 1) % 1000 == 0:
+                    rate = (step_no + 1) / (time.monotonic() - self.started)
+                    print(
+                        f"[invariants] seed={seed} step {step_no + 1}/{steps} ({rate:.1f} steps/s, "
+                        f"liquidations {self.tally.liquidations}, node memory {_node_rss_mb(self.chain)} MB)",
+                        flush=True,
+                    )
                 if step_no in settle_at:
                     desc = "settle check"
                     self.settle(pre, stale=self.rng.random() < 0.5)
-            desc = "final settle check"
+            desc = "final settle check of the episode"
             self.settle(pre, stale=False)
-        except (AssertionError, RevertError) as exc:
+        except Exception as exc:
             trail = "\n  ".join(self.trail)
             raise AssertionError(
-                f"invariant broken: seed={seed} step={step_no} ({desc}): {exc}\nlast steps:\n  {trail}"
+                f"campaign failed: seed={seed} step={step_no} ({desc}): {type(exc).__name__}: {exc}\n"
+                f"last steps:\n  {trail}"
             ) from exc
+
+
+def _node_rss_mb(chain: Any) -> int | None:
+    """Resident memory of the test node process (Linux), for the progress lines."""
+    process = getattr(chain.provider, "process", None)
+    try:
+        with open(f"/proc/{process.pid}/status") as status:
+            return int(status.read().split("VmRSS:")[1].split()[0]) // 1024
+    except (AttributeError, OSError, IndexError, ValueError):
+        return None
 
 
 def _profile() -> tuple[int, int]:
@@ -1263,7 +1328,7 @@ def test_random_operations_keep_every_invariant(system, accounts, chain, admin, 
         f"reverted: {rev}; liquidations={t.liquidations} (full seizures {t.full_seizures}); "
         f"bad debt events={t.bad_debt_events} assets={t.bad_debt_assets} covered={t.covered} "
         f"socialized={t.socialized} fully covered={t.fully_covered}; max utilization "
-        f"{t.max_utilization / WAD:.3f}; settle checks={t.settle_checks}; "
+        f"{t.max_utilization / WAD:.3f}; settle checks={t.settle_checks}; episodes={t.episodes}; "
         f"node glitches={node.glitches}"
     )
     print("  reverts by function and error:", dict(sorted(t.errors.items())))
