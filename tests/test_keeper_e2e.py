@@ -35,7 +35,7 @@ def _mine(w3: Web3) -> int:
     return w3.eth.block_number
 
 
-def _keeper(system: Any, chain: Any, tmp_path: Path) -> Keeper:
+def _keeper(system: Any, chain: Any, tmp_path: Path, **overrides: Any) -> Keeper:
     record = tmp_path / "deployment.json"
     record.write_text(json.dumps(system.deployment.record()))
     settings = Settings(
@@ -48,6 +48,7 @@ def _keeper(system: Any, chain: Any, tmp_path: Path) -> Keeper:
         min_profit_usd=0,
         priority_fee_gwei=1,
         max_fee_gwei=500,
+        **overrides,
     )
     dep = load_deployment(record, chain.chain_id)
     w3 = Web3(Web3.HTTPProvider(chain.provider.uri))
@@ -126,3 +127,19 @@ def test_keeper_liquidates_every_liquidatable_account_and_no_healthy_one(
 
 def health_of_addr(engine: Any, key: tuple[str, int], block: int) -> int:
     return int(engine.functions.accountHealth(key[0], key[1]).call(block_identifier=block)[5])
+
+
+def test_low_signer_balance_is_reported(system: Any, chain: Any, accounts: Any, tmp_path: Path, caplog: Any) -> None:
+    """Housekeeping publishes the signer's balance and warns while it is below low_balance_eth."""
+    balance = accounts[KEEPER_INDEX].balance
+    keeper = _keeper(system, chain, tmp_path, low_balance_eth=balance / 1e18 + 1)
+    with caplog.at_level(logging.WARNING, logger="keeper-test"):
+        keeper.housekeeping()
+    assert keeper.metrics.signer_balance._value.get() == balance / 1e18
+    assert any("below" in r.getMessage() and keeper.signer.address in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    (tmp_path / "funded").mkdir()
+    funded = _keeper(system, chain, tmp_path / "funded", low_balance_eth=0.01)
+    with caplog.at_level(logging.WARNING, logger="keeper-test"):
+        funded.housekeeping()
+    assert not caplog.records
