@@ -66,30 +66,20 @@ def _startup(config: Path | None) -> tuple[Settings, Deployment, Web3]:
     return settings, dep, w3
 
 
-def _unavailable(command: str, exc: ModuleNotFoundError, module: str) -> KeeperError:
-    if exc.name != module:
-        raise exc
-    return KeeperError(f"`keeper {command}` is not available in this build")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     settings, dep, w3 = _startup(args.config)
     signer = load_signer(settings, dep.chain_id)
     log.info("signing as %s on chain %d", signer.address, dep.chain_id)
-    try:
-        from keeper import runner
-    except ModuleNotFoundError as exc:
-        raise _unavailable("run", exc, "keeper.runner") from None
+    from keeper import runner  # imported here: `keeper status` does not need the scheduler
+
     runner.run(settings, dep, w3, signer)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings, dep, w3 = _startup(args.config)
-    try:
-        from keeper import status
-    except ModuleNotFoundError as exc:
-        raise _unavailable("status", exc, "keeper.status") from None
+    from keeper import status
+
     return status.show(settings, dep, w3, args.json)
 
 
