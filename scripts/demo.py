@@ -1,27 +1,60 @@
-"""`ape run demo` — the system on a fresh local Anvil: deploy, seed borrowers, crash a price, liquidate.
+"""`ape run demo` — the system on a fresh local Anvil: deploy, seed borrowers, crash a price, let the keeper act.
 
-Until the keeper exists this is the main job of `make demo`: it deploys with deployments/configs/local.toml,
-opens borrowers across sub-accounts and collateral mixes, drops WETH by 30 %, liquidates every account the
-engine reports unhealthy (quoting each with previewLiquidation, exactly as a keeper would), and prints the
-accounts' health before and after.
+The main job of `make demo` until the drills arrive: it deploys with deployments/configs/local.toml, opens
+borrowers across sub-accounts and collateral mixes, drops WETH by 30 %, and runs the keeper (the same code as
+`keeper run`, in-process, one tick per block) until nothing is liquidatable; it prints every liquidation from the
+chain's events and the accounts' health before and after.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 from ape import accounts, chain, project
 from ape.cli import ConnectedProviderCommand, network_option
+from web3 import Web3
+
+from keeper.config import Settings
+from keeper.deployment import load_deployment
+from keeper.metrics import Metrics
+from keeper.runner import Keeper
+from keeper.signer import load_signer
+from keeper.store import Store
+from keeper.txmanager import FeePolicy, TxManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _system import DEPLOYMENTS, deploy_system, load_config, to_wad
 
 WAD = 10**18
 MAX_UINT = 2**256 - 1
+
+
+def _keeper(dep: Any, tmp: Path, liquidator_index: int) -> Keeper:
+    """The keeper exactly as `keeper run` builds it, on this chain, signing with a dev account."""
+    record = tmp / "deployment.json"
+    record.write_text(json.dumps(dep.record()))
+    settings = Settings(
+        rpc_url=chain.provider.uri,
+        chain_id=chain.chain_id,
+        deployment=record,
+        dev_account_index=liquidator_index,
+        confirmations=1,
+        state_db=tmp / "state.db",
+    )
+    w3 = Web3(Web3.HTTPProvider(chain.provider.uri))
+    signer = load_signer(settings, chain.chain_id)
+    store = Store(settings.state_db)
+    policy = FeePolicy(int(settings.max_fee_gwei * 10**9), int(settings.priority_fee_gwei * 10**9))
+    log = logging.getLogger("keeper.demo")
+    txm = TxManager(w3, w3, signer, store, chain.chain_id, policy, 1, 3, log)
+    return Keeper(settings, load_deployment(record, chain.chain_id), w3, signer, store, txm, Metrics(), log=log)
 
 
 def _health_str(h: int) -> str:
@@ -84,31 +117,30 @@ def cli(network: Any, borrowers: int, drop: float, seed: int) -> None:
     feeds["WETH"].setAnswer(to_wad(new_price, feeds["WETH"].decimals()), sender=admin)
     _table(engine, rows)
 
-    click.secho("\n4. liquidating every unhealthy account (quote, then liquidate)", bold=True)
+    click.secho("\n4. the keeper liquidates (keeper.runner.Keeper in-process, one tick per block)", bold=True)
     usdc.mint(liquidator, 10**13, sender=liquidator)
-    usdc.approve(engine, MAX_UINT, sender=liquidator)
-    done, bad_debt = 0, 0
-    decimals = {a["symbol"]: a["decimals"] for a in dep.assets}
-    live_prices = {**prices, "WETH": new_price}
-    for who, sub in rows:
-        while (h := engine.accountHealth(who, sub)).debt > 0 and h.health < WAD:
-            # Seize the collateral the account holds most of, by value.
-            symbol = max(
-                (s for s in tokens if engine.collateralOf(who, sub, tokens[s]) > 0),
-                key=lambda s: engine.collateralOf(who, sub, tokens[s]) / 10 ** decimals[s] * live_prices[s],
-            )
-            quote = engine.previewLiquidation(who, sub, tokens[symbol], MAX_UINT)
-            receipt = engine.liquidate(
-                who, sub, tokens[symbol], MAX_UINT, quote.seized, liquidator, b"", sender=liquidator
-            )
-            done += 1
-            bad_debt += quote.badDebt
-            click.echo(
-                f"  {who.address[:12]} sub {sub}: repaid {quote.repaid / 10**6:,.2f} USDC, seized "
-                f"{quote.seized / 10 ** decimals[symbol]:,.4f} {symbol} at {quote.discount / WAD:.2%} discount"
-                f"{f', bad debt {quote.badDebt / 10**6:,.2f} USDC' if quote.badDebt else ''}, gas {receipt.gas_used:,}"
-            )
-    click.echo(f"  {done} liquidations, {bad_debt / 10**6:,.2f} USDC of bad debt realised")
+    start = chain.blocks.head.number
+    with tempfile.TemporaryDirectory() as tmp:
+        keeper = _keeper(dep, Path(tmp), liquidator_index=1)
+        keeper.ensure_allowance()
+        for _ in range(10):
+            chain.mine(1)
+            keeper.tick()
+            if all(not ((h := engine.accountHealth(w, s)).debt > 0 and h.health < WAD) for w, s in rows):
+                break
+        keeper.store.close()
+    symbols = {a["token"]: a["symbol"] for a in dep.assets}
+    decimals = {a["token"]: a["decimals"] for a in dep.assets}
+    liquidations = keeper.engine.events.Liquidated().get_logs(from_block=start)
+    bad_debts = keeper.engine.events.BadDebtRealized().get_logs(from_block=start)
+    for log in liquidations:
+        e = log.args
+        click.echo(
+            f"  block {log.blockNumber}: {e.owner[:12]} sub {e.subId}: repaid {e.repaid / 10**6:,.2f} USDC, seized "
+            f"{e.seized / 10 ** decimals[e.collateral]:,.4f} {symbols[e.collateral]} at {e.discount / WAD:.2%} discount"
+        )
+    bad = sum(log.args.assets for log in bad_debts)
+    click.echo(f"  {len(liquidations)} liquidations by the keeper, {bad / 10**6:,.2f} USDC of bad debt realised")
     click.secho("\n5. after liquidation", bold=True)
     _table(engine, rows)
     click.echo(f"\nvault: totalAssets {vault.totalAssets() / 10**6:,.2f} USDC, reserve {vault.reserve() / 10**6:,.2f}")
