@@ -284,17 +284,27 @@ class Keeper:
             self.log.warning("block job failed (%d in a row, retry in %.1f s): %s", self.state.failures, backoff, exc)
 
 
-def run(settings: Any, deployment: Deployment, w3: Web3, signer: LocalAccount) -> None:
-    """Run until SIGTERM or SIGINT: reconcile the journal with the chain, then the jobs."""
-    log = logging.getLogger("keeper")
-    submit_w3 = connect(settings.submit_url, settings.rpc_timeout_s) if settings.submit_url else w3
-    store = Store(settings.state_db)
+def build_keeper(
+    settings: Any,
+    deployment: Deployment,
+    w3: Web3,
+    signer: LocalAccount,
+    *,
+    submit_w3: Web3 | None = None,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    log: logging.Logger | None = None,
+) -> Keeper:
+    """A Keeper with its store, fee policy and transaction manager wired from `settings`: what `keeper run`,
+    the demo and the tests all use."""
+    log = log or logging.getLogger("keeper")
+    store = store or Store(settings.state_db)
     policy = FeePolicy(
         max_fee_cap_wei=int(settings.max_fee_gwei * GWEI), priority_fee_wei=int(settings.priority_fee_gwei * GWEI)
     )
     txm = TxManager(
         w3,
-        submit_w3,
+        submit_w3 or w3,
         signer,
         store,
         deployment.chain_id,
@@ -303,10 +313,17 @@ def run(settings: Any, deployment: Deployment, w3: Web3, signer: LocalAccount) -
         settings.replace_after_blocks,
         log.getChild("tx"),
     )
-    metrics = Metrics()
+    return Keeper(settings, deployment, w3, signer, store, txm, Metrics(), clock=clock, log=log)
+
+
+def run(settings: Any, deployment: Deployment, w3: Web3, signer: LocalAccount) -> None:
+    """Run until SIGTERM or SIGINT: reconcile the journal with the chain, then the jobs."""
+    log = logging.getLogger("keeper")
+    submit_w3 = connect(settings.submit_url, settings.rpc_timeout_s) if settings.submit_url else None
+    keeper = build_keeper(settings, deployment, w3, signer, submit_w3=submit_w3, log=log)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port, settings.metrics_host)
-    keeper = Keeper(settings, deployment, w3, signer, store, txm, metrics, log=log)
+        keeper.metrics.serve(settings.metrics_port, settings.metrics_host)
+    store, txm = keeper.store, keeper.txm
     for outcome in txm.reconcile():
         log.info("after restart: intent %s %s at nonce %d", outcome.intent_key, outcome.status, outcome.nonce)
     keeper.ensure_allowance()

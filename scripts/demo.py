@@ -23,11 +23,8 @@ from web3 import Web3
 
 from keeper.config import Settings
 from keeper.deployment import load_deployment
-from keeper.metrics import Metrics
-from keeper.runner import Keeper
+from keeper.runner import Keeper, build_keeper
 from keeper.signer import load_signer
-from keeper.store import Store
-from keeper.txmanager import FeePolicy, TxManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _system import DEPLOYMENTS, deploy_system, load_config, to_wad
@@ -50,11 +47,8 @@ def _keeper(dep: Any, tmp: Path, liquidator_index: int) -> Keeper:
     )
     w3 = Web3(Web3.HTTPProvider(chain.provider.uri))
     signer = load_signer(settings, chain.chain_id)
-    store = Store(settings.state_db)
-    policy = FeePolicy(int(settings.max_fee_gwei * 10**9), int(settings.priority_fee_gwei * 10**9))
-    log = logging.getLogger("keeper.demo")
-    txm = TxManager(w3, w3, signer, store, chain.chain_id, policy, 1, 3, log)
-    return Keeper(settings, load_deployment(record, chain.chain_id), w3, signer, store, txm, Metrics(), log=log)
+    dep_record = load_deployment(record, chain.chain_id)
+    return build_keeper(settings, dep_record, w3, signer, log=logging.getLogger("keeper.demo"))
 
 
 def _health_str(h: int) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,9 @@ from web3 import Web3
 
 from keeper.config import Settings
 from keeper.deployment import load_deployment
-from keeper.metrics import Metrics
-from keeper.runner import Keeper
+from keeper.runner import Keeper, build_keeper
 from keeper.signer import load_signer
 from keeper.store import Store
-from keeper.txmanager import FeePolicy, TxManager
 
 KEEPER_INDEX = 6  # ape test account 6: used by no other fixture
 
@@ -35,28 +35,38 @@ def _mine(w3: Web3) -> int:
     return w3.eth.block_number
 
 
-def _keeper(system: Any, chain: Any, tmp_path: Path, **overrides: Any) -> Keeper:
+def _keeper(
+    system: Any,
+    chain: Any,
+    tmp_path: Path,
+    *,
+    w3: Web3 | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    store: Store | None = None,
+    **overrides: Any,
+) -> Keeper:
+    """A keeper wired exactly as `keeper run` wires it (keeper.runner.build_keeper), with the test's web3, clock
+    and store when given."""
     record = tmp_path / "deployment.json"
     record.write_text(json.dumps(system.deployment.record()))
     settings = Settings(
-        rpc_url=chain.provider.uri,
-        chain_id=chain.chain_id,
-        deployment=record,
-        dev_account_index=KEEPER_INDEX,
-        confirmations=1,
-        state_db=tmp_path / "state.db",
-        min_profit_usd=0,
-        priority_fee_gwei=1,
-        max_fee_gwei=500,
-        **overrides,
+        **{
+            "rpc_url": chain.provider.uri,
+            "chain_id": chain.chain_id,
+            "deployment": record,
+            "dev_account_index": KEEPER_INDEX,
+            "confirmations": 1,
+            "state_db": tmp_path / "state.db",
+            "min_profit_usd": 0,
+            "priority_fee_gwei": 1,
+            "max_fee_gwei": 500,
+            **overrides,
+        }
     )
     dep = load_deployment(record, chain.chain_id)
-    w3 = Web3(Web3.HTTPProvider(chain.provider.uri))
+    w3 = w3 or Web3(Web3.HTTPProvider(chain.provider.uri))
     signer = load_signer(settings, chain.chain_id)
-    store = Store(settings.state_db)
-    log = logging.getLogger("keeper-test")
-    txm = TxManager(w3, w3, signer, store, dep.chain_id, FeePolicy(500 * 10**9, 10**9), 1, 3, log)
-    return Keeper(settings, dep, w3, signer, store, txm, Metrics(), log=log)
+    return build_keeper(settings, dep, w3, signer, store=store, clock=clock, log=logging.getLogger("keeper-test"))
 
 
 def test_keeper_liquidates_every_liquidatable_account_and_no_healthy_one(

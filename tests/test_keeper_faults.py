@@ -26,17 +26,12 @@ import pytest
 from conftest import MAX_UINT, ROOT, WAD, fund, open_position
 from eth_abi import encode as abi_encode
 from hexbytes import HexBytes
-from test_keeper_e2e import KEEPER_INDEX, _mine, _rpc
+from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
 from web3 import Web3
 
-from keeper.config import Settings
-from keeper.deployment import load_deployment
-from keeper.metrics import Metrics
 from keeper.runner import BREAKER_THRESHOLD, Keeper
-from keeper.signer import load_signer
 from keeper.state import read_market
 from keeper.store import Store
-from keeper.txmanager import FeePolicy, TxManager
 
 GWEI = 10**9
 USDC = 10**6
@@ -79,42 +74,6 @@ def _settings_record(system: Any, tmp_path: Path) -> Path:
     record = tmp_path / "deployment.json"
     record.write_text(json.dumps(system.deployment.record()))
     return record
-
-
-def _keeper(
-    system: Any,
-    chain: Any,
-    tmp_path: Path,
-    *,
-    w3: Web3 | None = None,
-    clock: Callable[[], float] | None = None,
-    store: Store | None = None,
-    confirmations: int = 1,
-    **overrides: Any,
-) -> Keeper:
-    """A keeper wired like `keeper.runner.run` wires it, with the test's web3, clock and store."""
-    record = _settings_record(system, tmp_path)
-    settings = Settings(
-        rpc_url=chain.provider.uri,
-        chain_id=chain.chain_id,
-        deployment=record,
-        dev_account_index=KEEPER_INDEX,
-        confirmations=confirmations,
-        state_db=tmp_path / "state.db",
-        min_profit_usd=0,
-        priority_fee_gwei=1,
-        max_fee_gwei=500,
-        **overrides,
-    )
-    dep = load_deployment(record, chain.chain_id)
-    w3 = w3 or Web3(Web3.HTTPProvider(chain.provider.uri))
-    signer = load_signer(settings, chain.chain_id)
-    store = store or Store(settings.state_db)
-    log = logging.getLogger("keeper-faults")
-    txm = TxManager(w3, w3, signer, store, dep.chain_id, FeePolicy(500 * GWEI, GWEI), confirmations, 3, log)
-    if clock is None:
-        return Keeper(settings, dep, w3, signer, store, txm, Metrics(), log=log)
-    return Keeper(settings, dep, w3, signer, store, txm, Metrics(), clock=clock, log=log)
 
 
 def _engine(system: Any, w3: Web3) -> Any:
