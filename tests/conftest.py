@@ -237,3 +237,24 @@ def reverts_with(error: Any, **inputs: Any) -> Iterator[None]:
         exc = decoded
     assert exc.abi.signature == error.abi.signature, f"reverted with {exc.abi.signature}"
     assert dict(exc.inputs) == {k: norm_arg(v) for k, v in inputs.items()}
+
+
+# ------------------------------------------------------------------------------------ raw ABI helpers
+# For the campaigns that talk JSON-RPC directly (invariants, differential) instead of through ape.
+
+
+def abi_type(param: dict[str, Any]) -> str:
+    """The canonical ABI type of one ABI parameter, tuples expanded: `(address,uint256)[]`."""
+    kind: str = param["type"]
+    if kind.startswith("tuple"):
+        return "(" + ",".join(abi_type(c) for c in param["components"]) + ")" + kind[len("tuple") :]
+    return kind
+
+
+def plain(value: Any) -> Any:
+    """Decoded ABI values in comparable form: addresses lower-case, sequences as tuples."""
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, list | tuple):
+        return tuple(plain(v) for v in value)
+    return value

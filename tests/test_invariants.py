@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import eth_abi
-from conftest import MAX_UINT, RAY, WAD
+from conftest import MAX_UINT, RAY, WAD, abi_type, plain
 from eth_utils import keccak
 
 SHORT_STEPS = 1000
@@ -119,23 +119,6 @@ def largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
 # --------------------------------------------------------------------------------------------- raw JSON-RPC layer
 
 
-def _abi_type(param: dict[str, Any]) -> str:
-    kind: str = param["type"]
-    if kind.startswith("tuple"):
-        inner = ",".join(_abi_type(c) for c in param["components"])
-        return f"({inner}){kind[len('tuple') :]}"
-    return kind
-
-
-def _norm(value: Any) -> Any:
-    """Comparable form of decoded ABI values: addresses lower-cased, sequences as tuples."""
-    if isinstance(value, str):
-        return value.lower()
-    if isinstance(value, list | tuple):
-        return tuple(_norm(v) for v in value)
-    return value
-
-
 @dataclass(frozen=True)
 class Fn:
     """One contract function: encodes calldata and decodes return data."""
@@ -182,9 +165,9 @@ class Handle:
             entries = [e for e in self.abi if e["type"] == "function" and e["name"] == name]
             assert len(entries) == 1, f"{self.label}.{name}: {len(entries)} ABI entries"
             entry = entries[0]
-            inputs = tuple(_abi_type(p) for p in entry["inputs"])
+            inputs = tuple(abi_type(p) for p in entry["inputs"])
             selector = keccak(text=f"{name}({','.join(inputs)})")[:4]
-            outputs = tuple(_abi_type(p) for p in entry["outputs"])
+            outputs = tuple(abi_type(p) for p in entry["outputs"])
             self._fns[name] = Fn(self.address, name, selector, inputs, outputs, tuple(entry["outputs"]))
         return self._fns[name]
 
@@ -220,10 +203,10 @@ class Node:
         for h in handles:
             for e in h.abi:
                 if e["type"] == "error":
-                    types = [_abi_type(p) for p in e["inputs"]]
+                    types = [abi_type(p) for p in e["inputs"]]
                     self.errors[keccak(text=f"{e['name']}({','.join(types)})")[:4]] = (e["name"], types)
                 elif e["type"] == "event":
-                    sig = f"{e['name']}({','.join(_abi_type(p) for p in e['inputs'])})"
+                    sig = f"{e['name']}({','.join(abi_type(p) for p in e['inputs'])})"
                     topic = "0x" + keccak(text=sig).hex()
                     self.events[(h.address.lower(), topic)] = (h.label, e["name"], e["inputs"])
 
@@ -239,7 +222,7 @@ class Node:
             return RevertError(f"<no data: {error}>", ())
         raw = bytes.fromhex(data[2:])
         name, types = self.errors.get(raw[:4], (f"<unknown {data[:10]}>", []))
-        return RevertError(name, tuple(_norm(v) for v in eth_abi.decode(types, raw[4:])) if types else ())
+        return RevertError(name, tuple(plain(v) for v in eth_abi.decode(types, raw[4:])) if types else ())
 
     def reads(self, calls: Sequence[tuple[Fn, tuple[Any, ...]]]) -> list[Any]:
         reqs = [("eth_call", [{"to": fn.address, "data": fn.data(*args)}, "latest"]) for fn, args in calls]
@@ -283,14 +266,14 @@ class Node:
             return None
         source, name, inputs = known
         topics = iter(log["topics"][1:])
-        plain = [_abi_type(p) for p in inputs if not p.get("indexed")]
-        values = iter(eth_abi.decode(plain, bytes.fromhex(log["data"][2:])))
+        data_types = [abi_type(p) for p in inputs if not p.get("indexed")]
+        values = iter(eth_abi.decode(data_types, bytes.fromhex(log["data"][2:])))
         args = {}
         for p in inputs:
             if p.get("indexed"):
-                args[p["name"]] = _norm(eth_abi.decode([_abi_type(p)], bytes.fromhex(next(topics)[2:]))[0])
+                args[p["name"]] = plain(eth_abi.decode([abi_type(p)], bytes.fromhex(next(topics)[2:]))[0])
             else:
-                args[p["name"]] = _norm(next(values))
+                args[p["name"]] = plain(next(values))
         return Event(source, name, args)
 
 
@@ -513,7 +496,7 @@ class Campaign:
         pos, lens_debt, lens_bals, health = {}, {}, {}, {}
         for j, key in enumerate(self.keys):
             acc = accounts[j]
-            assert (_norm(acc["owner"]), acc["subId"]) == (key[0].lower(), key[1]), "lens accounts out of order"
+            assert (plain(acc["owner"]), acc["subId"]) == (key[0].lower(), key[1]), "lens accounts out of order"
             bals = tuple(coll[j * n : (j + 1) * n])
             pos[key] = Pos(acc["scaledDebt"], acc["assetMask"], bals)
             lens_debt[key] = acc["debt"]
@@ -631,7 +614,7 @@ class Campaign:
             return
         self.tally.errors[f"{what.split('(')[0]}:{err.name}"] += 1
         assert expected is not OK, f"{what}: model says it must succeed, reverted with {err}"
-        assert (err.name, err.args_) == (expected[0], _norm(expected[1])), (
+        assert (err.name, err.args_) == (expected[0], plain(expected[1])), (
             f"{what}: reverted with {err.name}{err.args_}, expected {expected[0]}{expected[1]}"
         )
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import eth_abi
-from conftest import MAX_UINT, WAD, ck_system
+from conftest import MAX_UINT, WAD, abi_type, ck_system, plain
 from eth_utils import keccak
 
 from keeper import risk
@@ -73,22 +73,6 @@ Outcome = tuple[str, tuple[Any, ...]]  # ("ok", value) or (error name, error arg
 # --------------------------------------------------------------------------------------- raw JSON-RPC
 
 
-def _abi_type(param: dict[str, Any]) -> str:
-    kind: str = param["type"]
-    if kind.startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in param["components"]) + ")" + kind[len("tuple") :]
-    return kind
-
-
-def _plain(value: Any) -> Any:
-    """Decoded ABI values in comparable form: addresses lower-case, sequences as tuples."""
-    if isinstance(value, str):
-        return value.lower()
-    if isinstance(value, list | tuple):
-        return tuple(_plain(v) for v in value)
-    return value
-
-
 @dataclass(frozen=True)
 class Call:
     to: str
@@ -105,9 +89,9 @@ class Abi:
         self.fns: dict[str, tuple[bytes, list[str], tuple[str, ...]]] = {}
         for e in entries:
             if e["type"] == "function":
-                inputs = [_abi_type(p) for p in e["inputs"]]
+                inputs = [abi_type(p) for p in e["inputs"]]
                 selector = keccak(text=f"{e['name']}({','.join(inputs)})")[:4]
-                self.fns[e["name"]] = (selector, inputs, tuple(_abi_type(p) for p in e["outputs"]))
+                self.fns[e["name"]] = (selector, inputs, tuple(abi_type(p) for p in e["outputs"]))
 
     def __call__(self, name: str, *args: Any, sender: str | None = None) -> Call:
         selector, inputs, outputs = self.fns[name]
@@ -124,7 +108,7 @@ class Node:
         for abi in error_abis:
             for e in abi:
                 if e["type"] == "error":
-                    types = [_abi_type(p) for p in e["inputs"]]
+                    types = [abi_type(p) for p in e["inputs"]]
                     self.errors[keccak(text=f"{e['name']}({','.join(types)})")[:4]] = (e["name"], types)
 
     def rpc(self, method: str, params: list[Any]) -> Any:
@@ -138,7 +122,7 @@ class Node:
             return f"<revert without data: {error.get('message')}>", ()
         raw = bytes.fromhex(data[2:])
         name, types = self.errors.get(raw[:4], (f"<unknown error {data[:10]}>", []))
-        return name, _plain(eth_abi.decode(types, raw[4:])) if types else ()
+        return name, plain(eth_abi.decode(types, raw[4:])) if types else ()
 
     def calls(self, calls: Sequence[Call]) -> list[Outcome]:
         """All calls at the latest block, each as ("ok", decoded) or the decoded revert."""
@@ -154,7 +138,7 @@ class Node:
                     out.append(self.decode_revert(resp["error"]))
                 else:
                     values = eth_abi.decode(list(c.outputs), bytes.fromhex(resp["result"][2:]))
-                    out.append(("ok", _plain(values[0] if len(values) == 1 else values)))
+                    out.append(("ok", plain(values[0] if len(values) == 1 else values)))
         return out
 
     def value(self, call: Call) -> Any:
@@ -217,7 +201,7 @@ def mirror(fn: Callable[[], Any], feeds: dict[Any, tuple[str, str]]) -> Outcome:
     except risk.PriceUnavailable as exc:
         return "FeedCallFailed", feeds[exc.asset]
     except risk.LiquidationRevert as exc:
-        return type(exc).__name__, _plain(exc.args)
+        return type(exc).__name__, plain(exc.args)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.astuple(value)
     return "ok", value
