@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: help setup compile test test-long demo lint gas gas-check bench clean
 
 help:
-	@echo "make demo   deploy to a local Anvil and show the system working"
+	@echo "make demo   keeper demo: a crash replayed on a local Anvil against 200 accounts and the keeper, with a report"
 	@echo "make test   run the whole test suite against a real Anvil"
 	@echo "make lint   ruff, mypy (strict on keeper/) and slither"
 	@echo "make gas    measure the gas of every user operation and rewrite gas-snapshot.json"
@@ -61,7 +61,7 @@ test-long: setup
 	CK_LONG=1 $(APE) test tests/ -p no:cacheprovider
 
 demo: setup
-	$(APE) run demo --network ethereum:local:foundry -v WARNING
+	$(BIN)/keeper demo
 
 # ---- quality ----
 

@@ -83,6 +83,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status.show(settings, dep, w3, args.json)
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from keeper import drillcli
+
+    return drillcli.drill(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from keeper import drillcli
+
+    return drillcli.demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keeper", description="Keep collateral ratios enforced: watch every account and liquidate the unhealthy."
@@ -99,7 +111,52 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="list every account by health, then exit")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=cmd_status)
+    drill = commands.add_parser(
+        "drill", help="replay a crash scenario against the contracts and the keeper on a local node; write a report"
+    )
+    drill.add_argument(
+        "scenario", metavar="SCENARIO", nargs="?", help="a library scenario name (e.g. black-thursday) or a TOML path"
+    )
+    _drill_options(drill)
+    target = drill.add_mutually_exclusive_group()
+    target.add_argument("--rpc-url", metavar="URL", help="drill a running Anvil that already holds a deployment")
+    target.add_argument("--fork-url", metavar="URL", help="start an Anvil forking this node and take over its feeds")
+    drill.add_argument(
+        "--deployment",
+        type=Path,
+        metavar="PATH",
+        help="the deployment record for --rpc-url/--fork-url (default deployments/<chainId>.json)",
+    )
+    drill.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a missed or healthy liquidation or a duplicate submission was measured",
+    )
+    drill.add_argument("--list", action="store_true", help="list the library's scenarios and exit")
+    drill.set_defaults(func=cmd_drill)
+    demo = commands.add_parser(
+        "demo", help="the main job on a fresh local Anvil: deploy, seed ~200 accounts, replay a crash, report"
+    )
+    demo.add_argument("--scenario", default="black-thursday", help="library name or TOML path (default %(default)s)")
+    _drill_options(demo, accounts_default=200)
+    demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _drill_options(parser: argparse.ArgumentParser, accounts_default: int | None = None) -> None:
+    parser.add_argument("--out", type=Path, metavar="DIR", help="report folder (default drills/<name>-<timestamp>/)")
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=accounts_default,
+        metavar="N",
+        help="borrower sub-accounts to seed (default: the scenario's [accounts] count)"
+        if accounts_default is None
+        else "borrower sub-accounts to seed (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, metavar="S", help="seed for the accounts (default: the scenario's)")
+    parser.add_argument("--settle-blocks", type=int, metavar="N", help="blocks after the last step (default 30+)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

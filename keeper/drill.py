@@ -826,6 +826,9 @@ class _Args:
     def __init__(self, args: Any) -> None:
         self.__dict__.update(dict(args))
 
+    def __getattr__(self, name: str) -> Any:  # only reached for a missing name: typed as Any for mypy
+        raise AttributeError(name)
+
 
 def _log(raw: dict[str, Any]) -> Any:
     """A raw eth_getLogs entry in the shape web3's event decoder takes."""

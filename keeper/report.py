@@ -1,0 +1,416 @@
+"""A drill's report, computed from what the chain showed (keeper.drill.DrillRecord): report.json (the schema in
+keeper/schemas/drill-report.schema.json, documented in docs/drills.md), report.md and four plots.
+
+Definitions (also in docs/drills.md):
+
+- An account is *liquidatable* in a block when, at the end of that block, its prices are valid, it has debt and its
+  health is below 1 (what `liquidate` accepts).
+- An *episode* starts at the first block of a run of blocks in which the account is liquidatable. A liquidation's
+  latency is the number of blocks from the start of its episode to the block that holds it (1 = the very next
+  block); the latency figures of the summary use each episode's first liquidation.
+- `missed_liquidations`: accounts liquidatable in the last block, after the settle period (which implies their
+  prices were valid).
+- `healthy_liquidations`: liquidations of accounts that were not liquidatable-by-health in the parent block
+  (valid prices and health >= 1, or no debt).
+- `duplicate_submissions`: keeper transactions seen in the node's pool for an account while another pending keeper
+  transaction with a different nonce already targeted it (replacements share a nonce and are not counted).
+- `user_penalty_usd`: seized value minus repaid value, at the oracle prices of the liquidation's block, summed.
+- `keeper_profit_usd`: the same for the keeper's own liquidations, minus the keeper's gas (every transaction it got
+  mined, reverted ones included) valued at the block's ETH price.
+- `max_underwater_s`: the longest time any account stayed liquidatable in one episode, in chain seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from keeper.drill import WAD, DrillRecord, liquidatable
+
+SCHEMA_FILE = "drill-report.schema.json"
+PLOTS = {
+    "price": "price.png",
+    "accounts": "accounts.png",
+    "health": "health.png",
+    "latency": "latency.png",
+}
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("keeper").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError when `doc` does not follow the report schema."""
+    import jsonschema
+
+    jsonschema.validate(doc, schema())
+
+
+def percentile(values: Sequence[int], p: float) -> int:
+    """Nearest-rank percentile (an observed value; 0 for no values)."""
+    if not values:
+        return 0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+# ------------------------------------------------------------------------------------------------ computing
+
+
+class _Timeline:
+    """Per account, per block: liquidatable or not, and where each episode starts."""
+
+    def __init__(self, rec: DrillRecord) -> None:
+        self.rec = rec
+        self.index = {b.number: j for j, b in enumerate(rec.blocks)}
+        n = len(rec.accounts)
+        self.liq: list[list[bool]] = [
+            [liquidatable(b.ok[i], b.health[i], b.debt[i]) for i in range(n)] for b in rec.blocks
+        ]
+
+    def episode_start(self, i: int, j: int) -> int | None:
+        """The block index where the episode holding block index j-1 began (None if not liquidatable at j-1)."""
+        if j == 0 or not self.liq[j - 1][i]:
+            return None
+        k = j - 1
+        while k > 0 and self.liq[k - 1][i]:
+            k -= 1
+        return k
+
+    def healthy(self, i: int, j: int) -> bool:
+        """Account i was provably healthy at the end of the block before index j."""
+        if j == 0:
+            return self.rec.initial_health[i] >= 1.0
+        b = self.rec.blocks[j - 1]
+        return b.ok[i] and (b.debt[i] == 0 or b.health[i] >= WAD)
+
+    def longest_run_s(self) -> float:
+        best = 0.0
+        blocks = self.rec.blocks
+        for i in range(len(self.rec.accounts)):
+            start: int | None = None
+            for j in range(len(blocks)):
+                if self.liq[j][i] and start is None:
+                    start = j
+                elif not self.liq[j][i] and start is not None:
+                    best = max(best, float(blocks[j].timestamp - blocks[start].timestamp))
+                    start = None
+            if start is not None:
+                best = max(best, float(blocks[-1].timestamp - blocks[start].timestamp))
+        return best
+
+
+def build(rec: DrillRecord) -> dict[str, Any]:
+    """report.json's content."""
+    tl = _Timeline(rec)
+    account_index = {a: i for i, a in enumerate(rec.accounts)}
+    bt = rec.scenario.block_time_s
+    entries = []
+    first_latencies: list[int] = []
+    seen_episode: set[tuple[int, int]] = set()
+    healthy = 0
+    keeper = rec.keeper.lower()
+    keeper_gross = 0.0
+    for liq in sorted(rec.liquidations, key=lambda x: (x.block, x.log_index)):
+        i = account_index.get((liq.owner, liq.sub_id))
+        j = tl.index[liq.block]
+        start = tl.episode_start(i, j) if i is not None else None
+        latency = 0 if start is None else j - start
+        if i is not None and tl.healthy(i, j):
+            healthy += 1
+        if i is not None and start is not None and (i, start) not in seen_episode:
+            seen_episode.add((i, start))
+            first_latencies.append(latency)
+        if liq.liquidator.lower() == keeper:
+            keeper_gross += liq.seized_usd - liq.repaid_usd
+        start_ts = rec.blocks[start].timestamp if start is not None else rec.blocks[j].timestamp
+        entries.append(
+            {
+                "owner": liq.owner,
+                "sub_id": liq.sub_id,
+                "block": liq.block,
+                "tx": liq.tx,
+                "collateral": liq.collateral,
+                "repaid_usd": round(liq.repaid_usd, 6),
+                "seized_usd": round(liq.seized_usd, 6),
+                "latency_blocks": latency,
+                "latency_s": float(rec.blocks[j].timestamp - start_ts),
+            }
+        )
+    ever = {i for row in tl.liq for i, v in enumerate(row) if v}
+    last = tl.liq[-1] if tl.liq else []
+    missed = [i for i, v in enumerate(last) if v]
+    keeper_txs = [t for t in rec.keeper_txs.values() if t.mined_block is not None]
+    gas_usd = sum(t.gas_cost_wei / 1e18 * rec.eth_usd.get(t.mined_block or 0, 0.0) for t in keeper_txs)
+    reverted = sum(1 for t in keeper_txs if t.status == 0 and t.account is not None)
+    summary = {
+        "liquidatable_accounts": len(ever),
+        "liquidated_accounts": len({(x.owner, x.sub_id) for x in rec.liquidations}),
+        "missed_liquidations": len(missed),
+        "healthy_liquidations": healthy,
+        "reverted_liquidations": reverted,
+        "duplicate_submissions": sum(1 for t in rec.keeper_txs.values() if t.duplicate),
+        "latency_blocks_p50": percentile(first_latencies, 50),
+        "latency_blocks_p99": percentile(first_latencies, 99),
+        "latency_blocks_max": max(first_latencies, default=0),
+        "bad_debt_usd": round(sum(b[3] for b in rec.bad_debt), 6),
+        "user_penalty_usd": round(sum(x.seized_usd - x.repaid_usd for x in rec.liquidations), 6),
+        "keeper_profit_usd": round(keeper_gross - gas_usd, 6),
+        "keeper_gas_used": sum(t.gas_used for t in keeper_txs),
+        "max_underwater_s": tl.longest_run_s(),
+    }
+    blocks = rec.blocks
+    sc = rec.scenario
+    return {
+        "scenario": sc.name,
+        "chain_id": rec.chain_id,
+        "seed": rec.seed,
+        "accounts": len(rec.accounts),
+        "liquidations": entries,
+        "summary": summary,
+        "drill": {
+            "target": rec.target,
+            "keeper": rec.keeper,
+            "block_time_s": bt,
+            "start_block": rec.start_block,
+            "end_block": blocks[-1].number if blocks else rec.start_block,
+            "replay_blocks": rec.replay_blocks,
+            "settle_blocks": max(0, len(blocks) - rec.replay_blocks),
+            "chain_seconds": (blocks[-1].timestamp - blocks[0].timestamp) if blocks else 0,
+            "wall_seconds": round(rec.wall_s, 3),
+            "faults": [{k: v for k, v in vars(f).items() if v is not None} for f in sc.faults],
+            "bad_debt_events": len(rec.bad_debt),
+            "missed": [
+                {
+                    "owner": rec.accounts[i][0],
+                    "sub_id": rec.accounts[i][1],
+                    "health": blocks[-1].health[i] / WAD,
+                }
+                for i in missed
+            ],
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def write(rec: DrillRecord, out: Path) -> dict[str, Path]:
+    """report.json (validated first), report.md and the plots; the paths written."""
+    doc = build(rec)
+    validate(doc)
+    paths = {"json": out / "report.json", "md": out / "report.md"}
+    plots = plot(rec, doc, out)
+    _atomic(paths["json"], json.dumps(doc, indent=2) + "\n")
+    _atomic(paths["md"], markdown(rec, doc, plots))
+    paths.update({f"plot_{k}": p for k, p in plots.items()})
+    return paths
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+SUMMARY_ROWS = [
+    ("liquidatable_accounts", "accounts that became liquidatable"),
+    ("liquidated_accounts", "accounts liquidated"),
+    ("missed_liquidations", "missed (still liquidatable at the end)"),
+    ("healthy_liquidations", "liquidations of healthy accounts"),
+    ("reverted_liquidations", "keeper liquidations that reverted"),
+    ("duplicate_submissions", "duplicate submissions"),
+    ("latency_blocks_p50", "latency p50 (blocks)"),
+    ("latency_blocks_p99", "latency p99 (blocks)"),
+    ("latency_blocks_max", "latency max (blocks)"),
+    ("bad_debt_usd", "bad debt (USD)"),
+    ("user_penalty_usd", "users' liquidation penalty (USD)"),
+    ("keeper_profit_usd", "keeper profit after gas (USD)"),
+    ("keeper_gas_used", "keeper gas used"),
+    ("max_underwater_s", "longest time liquidatable (s)"),
+]
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown(rec: DrillRecord, doc: dict[str, Any], plots: dict[str, Path]) -> str:
+    sc = rec.scenario
+    d = doc["drill"]
+    lines = [
+        f"# Drill report: {sc.name}",
+        "",
+        sc.description,
+        "",
+        f"- target: {d['target']} node, chain {doc['chain_id']}; keeper {d['keeper']}",
+        f"- {doc['accounts']} accounts seeded with seed {doc['seed']}, health drawn from "
+        f"{sc.accounts.health[0]:g} to {sc.accounts.health[1]:g}, collateral from {', '.join(sc.accounts.assets)}",
+        f"- blocks {d['start_block']} to {d['end_block']} ({d['replay_blocks']} replayed, {d['settle_blocks']} to "
+        f"settle), {sc.block_time_s} s apart: {d['chain_seconds']:,} s of chain time in {d['wall_seconds']:.1f} s",
+        "",
+        "## Summary",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+    ]
+    lines += [f"| {label} | {fmt(doc['summary'][key])} |" for key, label in SUMMARY_ROWS]
+    if d["faults"]:
+        lines += ["", "## Faults", "", "| at (s) | kind | asset | duration (s) | gwei |", "|---:|---|---|---:|---:|"]
+        for f in d["faults"]:
+            lines.append(
+                f"| {f['at']:,} | {f['kind']} | {f.get('asset', '')} | {f['duration']:,} | {f.get('gwei', '')} |"
+            )
+    if d["missed"]:
+        lines += ["", "## Missed", "", "| owner | sub | health |", "|---|---:|---:|"]
+        lines += [f"| {m['owner']} | {m['sub_id']} | {m['health']:.4f} |" for m in d["missed"]]
+    lines += ["", "## Plots", ""]
+    titles = {
+        "price": "Prices (market and oracle) with liquidations",
+        "accounts": "Liquidatable and liquidated accounts",
+        "health": "Health before and after",
+        "latency": "Latency of first liquidations",
+    }
+    lines += [f"![{titles[k]}]({p.name})" for k, p in plots.items()]
+    liqs = doc["liquidations"]
+    if liqs:
+        lines += [
+            "",
+            f"## Liquidations ({len(liqs)}{', first 50' if len(liqs) > 50 else ''})",
+            "",
+            "| block | account | collateral | repaid $ | seized $ | latency (blocks) |",
+            "|---:|---|---|---:|---:|---:|",
+        ]
+        for x in liqs[:50]:
+            lines.append(
+                f"| {x['block']} | {x['owner'][:10]}…/{x['sub_id']} | {x['collateral']} | {x['repaid_usd']:,.2f} | "
+                f"{x['seized_usd']:,.2f} | {x['latency_blocks']} |"
+            )
+    lines += ["", "Definitions of every figure: docs/drills.md, *Report*.", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ plots
+
+
+def plot(rec: DrillRecord, doc: dict[str, Any], out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc = rec.scenario
+    blocks = rec.blocks
+    xs = [b.scenario_s for b in blocks]
+    paths: dict[str, Path] = {}
+    collateral = [a.symbol for a in sc.assets if not a.quote]
+    by_block = {b.number: b for b in blocks}
+
+    # 1. prices with liquidation markers
+    fig, axes = plt.subplots(len(sc.assets), 1, figsize=(10, 2.4 * len(sc.assets)), sharex=True, squeeze=False)
+    for ax, asset in zip(axes[:, 0], [*collateral, sc.quote.symbol], strict=True):
+        path = sc.price_path(asset)
+        mx = [p[0] for p in path] + [xs[-1] if xs else 0]
+        my = [p[1] for p in path] + [path[-1][1]]
+        ax.step(mx, my, where="post", color="0.6", label="market (scenario)")
+        oracle = [b.oracle.get(asset) for b in blocks]
+        valid = [math.nan if v is None else v for v in oracle]
+        ax.step(xs, valid, where="post", color="tab:blue", lw=1.2, label="oracle (valid answers)")
+        for f in sc.faults:
+            if f.asset in (asset, None) and f.kind != "base_fee":
+                ax.axvspan(f.at, f.end, color="tab:red", alpha=0.12)
+        marks = [by_block[x.block] for x in rec.liquidations if x.collateral == asset and x.block in by_block]
+        lx = [b.scenario_s for b in marks]
+        ly = [b.oracle.get(asset) or math.nan for b in marks]
+        if lx:
+            ax.scatter(lx, ly, marker="v", color="tab:red", s=14, zorder=3, label="liquidation")
+        ax.set_ylabel(f"{asset} USD")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    axes[-1, 0].set_xlabel("scenario time (s); shaded: faults")
+    fig.suptitle(f"{sc.name}: prices and liquidations")
+    fig.tight_layout()
+    paths["price"] = out / PLOTS["price"]
+    fig.savefig(paths["price"], dpi=110)
+    plt.close(fig)
+
+    # 2. liquidatable vs liquidated over time
+    tl = _Timeline(rec)
+    now = [sum(row) for row in tl.liq]
+    done: list[int] = []
+    seen: set[tuple[str, int]] = set()
+    liqs_by_block: dict[int, list[tuple[str, int]]] = {}
+    for x in rec.liquidations:
+        liqs_by_block.setdefault(x.block, []).append((x.owner, x.sub_id))
+    for b in blocks:
+        seen.update(liqs_by_block.get(b.number, []))
+        done.append(len(seen))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.plot(xs, now, color="tab:red", label="liquidatable now")
+    ax.plot(xs, done, color="tab:green", label="liquidated so far (accounts)")
+    ax.set_xlabel("scenario time (s)")
+    ax.set_ylabel("accounts")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"{sc.name}: liquidatable vs liquidated")
+    fig.tight_layout()
+    paths["accounts"] = out / PLOTS["accounts"]
+    fig.savefig(paths["accounts"], dpi=110)
+    plt.close(fig)
+
+    # 3. health before and after
+    cap = 3.0
+    before = [min(h, cap) for h in rec.initial_health if math.isfinite(h)]
+    after = [
+        min(blocks[-1].health[i] / WAD, cap)
+        for i in range(len(rec.accounts))
+        if blocks and blocks[-1].ok[i] and blocks[-1].debt[i] > 0
+    ]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    bins = [x / 20 for x in range(0, int(cap * 20) + 1)]
+    ax.hist(before, bins=bins, alpha=0.6, label=f"before ({len(before)} with debt)")
+    ax.hist(after, bins=bins, alpha=0.6, label=f"after ({len(after)} with debt, valid prices)")
+    ax.axvline(1.0, color="tab:red", lw=1)
+    ax.set_xlabel(f"health (capped at {cap:g})")
+    ax.set_ylabel("accounts")
+    ax.legend()
+    ax.set_title(f"{sc.name}: health distribution")
+    fig.tight_layout()
+    paths["health"] = out / PLOTS["health"]
+    fig.savefig(paths["health"], dpi=110)
+    plt.close(fig)
+
+    # 4. latency histogram (first liquidation of each episode)
+    firsts: list[int] = []
+    seen_ep: set[tuple[str, int, int]] = set()
+    for x in doc["liquidations"]:
+        key = (x["owner"], x["sub_id"], x["block"] - x["latency_blocks"])
+        if x["latency_blocks"] > 0 and key not in seen_ep:
+            seen_ep.add(key)
+            firsts.append(x["latency_blocks"])
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    top = max(firsts, default=1)
+    ax.hist(firsts, bins=[b + 0.5 for b in range(0, top + 1)], color="tab:purple")
+    ax.set_xlabel("blocks from liquidatable to first liquidation")
+    ax.set_ylabel("episodes")
+    s = doc["summary"]
+    ax.set_title(
+        f"{sc.name}: latency p50 {s['latency_blocks_p50']}, p99 {s['latency_blocks_p99']}, "
+        f"max {s['latency_blocks_max']} blocks"
+    )
+    fig.tight_layout()
+    paths["latency"] = out / PLOTS["latency"]
+    fig.savefig(paths["latency"], dpi=110)
+    plt.close(fig)
+    return paths
