@@ -106,6 +106,8 @@ class Progress:
     liquidated_accounts: int
     faults: list[str]
     settling: bool
+    node_url: str  # the drill's node (for callers that want to look at it while it runs)
+    head: int  # the block just mined
 
 
 # ------------------------------------------------------------------------------------------------ the record
@@ -800,6 +802,8 @@ class Replay:
                         liquidated_accounts=len(self.liquidated_accounts),
                         faults=[f.kind + (f":{f.asset}" if f.asset else "") for f in self.active],
                         settling=settling,
+                        node_url=self.rpc.url,
+                        head=rec.number,
                     )
                 )
         self.rec.wall_s = time.monotonic() - started
