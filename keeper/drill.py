@@ -199,6 +199,7 @@ class System:
     lt: dict[str, float]
     debt_symbol: str
     sequencer_feed: str | None
+    sequencer_grace: int
 
     @classmethod
     def load(cls, w3: Web3, dep: Deployment) -> System:
@@ -222,7 +223,7 @@ class System:
         for a in dep.assets:
             cfg = engine.functions.assetConfig(a.token).call()
             ltv[a.symbol], lt[a.symbol] = int(cfg[3]) / WAD, int(cfg[4]) / WAD
-        seq_feed, _grace = router.functions.sequencer().call()
+        seq_feed, grace = router.functions.sequencer().call()
         return cls(
             w3=w3,
             dep=dep,
@@ -239,6 +240,7 @@ class System:
             lt=lt,
             debt_symbol=dep.debt.symbol,
             sequencer_feed=None if int(seq_feed, 16) == 0 else Web3.to_checksum_address(seq_feed),
+            sequencer_grace=int(grace),
         )
 
     def contract(self, name: str, address: str) -> Contract:
@@ -392,10 +394,11 @@ class Driver:
                 raise DrillError(f"{what} failed in transaction {h}; the drill cannot seed this deployment")
 
 
-def takeover_feeds(rpc: Rpc, system: System, project: Path | None) -> None:
+def takeover_feeds(driver: Driver, project: Path | None) -> None:
     """Fork mode: replace every feed of the deployment (and its sequencer feed) with the mock aggregator's runtime
     code, keeping each feed's decimals, so the drill can drive prices. The mock's first slot packs decimals,
     the latest round and the revert/gas-bomb switches; it is cleared so the real feed's storage means nothing."""
+    rpc, system = driver.rpc, driver.sys
     code = _mock_runtime(rpc, system, project)
     feeds = [(s, f) for s, f in system.feeds.items()]
     if system.sequencer_feed is not None:
@@ -406,6 +409,11 @@ def takeover_feeds(rpc: Rpc, system: System, project: Path | None) -> None:
             continue
         rpc.set_code(feed, code)
         rpc.set_storage(feed, 0, decimals)
+    if system.sequencer_feed is not None:
+        # up, and past its grace period; the drill's own sequencer_down faults take it from here
+        since = int(rpc.block()["timestamp"], 16) - system.sequencer_grace - 1
+        seq = system.contract("MockAggregator", system.sequencer_feed)
+        driver.send(driver.me, seq.address, _data(seq, "setAnswerAt", SEQUENCER_UP, since, since), gas=120_000)
 
 
 def _mock_runtime(rpc: Rpc, system: System, project: Path | None) -> bytes:
@@ -510,12 +518,11 @@ def seed_accounts(driver: Driver, scenario: Scenario, plans: list[SeedPlan], kee
         if power > 0:
             lift = max(lift, need_usd / power)
     now = int(rpc.block()["timestamp"], 16)
-    collateral_symbols = [a.symbol for a in scenario.assets if not a.quote]
-    if lift > 1.0:
-        for s in collateral_symbols:
-            price = scenario.asset(s).price * lift * 1.01
-            driver.push(s, driver.answer(s, price), now, price)
-        driver.mine_all()
+    # every feed at the scenario's prices (collateral lifted for the borrows), whatever the target held before
+    for a in scenario.assets:
+        price = a.price if a.quote else a.price * lift * 1.01
+        driver.push(a.symbol, driver.answer(a.symbol, price), now, price)
+    driver.mine_all()
     hashes = []
     for p in plans:
         if p.debt > 0:
@@ -969,7 +976,7 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         driver = Driver(rpc, system, Web3.to_checksum_address(accounts_[DRIVER_INDEX]))
         if kind == "fork":
             _phase(opts, "taking over the feeds of the fork")
-            takeover_feeds(rpc, system, opts.project)
+            takeover_feeds(driver, opts.project)
         was_automine = rpc.automine()
         rpc.set_automine(False)
         stack.callback(lambda: rpc.set_automine(was_automine))
