@@ -120,6 +120,7 @@ class BlockRecord:
     scenario_s: int
     base_fee: int
     gas_used: int
+    gas_limit: int
     ok: list[bool]  # per account: its prices were valid
     health: list[int]  # per account: WAD health (MAX_UINT without debt)
     debt: list[int]  # per account: debt-asset units
@@ -174,7 +175,7 @@ class DrillRecord:
     keeper_txs: dict[str, KeeperTx] = field(default_factory=dict)
     eth_usd: dict[int, float] = field(default_factory=dict)  # block -> ETH price used for gas costs
     wall_s: float = 0.0
-    seeding_capped: int = 0
+    tick_s: list[float] = field(default_factory=list)  # wall time of the keeper's turn after each block
 
 
 # ------------------------------------------------------------------------------------------------ contracts
@@ -697,6 +698,7 @@ class Replay:
             scenario_s=s,
             base_fee=int(block.get("baseFeePerGas", "0x0"), 16),
             gas_used=int(block["gasUsed"], 16),
+            gas_limit=int(block["gasLimit"], 16),
             ok=ok,
             health=health,
             debt=debt,
@@ -793,7 +795,9 @@ class Replay:
             if k == 0:
                 self.rec.start_block = rec.number
             self.clock.now = float(ts)
+            tick_started = time.monotonic()
             self.keeper.tick()
+            self.rec.tick_s.append(time.monotonic() - tick_started)
             self._inspect_pool(rec.number)
             prev_s = s
             if self.opts.on_block is not None:

@@ -185,6 +185,8 @@ def build(rec: DrillRecord) -> dict[str, Any]:
             "settle_blocks": max(0, len(blocks) - rec.replay_blocks),
             "chain_seconds": (blocks[-1].timestamp - blocks[0].timestamp) if blocks else 0,
             "wall_seconds": round(rec.wall_s, 3),
+            "keeper_tick_max_s": round(max(rec.tick_s, default=0.0), 3),
+            "keeper_slow_ticks": sum(1 for t in rec.tick_s if t > bt),
             "faults": [{k: v for k, v in vars(f).items() if v is not None} for f in sc.faults],
             "bad_debt_events": len(rec.bad_debt),
             "missed": [
