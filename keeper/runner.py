@@ -296,7 +296,7 @@ def build_keeper(
     log: logging.Logger | None = None,
 ) -> Keeper:
     """A Keeper with its store, fee policy and transaction manager wired from `settings`: what `keeper run`,
-    the demo and the tests all use."""
+    the drills and the tests all use."""
     log = log or logging.getLogger("keeper")
     store = store or Store(settings.state_db)
     policy = FeePolicy(
