@@ -1,6 +1,7 @@
 """Deploy the whole collateral-keeper system from a TOML config and record it in deployments/<chainId>.json.
 
-Shared by `ape run deploy` (scripts/deploy.py), the test fixtures and the drills (through `ape run deploy`), so every path deploys the same way.
+Shared by `ape run deploy` (scripts/deploy.py, which the drills also run) and the test fixtures, so every path
+deploys the same way.
 """
 
 from __future__ import annotations
