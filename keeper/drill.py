@@ -318,6 +318,7 @@ def deploy_config(scenario: Scenario, template: Path) -> str:
 
 def deploy_embedded(scenario: Scenario, url: str, out: Path, project: Path) -> Path:
     """Deploy with `ape run deploy` to the node at `url`; the record goes to out/<chainId>.json."""
+    out = out.resolve()  # `ape run deploy` runs in the project folder: a relative path would point there
     config = out / "deploy-config.toml"
     config.write_text(deploy_config(scenario, project / "deployments" / "configs" / "local.toml"), encoding="utf-8")
     ape = Path(sys.prefix) / "bin" / "ape"
@@ -962,6 +963,7 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
     scenario = opts.scenario
     seed = scenario.seed if opts.seed is None else opts.seed
     count = scenario.accounts.count if opts.accounts is None else opts.accounts
+    opts.out = opts.out.resolve()
     opts.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack, _target(opts, stack) as (rpc, record_path, kind):
         _require_anvil(rpc, rpc.url)
@@ -1020,7 +1022,7 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         keeper.ensure_allowance()
         for _ in range(WARMUP_BLOCKS):
             rpc.mine()
-            keeper.tick()
+            keeper.discovery.scan()  # index only: a liquidation before the replay's first block would go unrecorded
         driver.mine_all()
         if keeper.store.account_count() < len(set(accounts)):
             raise DrillError(

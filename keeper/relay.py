@@ -72,6 +72,8 @@ class FlakyRelay:
             client.close()
             return
         server = socket.create_connection(self._upstream)
+        for sock in (client, server):  # small JSON-RPC messages: no Nagle delay on either leg
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.setblocking(True)
         self._peers[client] = server
         self._peers[server] = client

@@ -102,8 +102,9 @@ class _Timeline:
                 elif not self.liq[j][i] and start is not None:
                     best = max(best, float(blocks[j].timestamp - blocks[start].timestamp))
                     start = None
-            if start is not None:
-                best = max(best, float(blocks[-1].timestamp - blocks[start].timestamp))
+            if start is not None:  # still liquidatable at the end of the last block: count that block too
+                bt = self.rec.scenario.block_time_s
+                best = max(best, float(blocks[-1].timestamp - blocks[start].timestamp + bt))
         return best
 
 
