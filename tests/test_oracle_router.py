@@ -682,8 +682,11 @@ SETTERS: dict[str, Callable[[Any, Any], Any]] = {
 def test_setters_are_admin_only(system: Any, stranger: Any, setter: str) -> None:
     """Every setter reverts AccessControlUnauthorizedAccount(stranger, DEFAULT_ADMIN_ROLE) for a stranger."""
     expected = error_data(system.router.AccessControlUnauthorizedAccount, stranger.address, ADMIN_ROLE)
+    sequencer_before = tuple(system.router.sequencer())
     with reverts_with(expected):
         SETTERS[setter](system, stranger)
     assert system.router.feedConfig(UNLISTED).feed == ZERO
     assert system.router.secondaryConfig(system.weth).feed == ZERO
-    assert tuple(system.router.sequencer()) == (ZERO, 0)
+    # Compared with the state before the call: in the full suite an earlier test's sequencer setting has been seen to
+    # survive ape's per-test isolation (an open problem, see CHANGELOG), and this test is about the stranger's call.
+    assert tuple(system.router.sequencer()) == sequencer_before
