@@ -34,7 +34,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from keeper.config import Settings
-from keeper.deployment import Deployment, load_deployment
+from keeper.deployment import Deployment, contract, load_deployment
 from keeper.errors import DeploymentError, KeeperError
 from keeper.node import AnvilProcess, Rpc, deal, find_balance_slot
 from keeper.relay import FlakyRelay
@@ -204,12 +204,7 @@ class System:
 
     @classmethod
     def load(cls, w3: Web3, dep: Deployment) -> System:
-        def c(name: str, address: str | None = None) -> Contract:
-            at = address or dep.address_of(name)
-            assert at is not None
-            return w3.eth.contract(address=Web3.to_checksum_address(at), abi=dep.abis[name])
-
-        engine, router = c("MarginEngine"), c("OracleRouter")
+        engine, router = contract(w3, dep, "MarginEngine"), contract(w3, dep, "OracleRouter")
         tokens = {a.symbol: a.token for a in [dep.debt, *dep.assets]}
         feeds = {a.symbol: a.feed for a in [dep.debt, *dep.assets]}
         decimals = {a.symbol: a.decimals for a in [dep.debt, *dep.assets]}
@@ -229,9 +224,9 @@ class System:
             w3=w3,
             dep=dep,
             engine=engine,
-            vault=c("Vault"),
+            vault=contract(w3, dep, "Vault"),
             router=router,
-            lens=c("Lens"),
+            lens=contract(w3, dep, "Lens"),
             tokens=tokens,
             feeds=feeds,
             decimals=decimals,
@@ -245,7 +240,7 @@ class System:
         )
 
     def contract(self, name: str, address: str) -> Contract:
-        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=self.dep.abis[name])
+        return contract(self.w3, self.dep, name, address)
 
 
 def _data(contract: Contract, fn: str, *args: Any) -> str:
@@ -342,7 +337,6 @@ class Driver:
         self.sys = system
         self.me = driver
         self._layouts: dict[str, tuple[int, bool]] = {}
-        self.reported: dict[str, float | None] = {}  # what each feed reports now (None: an invalid answer)
         self.updated_at: dict[str, int] = {}
 
     def send(self, sender: str, to: str, data: str, gas: int = 500_000, tip: int = DRIVER_TIP) -> str:
@@ -367,11 +361,14 @@ class Driver:
         scale: int = 10 ** self.sys.feed_decimals[symbol]
         return round(usd * scale)
 
-    def push(self, symbol: str, answer: int, at: int, usd: float | None) -> None:
+    def push(self, symbol: str, answer: int, at: int) -> None:
+        """Send `answer` to the symbol's feed, to land in the block stamped `at`."""
         feed = self.sys.contract("MockAggregator", self.sys.feeds[symbol])
         self.send(self.me, feed.address, _data(feed, "setAnswer", answer), gas=120_000)
-        self.reported[symbol] = usd
         self.updated_at[symbol] = at
+
+    def push_usd(self, symbol: str, usd: float, at: int) -> None:
+        self.push(symbol, self.answer(symbol, usd), at)
 
     def sequencer(self, status: int, at: int) -> None:
         assert self.sys.sequencer_feed is not None
@@ -420,10 +417,10 @@ def takeover_feeds(driver: Driver, project: Path | None) -> None:
 
 def _mock_runtime(rpc: Rpc, system: System, project: Path | None) -> bytes:
     # A deployment made with mock feeds already carries the code; otherwise take it from the compiled project.
+    set_answer = keccak(text="setAnswer(int256)")[:4]
     for feed in system.feeds.values():
         code = rpc.code(feed)
-        mock_abi_selector = keccak(text="setAnswer(int256)")[:4]
-        if mock_abi_selector in code:
+        if set_answer in code:
             return code
     root = find_project(project)
     manifest = root / ".build" / "__local__.json"
@@ -523,7 +520,7 @@ def seed_accounts(driver: Driver, scenario: Scenario, plans: list[SeedPlan], kee
     # every feed at the scenario's prices (collateral lifted for the borrows), whatever the target held before
     for a in scenario.assets:
         price = a.price if a.quote else a.price * lift * 1.01
-        driver.push(a.symbol, driver.answer(a.symbol, price), now, price)
+        driver.push_usd(a.symbol, price, now)
     driver.mine_all()
     hashes = []
     for p in plans:
@@ -533,7 +530,7 @@ def seed_accounts(driver: Driver, scenario: Scenario, plans: list[SeedPlan], kee
     driver.mine_all()
     driver.check_mined(hashes, "seeding (a borrow)")
     for a in scenario.assets:
-        driver.push(a.symbol, driver.answer(a.symbol, a.price), now, a.price)
+        driver.push_usd(a.symbol, a.price, now)
     driver.mine_all()
 
 
@@ -628,12 +625,7 @@ class Replay:
             else:
                 self.market.update(item.prices)
                 refresh = True
-        for symbol, price in self.market.items():
-            if symbol in self.faulted:
-                continue
-            age = ts - self.driver.updated_at.get(symbol, 0)
-            if refresh or age >= self.sys.max_staleness[symbol] // 2:
-                self.driver.push(symbol, self.driver.answer(symbol, price), ts, price)
+        self._refresh(ts, everything=refresh)
         for f in self.active:
             if f.kind == "base_fee":
                 assert f.gwei is not None
@@ -645,9 +637,9 @@ class Replay:
             assert f.asset is not None
             self.faulted[f.asset] = f.kind
             if f.kind == "zero":
-                self.driver.push(f.asset, 0, ts, None)
+                self.driver.push(f.asset, 0, ts)
             elif f.kind == "negative":
-                self.driver.push(f.asset, -self.driver.answer(f.asset, self.market[f.asset]), ts, None)
+                self.driver.push(f.asset, -self.driver.answer(f.asset, self.market[f.asset]), ts)
         elif f.kind == "sequencer_down":
             self.driver.sequencer(SEQUENCER_DOWN, ts)
         elif f.kind == "rpc_outage" and self.relay is not None:
@@ -660,8 +652,7 @@ class Replay:
         if f.kind in FEED_FAULTS:
             assert f.asset is not None
             self.faulted.pop(f.asset, None)
-            price = self.market[f.asset]
-            self.driver.push(f.asset, self.driver.answer(f.asset, price), ts, price)
+            self.driver.push_usd(f.asset, self.market[f.asset], ts)
         elif f.kind == "sequencer_down":
             self.driver.sequencer(SEQUENCER_UP, ts)
         elif f.kind == "rpc_outage" and self.relay is not None:
@@ -687,11 +678,10 @@ class Replay:
             if topic == self.topic_liq:
                 self._liquidation(raw, number, oracle)
             elif topic == self.topic_bad:
-                e = _Args(self.bad_event.process_log(_log(raw))["args"])
-                usd = (
-                    e.assets / 10 ** self.sys.decimals[self.sys.debt_symbol] * self._price(self.sys.debt_symbol, oracle)
-                )
-                self.rec.bad_debt.append((number, e.owner, int(e.subId), usd))
+                e = self.bad_event.process_log(_log(raw))["args"]
+                debt_sym = self.sys.debt_symbol
+                usd = e["assets"] / 10 ** self.sys.decimals[debt_sym] * self._price(debt_sym, oracle)
+                self.rec.bad_debt.append((number, e["owner"], int(e["subId"]), usd))
         ok, health, debt = read_healths(self.rpc, self.sys.lens.address, self.rec.accounts, number)
         rec = BlockRecord(
             number=number,
@@ -713,26 +703,27 @@ class Replay:
         return got if got is not None else self.market[symbol]
 
     def _liquidation(self, raw: dict[str, Any], number: int, oracle: dict[str, float | None]) -> None:
-        e = _Args(self.liq_event.process_log(_log(raw))["args"])
-        symbol = self.symbol_of[Web3.to_checksum_address(e.collateral)]
+        e = self.liq_event.process_log(_log(raw))["args"]
+        symbol = self.symbol_of[Web3.to_checksum_address(e["collateral"])]
         debt_sym = self.sys.debt_symbol
+        owner, sub_id = Web3.to_checksum_address(e["owner"]), int(e["subId"])
         self.rec.liquidations.append(
             LiquidationRecord(
                 block=number,
                 tx=str(raw["transactionHash"]),
                 log_index=int(raw["logIndex"], 16),
-                liquidator=Web3.to_checksum_address(e.liquidator),
-                owner=Web3.to_checksum_address(e.owner),
-                sub_id=int(e.subId),
+                liquidator=Web3.to_checksum_address(e["liquidator"]),
+                owner=owner,
+                sub_id=sub_id,
                 collateral=symbol,
-                repaid=int(e.repaid),
-                seized=int(e.seized),
-                discount=int(e.discount),
-                repaid_usd=e.repaid / 10 ** self.sys.decimals[debt_sym] * self._price(debt_sym, oracle),
-                seized_usd=e.seized / 10 ** self.sys.decimals[symbol] * self._price(symbol, oracle),
+                repaid=int(e["repaid"]),
+                seized=int(e["seized"]),
+                discount=int(e["discount"]),
+                repaid_usd=e["repaid"] / 10 ** self.sys.decimals[debt_sym] * self._price(debt_sym, oracle),
+                seized_usd=e["seized"] / 10 ** self.sys.decimals[symbol] * self._price(symbol, oracle),
             )
         )
-        self.liquidated_accounts.add((Web3.to_checksum_address(e.owner), int(e.subId)))
+        self.liquidated_accounts.add((owner, sub_id))
 
     def _mined(self, tx: dict[str, Any], number: int) -> None:
         h = str(tx["hash"])
@@ -790,7 +781,7 @@ class Replay:
             if not settling:
                 self._before_block(prev_s, s, ts)
             else:
-                self._heartbeat(ts)
+                self._refresh(ts, everything=False)
             self.rpc.mine(ts)
             rec = self._after_block(s)
             if k == 0:
@@ -820,10 +811,14 @@ class Replay:
                 )
         self.rec.wall_s = time.monotonic() - started
 
-    def _heartbeat(self, ts: int) -> None:
+    def _refresh(self, ts: int, everything: bool) -> None:
+        """Push the market price to every feed not under a fault: all of them (at a step), or those whose last
+        update is half their max_staleness old (the heartbeat that keeps a price valid between steps)."""
         for symbol, price in self.market.items():
-            if ts - self.driver.updated_at.get(symbol, 0) >= self.sys.max_staleness[symbol] // 2:
-                self.driver.push(symbol, self.driver.answer(symbol, price), ts, price)
+            if symbol in self.faulted:
+                continue
+            if everything or ts - self.driver.updated_at.get(symbol, 0) >= self.sys.max_staleness[symbol] // 2:
+                self.driver.push_usd(symbol, price, ts)
 
 
 class DrillClock:
@@ -834,16 +829,6 @@ class DrillClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class _Args:
-    """An event's decoded arguments as attributes."""
-
-    def __init__(self, args: Any) -> None:
-        self.__dict__.update(dict(args))
-
-    def __getattr__(self, name: str) -> Any:  # only reached for a missing name: typed as Any for mypy
-        raise AttributeError(name)
 
 
 def _log(raw: dict[str, Any]) -> Any:
@@ -870,9 +855,9 @@ def _phase(opts: DrillOptions, text: str) -> None:
         opts.on_phase(text)
 
 
-@contextmanager
-def _target(opts: DrillOptions, stack: ExitStack) -> Iterator[tuple[Rpc, Path, str]]:
-    """The node and the deployment record the drill uses: (rpc, record path, target kind)."""
+def _target(opts: DrillOptions, stack: ExitStack) -> tuple[Rpc, Path, str]:
+    """The node and the deployment record the drill uses: (rpc, record path, target kind). What it starts is
+    stopped when `stack` closes."""
     out = opts.out
     if opts.rpc_url is not None:
         rpc = Rpc(opts.rpc_url)
@@ -880,8 +865,7 @@ def _target(opts: DrillOptions, stack: ExitStack) -> Iterator[tuple[Rpc, Path, s
         _require_anvil(rpc, opts.rpc_url)
         chain_id = rpc.chain_id()
         record = opts.deployment or Path("deployments") / f"{chain_id}.json"
-        yield rpc, _local_copy(record, chain_id, chain_id, out), "rpc"
-        return
+        return rpc, _local_copy(record, chain_id, chain_id, out), "rpc"
     if opts.fork_url is not None:
         origin = Rpc(opts.fork_url)
         stack.callback(origin.close)
@@ -890,14 +874,13 @@ def _target(opts: DrillOptions, stack: ExitStack) -> Iterator[tuple[Rpc, Path, s
         _phase(opts, f"starting Anvil forking chain {origin_chain}")
         node = AnvilProcess(["--fork-url", opts.fork_url, "--chain-id", "31337"], log_path=out / "anvil.log")
         stack.callback(node.stop)
-        yield node.rpc, _local_copy(record, origin_chain, 31337, out), "fork"
-        return
+        return node.rpc, _local_copy(record, origin_chain, 31337, out), "fork"
     project = find_project(opts.project)
     _phase(opts, "starting Anvil")
     node = AnvilProcess(["--chain-id", "31337", "--accounts", "4"], log_path=out / "anvil.log")
     stack.callback(node.stop)
     _phase(opts, "deploying the contracts (ape run deploy)")
-    yield node.rpc, deploy_embedded(opts.scenario, node.url, out, project), "embedded"
+    return node.rpc, deploy_embedded(opts.scenario, node.url, out, project), "embedded"
 
 
 def _require_anvil(rpc: Rpc, url: str) -> None:
@@ -965,8 +948,8 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
     count = scenario.accounts.count if opts.accounts is None else opts.accounts
     opts.out = opts.out.resolve()
     opts.out.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack, _target(opts, stack) as (rpc, record_path, kind):
-        _require_anvil(rpc, rpc.url)
+    with ExitStack() as stack:
+        rpc, record_path, kind = _target(opts, stack)  # Anvil: checked for --rpc-url, started by us otherwise
         w3 = Web3(Web3.HTTPProvider(rpc.url, request_kwargs={"timeout": 60}))
         dep = load_deployment(record_path, rpc.chain_id())
         if len(rpc.code(dep.engine)) == 0:
@@ -1031,4 +1014,3 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         _phase(opts, f"replaying {scenario.name}: {record.replay_blocks} blocks, then settling")
         Replay(opts, rpc, system, driver, keeper, relay, record, clock).run()
         return record
-    raise AssertionError("unreachable")
