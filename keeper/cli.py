@@ -95,6 +95,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return drillcli.demo(args)
 
 
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from keeper import optimizecli
+
+    return optimizecli.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keeper", description="Keep collateral ratios enforced: watch every account and liquidate the unhealthy."
@@ -140,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="black-thursday", help="library name or TOML path (default %(default)s)")
     _drill_options(demo, accounts_default=200)
     demo.set_defaults(func=cmd_demo)
+    optimize = commands.add_parser(
+        "optimize",
+        parents=[common],
+        help="choose an asset's lt and ltv by Monte Carlo from its volatility, jumps, oracle lag and keeper delay",
+    )
+    from keeper.optimizecli import add_arguments
+
+    add_arguments(optimize)
+    optimize.set_defaults(func=cmd_optimize)
     return parser
 
 
