@@ -172,6 +172,12 @@ def _drill_options(parser: argparse.ArgumentParser, accounts_default: int | None
     parser.add_argument("--seed", type=int, metavar="S", help="seed for the accounts (default: the scenario's)")
     parser.add_argument("--settle-blocks", type=int, metavar="N", help="blocks after the last step (default 30+)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument(
+        "--risk",
+        action="append",
+        metavar="SYMBOL=LTV/LT",
+        help="embedded target: deploy this collateral with these ratios instead of the template's (repeatable)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

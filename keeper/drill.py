@@ -92,6 +92,7 @@ class DrillOptions:
     deployment: Path | None = None  # the record for --rpc-url / --fork-url (default deployments/<chainId>.json)
     project: Path | None = None  # the checkout holding ape-config.yaml (to deploy); found from here by default
     settle_blocks: int | None = None
+    risk: dict[str, tuple[float, float]] | None = None  # embedded only: symbol -> (ltv, lt) instead of the template's
     on_block: Callable[[Progress], None] | None = None
     on_phase: Callable[[str], None] | None = None
 
@@ -176,6 +177,8 @@ class DrillRecord:
     eth_usd: dict[int, float] = field(default_factory=dict)  # block -> ETH price used for gas costs
     wall_s: float = 0.0
     tick_s: list[float] = field(default_factory=list)  # wall time of the keeper's turn after each block
+    start_totals: dict[str, float] = field(default_factory=dict)  # collateral, borrowing power, debt (USD) at start
+    risk: dict[str, dict[str, float]] = field(default_factory=dict)  # symbol -> {"ltv", "lt"} at the start
 
 
 # ------------------------------------------------------------------------------------------------ contracts
@@ -272,9 +275,16 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
-def deploy_config(scenario: Scenario, template: Path) -> str:
+def deploy_config(scenario: Scenario, template: Path, risk: dict[str, tuple[float, float]] | None = None) -> str:
     """The deploy config for the embedded drill, as TOML text: the template's parameters for the scenario's assets
-    (only those), at the scenario's initial prices, with a mock sequencer feed if a fault needs one."""
+    (only those), at the scenario's initial prices, with a mock sequencer feed if a fault needs one; `risk` replaces
+    the template's (ltv, lt) of the assets it names."""
+    risk = risk or {}
+    unknown = sorted(set(risk) - {a.symbol for a in scenario.assets if not a.quote})
+    if unknown:
+        raise DrillError(
+            f"--risk names {', '.join(unknown)}, which scenario {scenario.name!r} does not use as collateral"
+        )
     raw = tomllib.loads(template.read_text(encoding="utf-8"))
     quote = scenario.quote
     if raw["debt"]["symbol"] != quote.symbol:
@@ -295,6 +305,8 @@ def deploy_config(scenario: Scenario, template: Path) -> str:
             )
         spec = dict(by_symbol[a.symbol])
         spec["price"] = a.price
+        if a.symbol in risk:
+            spec["ltv"], spec["lt"] = risk[a.symbol]
         assets.append(spec)
     raw["asset"] = assets
     if any(f.kind == "sequencer_down" for f in scenario.faults):
@@ -311,11 +323,14 @@ def deploy_config(scenario: Scenario, template: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def deploy_embedded(scenario: Scenario, url: str, out: Path, project: Path) -> Path:
+def deploy_embedded(
+    scenario: Scenario, url: str, out: Path, project: Path, risk: dict[str, tuple[float, float]] | None = None
+) -> Path:
     """Deploy with `ape run deploy` to the node at `url`; the record goes to out/<chainId>.json."""
     out = out.resolve()  # `ape run deploy` runs in the project folder: a relative path would point there
     config = out / "deploy-config.toml"
-    config.write_text(deploy_config(scenario, project / "deployments" / "configs" / "local.toml"), encoding="utf-8")
+    template = project / "deployments" / "configs" / "local.toml"
+    config.write_text(deploy_config(scenario, template, risk), encoding="utf-8")
     ape = Path(sys.prefix) / "bin" / "ape"
     cmd = [str(ape), "run", "deploy", "--network", url, "--config", str(config), "--out-dir", str(out), "--fresh"]
     with open(out / "deploy.log", "wb") as sink:
@@ -544,18 +559,34 @@ def read_healths(
     rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int
 ) -> tuple[list[bool], list[int], list[int]]:
     """Every account's (prices valid, health, debt) at `block`, from Lens.healths in chunks."""
-    ok: list[bool] = []
-    health: list[int] = []
-    debt: list[int] = []
+    rows = _health_rows(rpc, lens, accounts, block)
+    ok = [good for good, _ in rows]
+    health = [int(h[5]) if good else 0 for good, h in rows]
+    debt = [int(h[3]) if good else 0 for good, h in rows]
+    return ok, health, debt
+
+
+def read_totals(rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int) -> dict[str, float]:
+    """USD totals over the accounts at `block`: collateral value, borrowing power (Σ value·ltv) and debt value."""
+    rows = [h for good, h in _health_rows(rpc, lens, accounts, block) if good]
+    return {
+        "collateral_usd": sum(int(h[0]) for h in rows) / WAD,
+        "borrowing_power_usd": sum(int(h[2]) for h in rows) / WAD,
+        "debt_usd": sum(int(h[4]) for h in rows) / WAD,
+    }
+
+
+def _health_rows(
+    rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int
+) -> list[tuple[bool, tuple[int, ...]]]:
+    """Lens.healths in chunks: (prices valid, AccountHealth) per account."""
+    out: list[tuple[bool, tuple[int, ...]]] = []
     for i in range(0, len(accounts), HEALTH_CHUNK):
         chunk = accounts[i : i + HEALTH_CHUNK]
         data = _HEALTHS_SELECTOR + abi_encode(["address[]", "uint8[]"], [[o for o, _ in chunk], [s for _, s in chunk]])
         (rows,) = abi_decode(_HEALTHS_OUT, rpc.eth_call(lens, data, block))
-        for good, h in rows:
-            ok.append(bool(good))
-            health.append(int(h[5]) if good else 0)
-            debt.append(int(h[3]) if good else 0)
-    return ok, health, debt
+        out += [(bool(good), tuple(int(v) for v in h)) for good, h in rows]
+    return out
 
 
 def liquidatable(ok: bool, health: int, debt: int) -> bool:
@@ -880,7 +911,7 @@ def _target(opts: DrillOptions, stack: ExitStack) -> tuple[Rpc, Path, str]:
     node = AnvilProcess(["--chain-id", "31337", "--accounts", "4"], log_path=out / "anvil.log")
     stack.callback(node.stop)
     _phase(opts, "deploying the contracts (ape run deploy)")
-    return node.rpc, deploy_embedded(opts.scenario, node.url, out, project), "embedded"
+    return node.rpc, deploy_embedded(opts.scenario, node.url, out, project, opts.risk), "embedded"
 
 
 def _require_anvil(rpc: Rpc, url: str) -> None:
@@ -1000,6 +1031,8 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             initial_health=[h / WAD if d else math.inf for h, d in zip(health, debt, strict=True)],
             start_block=0,
             replay_blocks=math.ceil(scenario.duration_s / scenario.block_time_s) + 1,
+            start_totals=read_totals(rpc, system.lens.address, accounts, rpc.block_number()),
+            risk={s: {"ltv": system.ltv[s], "lt": system.lt[s]} for s in system.ltv},
         )
         _phase(opts, "the keeper indexes the accounts")
         keeper.ensure_allowance()

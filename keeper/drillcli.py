@@ -77,6 +77,7 @@ def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> t
             detail=detail,
         )
 
+    remote = getattr(args, "rpc_url", None) or getattr(args, "fork_url", None)
     opts = DrillOptions(
         scenario=scenario,
         out=out,
@@ -86,6 +87,7 @@ def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> t
         fork_url=getattr(args, "fork_url", None),
         deployment=getattr(args, "deployment", None),
         settle_blocks=args.settle_blocks,
+        risk=parse_risk(getattr(args, "risk", None) or [], remote),
         on_block=on_block,
         on_phase=on_phase,
     )
@@ -94,6 +96,28 @@ def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> t
         progress.update(task, description="writing the report", detail="")
         paths = report.write(record, out)
     return record, paths
+
+
+def parse_risk(items: list[str], remote: str | None) -> dict[str, tuple[float, float]] | None:
+    """`--risk SYMBOL=LTV/LT` flags: (ltv, lt) per collateral for the embedded deployment."""
+    if not items:
+        return None
+    if remote:
+        raise DrillError(
+            "--risk sets the parameters of the drill's own deployment; it cannot change --rpc-url/--fork-url"
+        )
+    out: dict[str, tuple[float, float]] = {}
+    for item in items:
+        symbol, _, pair = item.partition("=")
+        ltv_s, _, lt_s = pair.partition("/")
+        try:
+            ltv, lt = float(ltv_s), float(lt_s)
+        except ValueError:
+            raise DrillError(f"--risk {item!r}: expected SYMBOL=LTV/LT, e.g. WETH=0.60/0.67") from None
+        if not symbol or not 0 < ltv < lt < 1:
+            raise DrillError(f"--risk {item!r}: expected SYMBOL=LTV/LT with 0 < LTV < LT < 1, e.g. WETH=0.60/0.67")
+        out[symbol.upper()] = (ltv, lt)
+    return out
 
 
 def show(doc: dict[str, Any], paths: dict[str, Path], console: Console) -> None:

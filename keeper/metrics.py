@@ -39,6 +39,12 @@ class Metrics:
         )
         self.signer_balance = Gauge("keeper_signer_balance_eth", "Native balance of the signing key", registry=r)
         self.last_block = Gauge("keeper_last_processed_block", "Last block the keeper fully processed", registry=r)
+        self.risk_updates_sent = Counter(
+            "keeper_risk_updates_sent", "updateRiskParams transactions sent by the optimizer job", registry=r
+        )
+        self.risk_optimizer_runs = Counter(
+            "keeper_risk_optimizer_runs", "Optimizer runs (one per asset with bounds, per interval)", registry=r
+        )
         self.rpc_errors = Counter("keeper_rpc_errors", "Failed RPC calls (any job)", registry=r)
         self.node_stale = Gauge("keeper_node_stale", "1 while the node has produced no block for too long", registry=r)
         self.circuit_open = Gauge(

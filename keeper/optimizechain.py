@@ -1,17 +1,29 @@
-"""The live-chain side of `keeper optimize`: measure an asset's inputs, and apply a bounded update."""
+"""The live-chain side of the optimizer: measure an asset's inputs, plan one bounded update toward the optimizer's
+choice, and send it through the keeper's transaction manager (`keeper optimize --apply` and `keeper run`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import logging
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import TransactionNotFound
+from web3.types import BlockIdentifier
 
-from keeper import volatility
+from keeper import stress, volatility
 from keeper.config import Settings, load_settings
 from keeper.deployment import AssetInfo, Deployment, check_chain, connect, contract, load_deployment
 from keeper.errors import KeeperError
 from keeper.optimizecli import WAD, Measured
+
+# Updates smaller than this (WAD, 0.25 %) are not worth a transaction or a ramp.
+DEAD_BAND = 25 * 10**14
+APPLY_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -29,34 +41,144 @@ def open_chain(config: Path | None) -> Chain:
     return Chain(settings, dep, w3)
 
 
-def asset_info(chain: Chain, symbol: str) -> AssetInfo:
-    for a in chain.dep.assets:
+def asset_info(dep: Deployment, symbol: str) -> AssetInfo:
+    for a in dep.assets:
         if a.symbol.upper() == symbol.upper():
             return a
-    listed = ", ".join(a.symbol for a in chain.dep.assets)
-    raise KeeperError(f"asset {symbol!r} is not a collateral of deployment {chain.dep.source}; it lists {listed}")
+    listed = ", ".join(a.symbol for a in dep.assets)
+    raise KeeperError(f"asset {symbol!r} is not a collateral of deployment {dep.source}; it lists {listed}")
 
 
-def measure(chain: Chain, symbol: str, window_s: float, max_rounds: int) -> Measured:
+# ---------------------------------------------------------------------------------------------- on-chain state
+
+
+@dataclass(frozen=True)
+class Onchain:
+    """An asset's risk parameters as the engine holds them now (WAD integers, unix seconds)."""
+
+    ltv: int
+    lt: int  # effective now
+    max_discount: int
+    ltv_min: int
+    ltv_max: int
+    lt_min: int
+    lt_max: int
+    max_step: int  # 0: keeper updates disabled
+    min_interval: int
+    ramp_duration: int
+    last_update: int
+    ramp_end: int
+
+    @property
+    def next_allowed(self) -> int:
+        return self.last_update + self.min_interval if self.last_update else 0
+
+
+def read_onchain(engine: Contract, token: str, block: BlockIdentifier = "latest") -> Onchain:
+    cfg = engine.functions.assetConfig(token).call(block_identifier=block)
+    b = engine.functions.riskBounds(token).call(block_identifier=block)
+    ramp = engine.functions.ltRamp(token).call(block_identifier=block)
+    return Onchain(
+        ltv=int(cfg[3]),
+        lt=int(cfg[4]),
+        max_discount=int(cfg[5]),
+        ltv_min=int(b[0]),
+        ltv_max=int(b[1]),
+        lt_min=int(b[2]),
+        lt_max=int(b[3]),
+        max_step=int(b[4]),
+        min_interval=int(b[5]),
+        ramp_duration=int(b[6]),
+        last_update=int(ramp[4]),
+        ramp_end=int(cfg[6]),
+    )
+
+
+def has_role(engine: Contract, address: str) -> bool:
+    role = engine.functions.RISK_KEEPER_ROLE().call()
+    return bool(engine.functions.hasRole(role, Web3.to_checksum_address(address)).call())
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Plan:
+    ltv: int  # WAD, what updateRiskParams will be called with
+    lt: int
+    target_ltv: int  # the optimizer's choice, clamped into the bounds
+    target_lt: int
+    ramps: bool  # lt goes down: the engine ramps it over rampDuration
+
+
+def _toward(current: int, target: int, step: int) -> int:
+    return current + max(-step, min(step, target - current))
+
+
+def _lt_cap(max_discount: int) -> int:
+    """Largest lt with lt·(1 + maxDiscount) < 1 in the engine's rounding (wMulUp)."""
+    lt = WAD * WAD // (WAD + max_discount)
+    while -(-lt * (WAD + max_discount) // WAD) >= WAD:
+        lt -= 1
+    return lt
+
+
+def _wad(x: float) -> int:
+    """A ratio to WAD at a resolution of 1e-6: the optimizer is not more precise than that, and round values read
+    better on-chain and in events."""
+    return round(x * 1_000_000) * 10**12
+
+
+def plan_update(ltv: float, lt: float, on: Onchain, now: int, dead_band: int = DEAD_BAND) -> Plan | str:
+    """One update toward (ltv, lt) that the engine will accept, or why none is due. Pure: the same rules as
+    `updateRiskParams` (bounds, max step from the current ltv and the effective lt, min interval, ltv < lt,
+    lt·(1 + maxDiscount) < 1)."""
+    if on.max_step == 0:
+        return "governance has not set bounds for keeper updates of this asset"
+    if now < on.next_allowed:
+        return f"too soon: the next update is allowed at {on.next_allowed} (in {on.next_allowed - now} s)"
+    cap = min(on.lt_max, _lt_cap(on.max_discount))
+    target_lt = max(on.lt_min, min(cap, _wad(lt)))
+    target_ltv = max(on.ltv_min, min(on.ltv_max, _wad(ltv)))
+    new_lt = _toward(on.lt, target_lt, on.max_step)
+    new_ltv = _toward(on.ltv, target_ltv, on.max_step)
+    new_ltv = min(new_ltv, new_lt - 1)  # ltv < lt, even when the optimizer's buffer is smaller than a step
+    if new_ltv < on.ltv_min or abs(new_ltv - on.ltv) > on.max_step:
+        return "no update satisfies ltv < lt within the bounds and the step limit"
+    if abs(new_lt - on.lt) < dead_band and abs(new_ltv - on.ltv) < dead_band:
+        return f"already within {dead_band / WAD:.2%} of the choice"
+    return Plan(ltv=new_ltv, lt=new_lt, target_ltv=target_ltv, target_lt=target_lt, ramps=new_lt < on.lt)
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def measure(
+    w3: Web3, dep: Deployment, symbol: str, window_s: float, max_rounds: int, need_history: bool = True
+) -> Measured:
     """Volatility and jumps from the feed's round history; discounts, lt and ltv from the engine; the heartbeat from
-    the router's staleness limit; the lt ceiling from the on-chain bounds when governance has set them."""
-    a = asset_info(chain, symbol)
-    engine = contract(chain.w3, chain.dep, "MarginEngine")
-    router = contract(chain.w3, chain.dep, "OracleRouter")
-    feed = contract(chain.w3, chain.dep, "MockAggregator", a.feed)  # only the AggregatorV3Interface part is used
-    head = chain.w3.eth.get_block("latest")
+    the router's staleness limit; the lt ceiling from governance's bounds when set. With `need_history` off (the
+    volatility was given), a feed with too little history gives zeros instead of an error."""
+    a = asset_info(dep, symbol)
+    engine = contract(w3, dep, "MarginEngine")
+    router = contract(w3, dep, "OracleRouter")
+    feed = contract(w3, dep, "MockAggregator", a.feed)  # only the AggregatorV3Interface part is used
+    head = w3.eth.get_block("latest")
     since = int(head["timestamp"]) - int(window_s)
     try:
         rounds = volatility.read_rounds(feed, max_rounds, since=since, block=int(head["number"]))
         est = volatility.estimate(rounds)
     except volatility.VolatilityError as exc:
-        raise KeeperError(
-            f"{a.symbol}'s feed {a.feed} has too little history in the last {window_s / 86400:g} days ({exc}); "
-            "widen --window-s or give --sigma"
-        ) from exc
-    cfg = engine.functions.assetConfig(a.token).call()
-    params = engine.functions.riskParams().call()
-    staleness = router.functions.feedConfig(a.token).call()[1]
+        if not need_history:
+            est = volatility.Estimate(len(rounds), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        else:
+            raise KeeperError(
+                f"{a.symbol}'s feed {a.feed} has too little history in the last {window_s / 86400:g} days ({exc}); "
+                "widen --window-s or give --sigma"
+            ) from exc
+    on = read_onchain(engine, a.token, int(head["number"]))
+    params = engine.functions.riskParams().call(block_identifier=int(head["number"]))
+    staleness = router.functions.feedConfig(a.token).call(block_identifier=int(head["number"]))[1]
     return Measured(
         symbol=a.symbol,
         rounds=est.rounds,
@@ -69,8 +191,189 @@ def measure(chain: Chain, symbol: str, window_s: float, max_rounds: int) -> Meas
         jump_vol=est.jump_vol,
         heartbeat_s=float(staleness),
         min_discount=int(params[0]) / WAD,
-        max_discount=int(cfg[5]) / WAD,
-        lt=int(cfg[4]) / WAD,
-        ltv=int(cfg[3]) / WAD,
-        lt_max=None,
+        max_discount=on.max_discount / WAD,
+        lt=on.lt / WAD,
+        ltv=on.ltv / WAD,
+        lt_max=on.lt_max / WAD if on.max_step else None,
     )
+
+
+# ---------------------------------------------------------------------------------------------- sending
+
+
+def submit(txm: Any, engine: Contract, token: str, plan: Plan, on: Onchain) -> Any:
+    """Send `updateRiskParams` through the transaction manager: simulated first (nothing is sent if it would
+    revert), journalled under one intent per asset and update window, so a restart never sends it twice."""
+    data = engine.functions.updateRiskParams(
+        Web3.to_checksum_address(token), plan.ltv, plan.lt
+    )._encode_transaction_data()
+    key = f"risk:{Web3.to_checksum_address(token)}:{on.last_update}"
+    return txm.submit(key, {"to": engine.address, "data": data})
+
+
+def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
+    """`keeper optimize --apply`: one bounded step toward `choice`, sent and waited for."""
+    from keeper.runner import build_keeper
+    from keeper.signer import load_signer
+
+    a = asset_info(chain.dep, symbol)
+    signer = load_signer(chain.settings, chain.dep.chain_id)
+    engine = contract(chain.w3, chain.dep, "MarginEngine")
+    if not has_role(engine, signer.address):
+        raise KeeperError(
+            f"{signer.address} does not hold RISK_KEEPER_ROLE on the engine {chain.dep.engine}: governance grants "
+            "it (deploy config [roles] risk_keeper)"
+        )
+    head = chain.w3.eth.get_block("latest")
+    on = read_onchain(engine, a.token, int(head["number"]))
+    plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
+    base = {"asset": a.symbol, "before": {"ltv": on.ltv / WAD, "lt": on.lt / WAD}}
+    if isinstance(plan, str):
+        return {**base, "sent": False, "reason": plan}
+    keeper = build_keeper(chain.settings, chain.dep, chain.w3, signer, log=logging.getLogger("keeper.optimize"))
+    try:
+        sub = submit(keeper.txm, engine, a.token, plan, on)
+        if sub is None:
+            return {**base, "sent": False, "reason": "not sent: simulation reverts or the same update is in flight"}
+        # Wait for the receipt, not for confirmations: the journal keeps the intent, and `keeper run` (or the next
+        # --apply) follows it to confirmation and replaces it if it gets stuck.
+        deadline = time.monotonic() + APPLY_TIMEOUT_S
+        status = "pending"
+        while sub.status == "pending" and time.monotonic() < deadline:
+            keeper.txm.poll(chain.w3.eth.block_number)
+            receipt = _receipt(chain.w3, sub.tx_hash)
+            if receipt is not None:
+                status = "mined" if int(receipt["status"]) == 1 else "reverted"
+                break
+            time.sleep(1.0)
+        if sub.status == "failed":
+            status = f"refused by the node: {sub.error}"
+    finally:
+        keeper.store.close()
+    after = read_onchain(engine, a.token)
+    return {
+        **base,
+        "sent": True,
+        "status": status,
+        "tx": sub.tx_hash,
+        "ltv": plan.ltv / WAD,
+        "lt_target": plan.lt / WAD,
+        "ramps": plan.ramps,
+        "ramp_end": after.ramp_end if plan.ramps else 0,
+        "after": {"ltv": after.ltv / WAD, "lt": after.lt / WAD},
+        "plan": {k: v / WAD if isinstance(v, int) and not isinstance(v, bool) else v for k, v in asdict(plan).items()},
+    }
+
+
+def _receipt(w3: Web3, tx_hash: str) -> Any:
+    try:
+        return w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+    except TransactionNotFound:
+        return None
+
+
+def describe(applied: dict[str, Any]) -> str:
+    if not applied["sent"]:
+        return f"not applied: {applied['reason']}"
+    ramp = f", lt ramps down until {applied['ramp_end']}" if applied["ramps"] else ", lt applies at once"
+    return (
+        f"applied ({applied['status']}, tx {applied['tx']}): ltv {applied['before']['ltv']:.4f} -> {applied['ltv']:.4f}"
+        f", lt {applied['before']['lt']:.4f} -> {applied['lt_target']:.4f}{ramp}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- keeper run job
+
+
+def _job_args(settings: Any, asset: str) -> argparse.Namespace:
+    """The optimizer's inputs as `keeper optimize --asset` would take them, from the keeper's settings."""
+    return argparse.Namespace(
+        sigma=None,
+        jump_intensity=None,
+        jump_mean=None,
+        jump_vol=None,
+        oracle_deviation=settings.optimize_oracle_deviation,
+        heartbeat_s=None,
+        delay_s=settings.optimize_delay_s,
+        slippage_depth_usd=None,
+        position_usd=None,
+        min_discount=None,
+        max_discount=None,
+        target_prob=settings.optimize_target_prob,
+        shortfall_budget=settings.optimize_shortfall_budget,
+        liq_prob=settings.optimize_liq_prob,
+        lt_max=None,
+        horizon_s=86400.0,
+        step_s=60.0,
+        paths=settings.optimize_paths,
+        seed=0,
+        asset=asset,
+    )
+
+
+class RiskJob:
+    """`keeper run`'s optimizer job: for every asset governance has bounded, when its update window is open,
+    measure, optimize and send one bounded step. Never raises; a run per `optimize_interval_s`."""
+
+    def __init__(self, keeper: Any, log: logging.Logger) -> None:
+        self.keeper = keeper
+        self.log = log
+        self._role_logged: bool | None = None
+
+    def __call__(self) -> None:
+        try:
+            self.run_once()
+        except Exception:
+            self.log.exception("risk optimizer job failed; retrying at the next interval")
+
+    def run_once(self) -> list[dict[str, Any]]:
+        from keeper.optimizecli import build, solve
+
+        k = self.keeper
+        engine = k.engine
+        holds = has_role(engine, k.signer.address)
+        if holds != self._role_logged:
+            self.log.info(
+                "risk updates %s: %s RISK_KEEPER_ROLE", "on" if holds else "off", "holds" if holds else "lacks"
+            )
+            self._role_logged = holds
+        if not holds:
+            return []
+        done = []
+        for a in k.dep.assets:
+            head = k.w3.eth.get_block("latest")
+            on = read_onchain(engine, a.token, int(head["number"]))
+            if on.max_step == 0 or int(head["timestamp"]) < on.next_allowed:
+                continue
+            try:
+                measured = measure(k.w3, k.dep, a.symbol, k.settings.optimize_window_s, 5000)
+            except KeeperError as exc:
+                self.log.warning("risk %s: not optimized: %s", a.symbol, exc)
+                continue
+            sim, targets = build(_job_args(k.settings, a.symbol), measured)
+            result = solve(sim, targets, (measured.lt, measured.ltv))
+            k.metrics.risk_optimizer_runs.inc()
+            choice = result.choice.metrics
+            plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
+            entry: dict[str, Any] = {"asset": a.symbol, "choice": {"ltv": choice.ltv, "lt": choice.lt}}
+            if isinstance(plan, str):
+                self.log.info("risk %s: no update (%s)", a.symbol, plan)
+                done.append({**entry, "sent": False, "reason": plan})
+                continue
+            sub = submit(k.txm, engine, a.token, plan, on)
+            if sub is not None:
+                k.metrics.risk_updates_sent.inc()
+            self.log.info(
+                "risk %s: ltv %.4f -> %.4f, lt %.4f -> %.4f%s (choice ltv %.4f lt %.4f, P(bad debt) %.3g)",
+                a.symbol,
+                on.ltv / WAD,
+                plan.ltv / WAD,
+                on.lt / WAD,
+                plan.lt / WAD,
+                " ramping" if plan.ramps else "",
+                choice.ltv,
+                choice.lt,
+                choice.p_bad_debt,
+            )
+            done.append({**entry, "sent": sub is not None, "ltv": plan.ltv / WAD, "lt": plan.lt / WAD})
+        return done

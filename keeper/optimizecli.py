@@ -254,7 +254,9 @@ def run(args: argparse.Namespace) -> int:
         from keeper import optimizechain
 
         chain = optimizechain.open_chain(args.config)
-        measured = optimizechain.measure(chain, args.asset, args.window_s, args.max_rounds)
+        measured = optimizechain.measure(
+            chain.w3, chain.dep, args.asset, args.window_s, args.max_rounds, need_history=args.sigma is None
+        )
         current = (measured.lt, measured.ltv)
     sim, targets = build(args, measured)
     result = solve(sim, targets, current)

@@ -190,6 +190,8 @@ def build(rec: DrillRecord) -> dict[str, Any]:
             "keeper_slow_ticks": sum(1 for t in rec.tick_s if t > bt),
             "faults": [{k: v for k, v in vars(f).items() if v is not None} for f in sc.faults],
             "bad_debt_events": len(rec.bad_debt),
+            "risk_params": rec.risk,
+            **{k: round(v, 2) for k, v in rec.start_totals.items()},
             "missed": [
                 {
                     "owner": rec.accounts[i][0],
@@ -262,6 +264,10 @@ def markdown(rec: DrillRecord, doc: dict[str, Any], plots: dict[str, Path]) -> s
         f"{sc.accounts.health[0]:g} to {sc.accounts.health[1]:g}, collateral from {', '.join(sc.accounts.assets)}",
         f"- blocks {d['start_block']} to {d['end_block']} ({d['replay_blocks']} replayed, {d['settle_blocks']} to "
         f"settle), {sc.block_time_s} s apart: {d['chain_seconds']:,} s of chain time in {d['wall_seconds']:.1f} s",
+        "- collateral ratios: "
+        + ", ".join(f"{k} ltv {v['ltv']:g} / lt {v['lt']:g}" for k, v in d.get("risk_params", {}).items())
+        + f"; at the start: collateral ${d.get('collateral_usd', 0):,.0f}, borrowing power "
+        f"${d.get('borrowing_power_usd', 0):,.0f}, debt ${d.get('debt_usd', 0):,.0f}",
         "",
         "## Summary",
         "",

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -327,11 +328,25 @@ def run(settings: Any, deployment: Deployment, w3: Web3, signer: LocalAccount) -
     for outcome in txm.reconcile():
         log.info("after restart: intent %s %s at nonce %d", outcome.intent_key, outcome.status, outcome.nonce)
     keeper.ensure_allowance()
-    scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)})
+    scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1), "risk": ThreadPoolExecutor(1)})
     scheduler.add_job(
         keeper.tick, "interval", seconds=settings.poll_interval_s, max_instances=1, coalesce=True, id="block"
     )
     scheduler.add_job(keeper.housekeeping, "interval", seconds=15, max_instances=1, coalesce=True, id="housekeeping")
+    if settings.optimize_interval_s > 0:
+        from keeper.optimizechain import RiskJob  # NumPy and the optimizer load only when the job runs
+
+        # Its own thread: a Monte Carlo run takes seconds and must not hold up the block job.
+        scheduler.add_job(
+            RiskJob(keeper, log.getChild("risk")),
+            "interval",
+            seconds=settings.optimize_interval_s,
+            max_instances=1,
+            coalesce=True,
+            id="risk",
+            executor="risk",
+            next_run_time=datetime.now(UTC),
+        )
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping after the current job", signum)
