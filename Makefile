@@ -81,6 +81,7 @@ gas-check: setup
 bench: gas-check
 	$(PY) benchmarks/scan.py --accounts 1000
 	$(PY) benchmarks/scan.py --accounts 10000
+	$(PY) benchmarks/montecarlo.py --paths 1000000 --steps 1440
 
 clean:
 	rm -rf .build contracts/.cache

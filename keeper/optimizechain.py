@@ -308,6 +308,9 @@ def _job_args(settings: Any, asset: str) -> argparse.Namespace:
         paths=settings.optimize_paths,
         seed=0,
         asset=asset,
+        calm_sigma=None,
+        from_scenario=None,
+        buffer_horizon_s=None,
     )
 
 

@@ -9,9 +9,11 @@ on-chain parameters one bounded step toward the choice through the keeper's tran
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +75,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="P",
         help="max P(an account opened at ltv is liquidated within the horizon); sets the buffer (default 0.05)",
     )
+    g.add_argument(
+        "--calm-sigma",
+        type=float,
+        metavar="S",
+        help="set the ltv buffer in a calm market (this volatility, no jumps) instead of the stressed one",
+    )
+    g.add_argument(
+        "--buffer-horizon-s", type=float, metavar="S", help="horizon of the calm-market buffer (default 86400)"
+    )
     g.add_argument("--lt-max", type=float, metavar="F", help="cap on lt (default: the on-chain bound, else 0.99)")
-    g.add_argument("--horizon-s", type=float, default=86400, metavar="S", help="horizon (default 86400)")
-    g.add_argument("--step-s", type=float, default=60, metavar="S", help="time step (default 60)")
+    g.add_argument("--horizon-s", type=float, metavar="S", help="horizon (default 86400)")
+    g.add_argument("--step-s", type=float, metavar="S", help="time step (default 60)")
     g.add_argument("--paths", type=int, default=200_000, metavar="N", help="Monte Carlo paths (default 200000)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    g.add_argument(
+        "--from-scenario",
+        metavar="NAME:SYMBOL",
+        help="stress regime from a drill scenario's path: its moves of SYMBOL as jumps (intensity, mean, vol), its "
+        "duration as the horizon, its block time as delay and step",
+    )
     g = p.add_argument_group("live chain")
     g.add_argument("--asset", metavar="SYMBOL", help="measure the inputs for this collateral from the chain")
     g.add_argument("--window-s", type=float, default=30 * 86400, metavar="S", help="history window (30 days)")
@@ -92,6 +109,47 @@ def _pick(flag: float | None, measured: float | None, default: float) -> float:
     if flag is not None:
         return flag
     return measured if measured is not None else default
+
+
+def scenario_regime(spec: str) -> dict[str, float]:
+    """The stress inputs a scenario's price path implies for one asset: every change of its price is a jump."""
+    from keeper.scenario import load_scenario
+
+    name, _, symbol = spec.rpartition(":")
+    if not name or not symbol:
+        raise OptimizeError(f"--from-scenario {spec!r}: expected NAME:SYMBOL, e.g. black-thursday:WETH")
+    sc = load_scenario(name)
+    collateral = [a.symbol for a in sc.assets if not a.quote]
+    if symbol.upper() not in collateral:
+        raise OptimizeError(f"--from-scenario: {sc.name} has no collateral {symbol!r}; it has {', '.join(collateral)}")
+    path = sc.price_path(symbol.upper())
+    moves = [math.log(b / a) for (_, a), (_, b) in itertools.pairwise(path) if a > 0 and b > 0 and b != a]
+    if len(moves) < 2 or sc.duration_s <= 0:
+        raise OptimizeError(f"--from-scenario: {sc.name} moves {symbol} fewer than twice; nothing to calibrate on")
+    mean = sum(moves) / len(moves)
+    return {
+        "jump_intensity": len(moves) / sc.duration_s * stress.SECONDS_PER_YEAR,
+        "jump_mean": mean,
+        "jump_vol": math.sqrt(sum((m - mean) ** 2 for m in moves) / len(moves)),
+        "horizon_s": float(sc.duration_s),
+        "delay_s": float(sc.block_time_s),
+        "step_s": float(sc.block_time_s),
+    }
+
+
+def calm_simulation(sim: stress.Simulation, sigma: float | None, horizon_s: float | None) -> stress.Simulation | None:
+    """The calm market the ltv buffer is set in: the same oracle and keeper, `sigma`, no jumps."""
+    if sigma is None:
+        return None
+    try:
+        return replace(
+            sim,
+            market=stress.Market(sigma=sigma),
+            horizon_s=horizon_s if horizon_s is not None else 86400.0,
+            seed=sim.seed + 1,
+        )
+    except stress.StressError as exc:
+        raise OptimizeError(f"calm market: {exc}") from exc
 
 
 def build(args: argparse.Namespace, m: Measured | None) -> tuple[stress.Simulation, stress.Targets]:
@@ -121,8 +179,8 @@ def build(args: argparse.Namespace, m: Measured | None) -> tuple[stress.Simulati
                 slippage_depth_usd=_pick(args.slippage_depth_usd, None, 0.0),
                 position_usd=_pick(args.position_usd, None, 1_000_000.0),
             ),
-            horizon_s=args.horizon_s,
-            step_s=args.step_s,
+            horizon_s=_pick(args.horizon_s, None, 86400.0),
+            step_s=_pick(args.step_s, None, 60.0),
             paths=args.paths,
             seed=args.seed,
         )
@@ -146,21 +204,29 @@ class Result:
     current: stress.Metrics | None
     seconds: float
     curve: stress.Curve
+    calm: stress.Simulation | None = None
 
 
-def solve(sim: stress.Simulation, targets: stress.Targets, current: tuple[float, float] | None = None) -> Result:
+def solve(
+    sim: stress.Simulation,
+    targets: stress.Targets,
+    current: tuple[float, float] | None = None,
+    calm: stress.Simulation | None = None,
+) -> Result:
     started = time.perf_counter()
     out = stress.simulate(sim)
+    calm_out = stress.simulate(calm) if calm is not None else None
     seconds = time.perf_counter() - started
-    choice = stress.optimize(out, targets, sim.liquidation)
+    liq = sim.liquidation
     return Result(
         sim=sim,
         targets=targets,
-        choice=choice,
-        baseline=stress.evaluate(out, STATIC[0], STATIC[1], sim.liquidation),
-        current=stress.evaluate(out, current[0], current[1], sim.liquidation) if current else None,
+        choice=stress.optimize(out, targets, liq, calm_out),
+        baseline=stress.evaluate(out, STATIC[0], STATIC[1], liq, calm_out),
+        current=stress.evaluate(out, current[0], current[1], liq, calm_out) if current else None,
         seconds=seconds,
-        curve=stress.curve(out, targets, sim.liquidation),
+        curve=stress.curve(out, targets, liq, calm_out),
+        calm=calm,
     )
 
 
@@ -184,6 +250,8 @@ def to_json(r: Result, m: Measured | None) -> dict[str, Any]:
             "step_s": r.sim.step_s,
             "seed": r.sim.seed,
             "targets": asdict(r.targets),
+            "buffer_market": asdict(r.calm.market) if r.calm else None,
+            "buffer_horizon_s": r.calm.horizon_s if r.calm else r.sim.horizon_s,
         },
         "baseline": asdict(r.baseline),
     }
@@ -229,6 +297,8 @@ def table(r: Result, m: Measured | None) -> str:
             f"{name:10} {mt.lt:7.4f} {mt.ltv:7.4f} {_pct(mt.p_bad_debt):>12} {_pct(mt.expected_shortfall):>13} "
             f"{_pct(mt.p_liquidation):>8} {_pct(mt.expected_penalty):>11} {mt.borrowing_power:7.4f}"
         )
+    buffer_h = (r.calm.horizon_s if r.calm else s.horizon_s) / 3600
+    calm_note = f" in a calm market (σ {r.calm.market.sigma:g}, no jumps)" if r.calm else ""
     why = {
         "probability": f"P(bad debt) <= {r.targets.p_bad_debt:g}",
         "shortfall": f"E[shortfall] <= {r.targets.shortfall:g} per $",
@@ -238,8 +308,9 @@ def table(r: Result, m: Measured | None) -> str:
         "",
         f"lt set by {why}; by probability alone {c.lt_by_probability:.4f} (95 % {c.lt_ci[0]:.4f}..{c.lt_ci[1]:.4f}),"
         f" by shortfall alone {c.lt_by_shortfall:.4f}",
-        f"buffer lt - ltv = {c.buffer:.4f}: P(liquidated within the horizon | opened at ltv) <= "
-        f"{r.targets.p_liquidation:g}; borrowing power {c.metrics.borrowing_power / STATIC[1] - 1:+.0%} vs static",
+        f"buffer lt - ltv = {c.buffer:.4f}: P(liquidated within {buffer_h:g} h | opened at ltv) <= "
+        f"{r.targets.p_liquidation:g}{calm_note}; borrowing power "
+        f"{c.metrics.borrowing_power / STATIC[1] - 1:+.0%} vs static",
     ]
     return "\n".join(lines)
 
@@ -248,6 +319,8 @@ def run(args: argparse.Namespace) -> int:
     measured: Measured | None = None
     current: tuple[float, float] | None = None
     chain: Any = None
+    if args.plot is not None and not args.plot.resolve().parent.is_dir():
+        raise OptimizeError(f"--plot {args.plot}: folder {args.plot.resolve().parent} does not exist; create it first")
     if args.apply and not args.asset:
         raise OptimizeError("--apply needs --asset SYMBOL (and a config for the chain)")
     if args.asset:
@@ -258,10 +331,17 @@ def run(args: argparse.Namespace) -> int:
             chain.w3, chain.dep, args.asset, args.window_s, args.max_rounds, need_history=args.sigma is None
         )
         current = (measured.lt, measured.ltv)
+    if args.from_scenario:
+        # The scenario fills what the flags left unset.
+        for key, value in scenario_regime(args.from_scenario).items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
     sim, targets = build(args, measured)
-    result = solve(sim, targets, current)
+    calm = calm_simulation(sim, args.calm_sigma, args.buffer_horizon_s)
+    result = solve(sim, targets, current, calm)
     if args.plot is not None:
-        title = f"{args.asset or 'lt'}: σ {sim.market.sigma:.2f}, delay {sim.liquidation.delay_s:g} s"
+        source = args.asset or (args.from_scenario or "").replace(":", " ") or "flags"
+        title = f"{source}: σ {sim.market.sigma:.2f}, delay {sim.liquidation.delay_s:g} s, horizon {sim.horizon_s:g} s"
         stress.plot(result.curve, result.choice, targets.p_bad_debt, args.plot, title)
     doc = to_json(result, measured)
     if args.apply:

@@ -286,12 +286,14 @@ class Choice:
     binding: str  # which constraint set lt: "probability", "shortfall" or "cap"
 
 
-def evaluate(out: Outcome, lt: float, ltv: float, liq: Liquidation) -> Metrics:
-    """Every measure of one parameter set from one simulation."""
+def evaluate(out: Outcome, lt: float, ltv: float, liq: Liquidation, buffer_out: Outcome | None = None) -> Metrics:
+    """Every measure of one parameter set: solvency from `out`, the liquidation risk of an account opened at ltv
+    from `buffer_out` (a calm-market simulation) when given, else from `out`."""
     n = out.paths
     loss = np.maximum(lt - out.recovery.astype(np.float64), 0.0)
     p_bad = float(np.count_nonzero(loss > 0)) / n
-    p_liq = float(np.count_nonzero(out.oracle_min < ltv / lt)) / n
+    calm = buffer_out or out
+    p_liq = float(np.count_nonzero(calm.oracle_min < ltv / lt)) / calm.paths
     liquidated = out.discount[out.liquidated]
     mean_discount = float(liquidated.mean()) if liquidated.size else liq.min_discount
     return Metrics(
@@ -327,9 +329,15 @@ def _lt_by_shortfall(sorted_x: npt.NDArray[np.float64], budget: float) -> float:
     return lo
 
 
-def optimize(out: Outcome, targets: Targets, liq: Liquidation) -> Choice:
-    """The highest lt meeting the bad-debt and shortfall targets, then the ltv buffer that keeps an account opened at
-    the limit from being liquidated within the horizon more often than `targets.p_liquidation`."""
+def buffer_ratio(out: Outcome, p_liquidation: float) -> float:
+    """The q-quantile of min O_t / O_0: the largest ltv / lt with P(an account opened at ltv is liquidated) <= q."""
+    return min(float(np.quantile(out.oracle_min, p_liquidation, method="inverted_cdf")), 1.0)
+
+
+def optimize(out: Outcome, targets: Targets, liq: Liquidation, buffer_out: Outcome | None = None) -> Choice:
+    """The highest lt meeting the bad-debt and shortfall targets in `out`, then the ltv buffer that keeps an account
+    opened at the limit from being liquidated within the horizon more often than `targets.p_liquidation`, measured
+    in `buffer_out` (a calm market) when given, else in `out`."""
     x = np.sort(out.recovery.astype(np.float64))
     n = x.size
     # P(X < lt) <= p holds for every lt up to the (floor(p·n)+1)-th smallest X.
@@ -342,11 +350,9 @@ def optimize(out: Outcome, targets: Targets, liq: Liquidation) -> Choice:
     cap = min(targets.lt_max, engine_cap)
     lt = min(by_prob, by_es, cap)
     binding = "cap" if lt == cap else "probability" if lt == by_prob else "shortfall"
-    # Buffer: the q-quantile of min O_t / O_0 is the largest ltv / lt ratio with P(liquidated) <= q.
-    ratio = float(np.quantile(out.oracle_min, targets.p_liquidation, method="inverted_cdf"))
-    ltv = lt * min(ratio, 1.0)
+    ltv = lt * buffer_ratio(buffer_out or out, targets.p_liquidation)
     return Choice(
-        metrics=evaluate(out, lt, ltv, liq),
+        metrics=evaluate(out, lt, ltv, liq, buffer_out),
         lt_by_probability=by_prob,
         lt_by_shortfall=by_es,
         lt_ci=ci,
@@ -372,11 +378,13 @@ class Curve:
     expected_penalty: list[float] = field(default_factory=list)
 
 
-def curve(out: Outcome, targets: Targets, liq: Liquidation, points: int = 60) -> Curve:
+def curve(
+    out: Outcome, targets: Targets, liq: Liquidation, buffer_out: Outcome | None = None, points: int = 60
+) -> Curve:
     """p_bad_debt and borrowing power (with the buffer the liquidation target picks) across lt, for the plot."""
-    ratio = float(np.quantile(out.oracle_min, targets.p_liquidation, method="inverted_cdf"))
+    ratio = buffer_ratio(buffer_out or out, targets.p_liquidation)
     grid = np.linspace(0.40, min(0.99, 1 / (1 + liq.max_discount)), points)
-    ms = [evaluate(out, float(lt), float(lt) * min(ratio, 1.0), liq) for lt in grid]
+    ms = [evaluate(out, float(lt), float(lt) * ratio, liq, buffer_out) for lt in grid]
     return Curve(
         lt=[m.lt for m in ms],
         p_bad_debt=[m.p_bad_debt for m in ms],
@@ -393,13 +401,14 @@ def plot(c: Curve, choice: Choice, target_prob: float, path: Any, title: str) ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.semilogy(c.lt, [max(p, 1e-7) for p in c.p_bad_debt], color="tab:red", label="P(bad debt)")
+    # Zero estimates have no place on a log axis: they are left out, not drawn at a made-up floor.
+    ax.semilogy(c.lt, [p if p > 0 else math.nan for p in c.p_bad_debt], color="tab:red", label="P(bad debt)")
     ax.axhline(target_prob, color="tab:red", linestyle=":", linewidth=1, label=f"target {target_prob:g}")
     ax.set_xlabel("liquidation threshold lt")
     ax.set_ylabel("probability of bad debt (boundary account)")
     ax2 = ax.twinx()
     ax2.plot(c.lt, c.borrowing_power, color="tab:blue", label="borrowing power (ltv)")
-    ax2.set_ylabel("borrowing power, $ per $ of collateral")
+    ax2.set_ylabel(r"borrowing power, \$ per \$ of collateral")
     m = choice.metrics
     ax.axvline(m.lt, color="black", linewidth=1)
     ax2.plot([m.lt], [m.ltv], "o", color="black")
