@@ -96,7 +96,7 @@ def main() -> int:
             print(
                 f"| {r['scenario']} | {kind} | {x['bad_debt_usd']:,.0f} | {x['user_penalty_usd']:,.0f} | "
                 f"{x['user_penalty_usd'] / x['debt_usd']:.2%} | {x['borrowing_power_usd']:,.0f} | "
-                f"{x['borrowing_power_usd'] / base - 1:+.1%} |"
+                f"{x['borrowing_power_usd'] / base - 1:+.2%} |"
             )
     worse = [r["scenario"] for r in rows if r["optimized"]["bad_debt_usd"] > r["static"]["bad_debt_usd"] + 0.01]
     print(f"\nmore bad debt than static in: {', '.join(worse) or 'none'}")
