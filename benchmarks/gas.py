@@ -51,6 +51,10 @@ LENS_OWNERS, LENS_SUBS_PER_OWNER, LENS_FIRST_SUB = 10, 10, 10
 # and every contract lands at the address it has when this script runs on a fresh Anvil: same addresses, same
 # calldata, same gas.
 DEPLOYER, LENDER, USER, OTHER, LIQUIDATOR, VICTIM_1, VICTIM_3, VICTIM_BAD = 9, 8, 7, 6, 5, 4, 3, 2
+# The risk keeper (RISK_KEEPER_ROLE) of the bounded-update operations: Anvil dev account 1, as in local.toml.
+RISK_KEEPER = 1
+# WETH's keeper bounds (ltv 0.50-0.88, lt 0.60-0.90, steps of 0.05, an hour apart, a day's ramp), as in local.toml.
+WETH_BOUNDS = (50 * 10**16, 88 * 10**16, 60 * 10**16, 90 * 10**16, 5 * 10**16, 3600, 86400)
 
 
 def _module(name: str, path: Path) -> ModuleType:
@@ -225,6 +229,22 @@ def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:
     b.measure("liquidate_bad_debt", eng.liquidate, *args, sender=liquidator)
     _expect(eng.debtOf(accounts[VICTIM_BAD], 0) == 0, "liquidate_bad_debt left debt: no bad debt was realised")
     _expect(eng.position(accounts[VICTIM_BAD], 0).assetMask == 0, "liquidate_bad_debt left collateral")
+
+    # Bounded risk updates, last so that no ramp touches the figures above. Governance sets WETH's bounds (the
+    # asset's first, as a deploy does) and a keeper raises WETH's lt once (so the ramp slot is not written from
+    # zero in the measured update); an hour later it lowers ltv and lt, which starts a ramp.
+    keeper = accounts[RISK_KEEPER]
+    b.tx(eng.grantRole, eng.RISK_KEEPER_ROLE(), keeper, sender=s.admin)
+    b.measure("set_risk_bounds", eng.setRiskBounds, weth, WETH_BOUNDS, sender=s.admin)
+    b.tx(eng.updateRiskParams, weth, units(0.80, 18), units(0.86, 18), sender=keeper)
+    b.now += WETH_BOUNDS[5]
+    b.measure("update_risk_params", eng.updateRiskParams, weth, units(0.78, 18), units(0.83, 18), sender=keeper)
+    _expect(eng.assetConfig(weth).rampEnd == b.now + WETH_BOUNDS[6], "update_risk_params started no ramp")
+    # One collateral asset, with debt, while WETH's lt ramps: the ramp's slot is read on top of the usual.
+    b.set_price("WETH", 1_000)  # an hour has passed: refresh the feed (same price)
+    owner = owners[0]
+    b.measure_view("health_view_1_asset_ramping", eng.accountHealth, owner, LENS_FIRST_SUB, sender=user)
+    _expect(eng.assetConfig(weth).rampEnd > b.now, "health_view_1_asset_ramping measured outside the ramp")
     return b.out
 
 

@@ -214,6 +214,19 @@ def to_scaled_down(assets: int, index: int) -> int:
     return mul_div_down(assets, RAY, index)
 
 
+def ramped_lt(lt_from: int, lt_to: int, start: int, end: int, now: int) -> int:
+    """The effective lt at `now` of a ramp from `lt_from` at `start` to `lt_to` at `end` (start < end): held at
+    `lt_from` before `start` and at `lt_to` from `end` on, linear in between, rounded down.
+    `RiskMath.interpolateDown`, as `MarginEngine._effectiveLt` calls it with block.timestamp."""
+    if now >= end:
+        return lt_to
+    if now <= start:
+        return lt_from
+    if lt_from > lt_to:
+        return _sub(lt_from, mul_div_up(lt_from - lt_to, now - start, end - start))
+    return _add(lt_from, mul_div_down(lt_to - lt_from, now - start, end - start))
+
+
 # ------------------------------------------------------------------------------------------- OracleRouter
 
 

@@ -83,7 +83,8 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
     block_number, timestamp, index, debt_asset, debt_decimals, debt_price, assets, configs, prices, params = raw
     views = []
     for address, cfg, price in zip(assets, configs, prices, strict=True):
-        _listed, idx, decimals, ltv, lt, max_discount = cfg
+        # lt is the effective lt at the block's timestamp; a running ramp's end does not enter the math.
+        _listed, idx, decimals, ltv, lt, max_discount, _ramp_end = cfg
         views.append(
             AssetView(
                 address=Web3.to_checksum_address(address),

@@ -21,6 +21,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = ROOT / "deployments"
 WAD = 10**18
+# The seven keys of an asset's keeper bounds: all or none.
+BOUNDS_KEYS = ("ltv_min", "ltv_max", "lt_min", "lt_max", "max_step", "min_interval", "ramp_duration")
+MAX_RAMP_DURATION = 365 * 24 * 3600
 
 # The contracts whose ABIs the keeper needs; it never compiles.
 KEEPER_ABIS = ("MarginEngine", "OracleRouter", "Vault", "Lens", "MockAggregator", "MockERC20")
@@ -93,6 +96,16 @@ class AssetSpec(FeedSpec):
     lt: float = Field(gt=0, lt=1)
     max_discount: float = Field(ge=0, le=0.25)
     supply_cap: float = Field(gt=0, description="whole tokens")
+    # Bounds of the risk keeper's updates (MarginEngine.setRiskBounds): all seven or none.
+    ltv_min: float | None = Field(default=None, ge=0, lt=1)
+    ltv_max: float | None = Field(default=None, ge=0, lt=1)
+    lt_min: float | None = Field(default=None, ge=0, lt=1)
+    lt_max: float | None = Field(default=None, ge=0, lt=1)
+    max_step: float | None = Field(default=None, gt=0, lt=1, description="largest change of ltv or lt per update")
+    min_interval: int | None = Field(default=None, ge=0, lt=2**32, description="seconds between two updates")
+    ramp_duration: int | None = Field(
+        default=None, gt=0, le=MAX_RAMP_DURATION, description="seconds over which a lowered lt is reached"
+    )
 
     @model_validator(mode="after")
     def _ratios(self) -> AssetSpec:
@@ -101,6 +114,33 @@ class AssetSpec(FeedSpec):
         if self.lt * (1 + self.max_discount) >= 1:
             raise ValueError("lt * (1 + max_discount) must be below 1, or a liquidation could lower health")
         return self
+
+    @model_validator(mode="after")
+    def _bounds_keys(self) -> AssetSpec:
+        given = [k for k in BOUNDS_KEYS if getattr(self, k) is not None]
+        if not given:
+            return self
+        missing = [k for k in BOUNDS_KEYS if k not in given]
+        if missing:
+            raise ValueError(
+                f"risk bounds need all of {', '.join(BOUNDS_KEYS)}; missing: {', '.join(missing)} "
+                "(or remove the bounds keys to leave keeper updates disabled for this asset)"
+            )
+        b = self.bounds()
+        assert b is not None
+        if not b["ltv_min"] <= self.ltv <= b["ltv_max"]:
+            raise ValueError(f"ltv {self.ltv} must lie within [ltv_min, ltv_max] = [{b['ltv_min']}, {b['ltv_max']}]")
+        if not b["lt_min"] <= self.lt <= b["lt_max"]:
+            raise ValueError(f"lt {self.lt} must lie within [lt_min, lt_max] = [{b['lt_min']}, {b['lt_max']}]")
+        if b["lt_max"] * (1 + self.max_discount) >= 1:
+            raise ValueError("lt_max * (1 + max_discount) must be below 1, or no keeper update could reach lt_max")
+        return self
+
+    def bounds(self) -> dict[str, Any] | None:
+        """The keeper bounds as given (fractions and seconds), or None when the asset has none."""
+        if self.max_step is None:
+            return None
+        return {k: getattr(self, k) for k in BOUNDS_KEYS}
 
 
 class VaultSpec(_Strict):
@@ -133,6 +173,7 @@ class SequencerSpec(_Strict):
 
 class RolesSpec(_Strict):
     admin: str = "deployer"
+    risk_keeper: str = "none"
 
     @field_validator("admin")
     @classmethod
@@ -143,6 +184,20 @@ class RolesSpec(_Strict):
             return _check_source(v) if v != "mock" else "invalid"
         except ValueError as exc:
             raise ValueError('must be "deployer" or a 0x-prefixed address') from exc
+
+    @field_validator("risk_keeper")
+    @classmethod
+    def _risk_keeper(cls, v: str) -> str:
+        if v in ("none", "deployer") or (v != "mock" and _is_address(v)):
+            return v
+        raise ValueError('must be "none", "deployer" or a 0x-prefixed address')
+
+
+def _is_address(value: str) -> bool:
+    try:
+        return _check_source(value) == value
+    except ValueError:
+        return False
 
 
 class DeployConfig(_Strict):
@@ -199,7 +254,7 @@ class Deployment:
     debt: dict[str, Any] = field(default_factory=dict)
     sequencer: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
-    roles: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, str | None] = field(default_factory=dict)
     abis: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
@@ -233,6 +288,7 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
     """Deploy tokens/feeds (mocks where asked), router, vault, engine and lens; wire and configure them."""
     out = Deployment(chain_id=chain.chain_id, network=network, deployer=deployer.address)
     admin = deployer.address if cfg.roles.admin == "deployer" else cfg.roles.admin
+    keeper_role = {"none": None, "deployer": deployer.address}.get(cfg.roles.risk_keeper, cfg.roles.risk_keeper)
     contracts = out.contracts
 
     def token_and_feed(spec: DebtSpec | AssetSpec) -> tuple[str, str, bool, bool]:
@@ -304,6 +360,10 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
             to_wad(spec.supply_cap, decimals),
             sender=deployer,
         )
+        bounds = spec.bounds()
+        if bounds is not None:
+            wads = tuple(to_wad(bounds[k]) for k in ("ltv_min", "ltv_max", "lt_min", "lt_max", "max_step"))
+            engine.setRiskBounds(token, (*wads, bounds["min_interval"], bounds["ramp_duration"]), sender=deployer)
         out.assets.append(
             {
                 "symbol": spec.symbol,
@@ -319,6 +379,7 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
                 "max_staleness": spec.max_staleness,
                 "min_price": spec.min_price,
                 "max_price": spec.max_price,
+                "bounds": bounds,
             }
         )
 
@@ -346,6 +407,9 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
         # accrual, so an estimate made in the same second as deployment can fall a few thousand gas short.
         vault.deposit(amount, deployer.address, sender=deployer, gas=SEED_DEPOSIT_GAS)
 
+    if keeper_role is not None:
+        engine.grantRole(engine.RISK_KEEPER_ROLE(), keeper_role, sender=deployer)
+
     if admin != deployer.address:
         role = b"\x00" * 32
         for c in (router, vault, engine):
@@ -353,7 +417,7 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
             c.renounceRole(role, deployer.address, sender=deployer)
 
     out.parameters = {"risk": r.model_dump(), "vault": v.model_dump()}
-    out.roles = {"admin": admin}
+    out.roles = {"admin": admin, "risk_keeper": keeper_role}
     out.abis = {name: [abi.model_dump(mode="json") for abi in project[name].contract_type.abi] for name in KEEPER_ABIS}
     return out
 

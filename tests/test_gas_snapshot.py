@@ -41,6 +41,9 @@ REQUIRED = {
     "lens_accounts_100",
     "vault_deposit",
     "vault_withdraw",
+    "set_risk_bounds",
+    "update_risk_params",
+    "health_view_1_asset_ramping",
 }
 
 
@@ -64,6 +67,12 @@ def test_views_cost_less_than_their_estimates(measured):
     """The gas floor before each feed call makes eth_estimateGas ask for more than an accountHealth call uses."""
     for name in ("health_view_1_asset", "health_view_3_assets"):
         assert measured[name] < measured[f"{name}_estimate"]
+
+
+def test_a_running_ramp_costs_health_about_one_cold_read(measured):
+    """During an lt ramp, health reads the ramp's slot (2,100 cold) and interpolates; outside it, neither."""
+    extra = measured["health_view_1_asset_ramping"] - measured["health_view_1_asset"]
+    assert 2_100 < extra < 4_000
 
 
 def test_a_rise_over_the_tolerance_is_reported_by_name():

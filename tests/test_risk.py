@@ -523,3 +523,60 @@ def test_pending_mirrors_the_vault() -> None:
 def test_stored_accrual_unpacks_the_packed_slot() -> None:
     word = (3 * 10**16 << 192) | (1_795_269_006 << 128) | RAY  # as read from a freshly deployed Vault
     assert risk.StoredAccrual.unpack(word) == risk.StoredAccrual(RAY, 1_795_269_006, 3 * 10**16)
+
+
+# ------------------------------------------------------------------------------------------- lt ramps
+
+
+def test_ramped_lt_hand_computed_lowering_rounds_down() -> None:
+    """0.85 -> 0.80 over 3 s: after 1 s the exact value is 0.8333...; the ramp gives the lower 0.833...333."""
+    lt_from, lt_to = 85 * PCT, 80 * PCT
+    assert risk.ramped_lt(lt_from, lt_to, 100, 103, 101) == 833_333_333_333_333_333
+    assert risk.ramped_lt(lt_from, lt_to, 100, 103, 102) == 816_666_666_666_666_666
+    # A third of 0.05 does not divide: each point is the floor of the exact rational value.
+    for t in (101, 102):
+        exact_num = lt_from * 3 - (lt_from - lt_to) * (t - 100)
+        assert risk.ramped_lt(lt_from, lt_to, 100, 103, t) == exact_num // 3
+
+
+def test_ramped_lt_holds_its_ends() -> None:
+    """Before (and at) start the ramp gives lt_from; at and after end it gives lt_to exactly."""
+    lt_from, lt_to = 85 * PCT, 80 * PCT
+    assert risk.ramped_lt(lt_from, lt_to, 1_000, 87_400, 0) == lt_from
+    assert risk.ramped_lt(lt_from, lt_to, 1_000, 87_400, 1_000) == lt_from
+    assert risk.ramped_lt(lt_from, lt_to, 1_000, 87_400, 87_400) == lt_to
+    assert risk.ramped_lt(lt_from, lt_to, 1_000, 87_400, 10**12) == lt_to
+    assert risk.ramped_lt(lt_from, lt_to, 1_000, 87_400, 87_399) > lt_to
+
+
+def test_ramped_lt_midpoint_exact() -> None:
+    """Halfway through a ramp whose difference divides evenly: exactly the midpoint."""
+    assert risk.ramped_lt(90 * PCT, 80 * PCT, 0, 86_400, 43_200) == 85 * PCT
+
+
+def test_ramped_lt_raising_rounds_down_too() -> None:
+    """The same line upwards (not produced by the engine, which raises lt at once) also rounds down."""
+    assert risk.ramped_lt(80 * PCT, 85 * PCT, 100, 103, 101) == 816_666_666_666_666_666
+    assert risk.ramped_lt(0, 2, 0, 3, 1) == 0  # 2/3 rounded down
+    assert risk.ramped_lt(2, 0, 0, 3, 1) == 1  # 4/3 rounded down
+
+
+def test_ramped_lt_is_monotone_and_within_its_ends_seeded() -> None:
+    """Random lowering ramps: never above the previous second's value, never outside [lt_to, lt_from], and
+    never above the exact rational point."""
+    rng = random.Random(5)
+    for _ in range(200):
+        lt_to = rng.randrange(0, WAD)
+        lt_from = rng.randrange(lt_to, WAD)
+        start = rng.randrange(0, 2**32)
+        end = start + rng.randrange(1, 365 * 86_400 + 1)
+        prev = lt_from
+        for t in sorted(rng.randrange(start - 5, end + 5) for _ in range(20)):
+            lt = risk.ramped_lt(lt_from, lt_to, start, end, t)
+            assert lt_to <= lt <= lt_from
+            assert lt <= prev
+            if start < t < end:
+                # lt <= from - (from - to) * elapsed / span, exactly, in rationals
+                assert lt * (end - start) <= lt_from * (end - start) - (lt_from - lt_to) * (t - start)
+                assert (lt + 1) * (end - start) > lt_from * (end - start) - (lt_from - lt_to) * (t - start)
+            prev = lt

@@ -22,6 +22,9 @@ pragma solidity 0.8.28;
 ///   balance is seized and the repayment lowered to its value / (1 + d), rounded up. No liquidation leaves
 ///   `0 < debt < minDebt` unless it takes the last collateral (then the rest is bad debt).
 /// - A sub-account left with debt and no collateral has the remainder realised as bad debt in the same call.
+/// - Every health and margin figure uses each asset's *effective* lt: its stored lt, or while a ramp runs
+///   (`block.timestamp < rampEnd`) the value on the line from the ramp's `ltFrom` to the stored lt (see
+///   `updateRiskParams`), rounded down.
 ///
 /// Known risks: withdrawals and borrows need valid prices (fail closed); liquidation needs valid prices of the
 /// debt asset and the seized collateral, so a broken feed freezes liquidations of that asset until it recovers.
@@ -33,8 +36,28 @@ interface IMarginEngine {
         uint8 index; // position in `assetList()` and bit in an account's asset mask
         uint8 decimals; // token decimals
         uint64 ltv; // WAD, initial margin weight (borrowing power)
-        uint64 lt; // WAD, liquidation threshold (maintenance weight), ltv < lt
+        uint64 lt; // WAD, liquidation threshold (maintenance weight), ltv < lt; in storage the target of a ramp,
+        // from `assetConfig` the effective value at block.timestamp
         uint64 maxDiscount; // WAD, cap of the liquidation discount; lt * (1 + maxDiscount) < 1
+        uint40 rampEnd; // unix seconds; while block.timestamp < rampEnd, the effective lt ramps down to `lt`
+    }
+
+    /// @notice A lowering of an asset's lt in progress: from `ltFrom` at `start` to the stored lt at `rampEnd`.
+    struct LtRamp {
+        uint64 ltFrom; // WAD, the effective lt when the ramp started
+        uint40 start; // unix seconds
+        uint40 lastUpdate; // unix seconds of the last `updateRiskParams`; `minInterval` counts from it
+    }
+
+    /// @notice Governance's limits on the risk keeper's updates of one asset; all zero = keeper updates disabled.
+    struct RiskBounds {
+        uint64 ltvMin; // WAD, inclusive
+        uint64 ltvMax; // WAD, inclusive
+        uint64 ltMin; // WAD, inclusive
+        uint64 ltMax; // WAD, inclusive, < 1
+        uint64 maxStep; // WAD, largest change of ltv, and of the effective lt, in one update; 0 = disabled
+        uint32 minInterval; // seconds from one update of the asset to the next
+        uint32 rampDuration; // seconds over which a lowered lt is reached, 1 s .. 365 days
     }
 
     /// @notice Per-asset supply accounting.
@@ -92,6 +115,12 @@ interface IMarginEngine {
     error SeizedBelowMinimum(uint256 seized, uint256 minSeized);
     error NothingSeized();
     error ReceivedLess(address asset, uint256 expected, uint256 received);
+    error InvalidRiskBounds(address asset);
+    error RiskBoundsNotSet(address asset);
+    error OutsideRiskBounds(address asset, uint64 value, uint64 min, uint64 max);
+    error RiskStepTooLarge(address asset, uint64 current, uint64 requested, uint64 maxStep);
+    error RiskUpdateTooSoon(address asset, uint256 nextAllowed);
+    error InvalidRiskUpdate(address asset, uint64 ltv, uint64 lt);
 
     event AssetListed(address indexed asset, uint8 index, uint8 decimals);
     event AssetConfigSet(address indexed asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap);
@@ -111,6 +140,19 @@ interface IMarginEngine {
         uint256 discount
     );
     event BadDebtRealized(address indexed owner, uint8 indexed subId, uint256 assets);
+    event RiskBoundsSet(
+        address indexed asset,
+        uint64 ltvMin,
+        uint64 ltvMax,
+        uint64 ltMin,
+        uint64 ltMax,
+        uint64 maxStep,
+        uint32 minInterval,
+        uint32 rampDuration
+    );
+    event RiskParamsUpdated(
+        address indexed asset, address indexed keeper, uint64 ltv, uint64 ltFrom, uint64 ltTarget, uint40 rampEnd
+    );
 
     // ---- user operations ----
 
@@ -154,7 +196,11 @@ interface IMarginEngine {
     function debtAsset() external view returns (address);
     function debtDecimals() external view returns (uint8);
     function assetList() external view returns (address[] memory);
+
+    /// @notice An asset's configuration with `lt` the effective lt at block.timestamp (what health uses now) and
+    /// `rampEnd` the end of a ramp (past or 0 when none runs).
     function assetConfig(address asset) external view returns (AssetConfig memory);
+
     function assetSupply(address asset) external view returns (AssetSupply memory);
     function riskParams() external view returns (RiskParams memory);
     function collateralOf(address owner, uint8 subId, address asset) external view returns (uint256);
@@ -180,9 +226,50 @@ interface IMarginEngine {
     /// @notice Lists a new collateral asset (at most 32) with its risk configuration.
     function listAsset(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap) external;
 
-    /// @notice Updates a listed asset's risk configuration.
+    /// @notice Updates a listed asset's risk configuration. Governance keeps the full power: `lt` applies at once,
+    /// even a lower one, and any lt ramp is cleared (a keeper ramp cannot outlast a governance decision).
     function setAssetConfig(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap) external;
 
     /// @notice Updates the protocol-wide liquidation parameters.
     function setRiskParams(RiskParams calldata params) external;
+
+    /// @notice Sets the limits within which RISK_KEEPER_ROLE may move a listed asset's ltv and lt. Valid iff all
+    /// zero (keeper updates disabled) or ltvMin <= ltvMax, ltMin <= ltMax, ltMax < 1, maxStep > 0 and
+    /// 0 < rampDuration <= 365 days; else `InvalidRiskBounds`. Bounds need not contain the current ltv and lt:
+    /// the keeper then steps towards them by at most maxStep per update.
+    function setRiskBounds(address asset, RiskBounds calldata bounds) external;
+
+    // ---- bounded risk updates (RISK_KEEPER_ROLE) ----
+
+    /// @notice The role allowed to call `updateRiskParams`: keccak256("RISK_KEEPER_ROLE").
+    function RISK_KEEPER_ROLE() external view returns (bytes32);
+
+    /// @notice Moves an asset's ltv and lt within governance's bounds (see `setRiskBounds`).
+    ///
+    /// Why the ramp: a lower lt lowers every holder's health, and an account just above 1 would become
+    /// liquidatable the moment the update lands, by the parameter change alone, with no time to react. So a
+    /// lower lt is never applied at once: the effective lt moves linearly from its current value (at the update's
+    /// timestamp) to the new one over `rampDuration`, rounded down (the safer side), and users get that long to
+    /// add margin or repay. No account is liquidatable in the update's block because of it. ltv applies at once:
+    /// it only limits new borrowing and withdrawals. A raised (or equal) lt applies at once and clears any ramp.
+    /// An update during a ramp starts the new ramp from the current effective lt, so lt never jumps.
+    ///
+    /// Reverts, checked in this order: `AssetNotListed`; `RiskBoundsNotSet` (maxStep == 0);
+    /// `OutsideRiskBounds(asset, value, min, max)` for ltv, then lt; `RiskStepTooLarge(asset, current, requested,
+    /// maxStep)` when ltv moves from the current ltv, then lt from the current *effective* lt, by more than
+    /// maxStep; `RiskUpdateTooSoon(asset, lastUpdate + minInterval)`; `InvalidRiskUpdate(asset, ltv, lt)` unless
+    /// ltv < lt and lt * (1 + maxDiscount) < 1 (rounded up), as `setAssetConfig` requires.
+    /// Emits `RiskParamsUpdated(asset, keeper, ltv, ltFrom, ltTarget, rampEnd)` with ltFrom the effective lt
+    /// before the update and rampEnd 0 when lt applied at once.
+    function updateRiskParams(address asset, uint64 ltv, uint64 lt) external;
+
+    /// @notice Governance's bounds for an asset's keeper updates (all zero: none allowed).
+    function riskBounds(address asset) external view returns (RiskBounds memory);
+
+    /// @notice The lt ramp of an asset: a ramp runs iff block.timestamp < end, from ltFrom at start to ltTarget at
+    /// end. When none runs, ltFrom == ltTarget == the stored lt. lastUpdate is the last keeper update's time.
+    function ltRamp(address asset)
+        external
+        view
+        returns (uint64 ltFrom, uint64 ltTarget, uint40 start, uint40 end, uint40 lastUpdate);
 }

@@ -77,6 +77,21 @@ library RiskMath {
         return mulDivDown(assets, RAY, index);
     }
 
+    /// @notice The value at time `t` on the line from `from` at `start` to `to` at `end` (start < end), held at
+    /// `from` before `start` and at `to` from `end` on; rounded down (a ramped lt errs on the lower, safer side).
+    function interpolateDown(uint256 from, uint256 to, uint256 start, uint256 end, uint256 t)
+        internal
+        pure
+        returns (uint256)
+    {
+        if (t >= end) return to;
+        if (t <= start) return from;
+        // start < t < end: the step is below |from - to|, so neither branch leaves [min(from, to), max(from, to)].
+        return from > to
+            ? from - mulDivUp(from - to, t - start, end - start)
+            : from + mulDivDown(to - from, t - start, end - start);
+    }
+
     function min(uint256 a, uint256 b) internal pure returns (uint256) {
         return a < b ? a : b;
     }
