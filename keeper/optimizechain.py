@@ -336,9 +336,8 @@ class RiskJob:
         engine = k.engine
         holds = has_role(engine, k.signer.address)
         if holds != self._role_logged:
-            self.log.info(
-                "risk updates %s: %s RISK_KEEPER_ROLE", "on" if holds else "off", "holds" if holds else "lacks"
-            )
+            state = ("on", "holds") if holds else ("off", "lacks")
+            self.log.info("risk updates %s: the key %s RISK_KEEPER_ROLE", *state)
             self._role_logged = holds
         if not holds:
             return []

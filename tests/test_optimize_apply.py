@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +113,16 @@ def bounded(system: Any, accounts: Any) -> Any:
     return keeper
 
 
+def push_history(system: Any, chain: Any) -> None:
+    """A day of WETH rounds (a seeded random walk, σ about 0.8) for the job to measure; WBTC gets none."""
+    rng = np.random.default_rng(5)
+    now = chain.pending_timestamp
+    price = 2000e8
+    for i in range(48, 0, -1):
+        price *= math.exp(rng.standard_normal() * 0.8 * math.sqrt(1800 / 31_536_000))
+        system.feeds["WETH"].setAnswerAt(int(price), now - i * 1800, now - i * 1800, sender=system.admin)
+
+
 def write_config(tmp_path: Path, system: Any, chain: Any, index: int = KEEPER_INDEX) -> Path:
     (tmp_path / "deployment.json").write_text(json.dumps(system.deployment.record()))
     config = tmp_path / "keeper.toml"
@@ -179,13 +192,7 @@ def test_run_job_updates_bounded_assets_once_per_interval(
 ) -> None:
     """`keeper run`'s job, driven directly: WETH (bounded) gets one step; WBTC (no bounds) is left alone; the next
     run inside the interval sends nothing; after the interval, the next step goes out."""
-    # A day of WETH history (a seeded random walk, σ about 0.8) for the job to measure; WBTC has none.
-    rng = np.random.default_rng(5)
-    now = chain.pending_timestamp
-    price = 2000e8
-    for i in range(48, 0, -1):
-        price *= math.exp(rng.standard_normal() * 0.8 * math.sqrt(1800 / 31_536_000))
-        system.feeds["WETH"].setAnswerAt(int(price), now - i * 1800, now - i * 1800, sender=system.admin)
+    push_history(system, chain)
     config = write_config(tmp_path, system, chain)
     settings = load_settings(config, optimize_paths=5000, optimize_oracle_deviation=0.0)
     dep = load_deployment(settings.deployment, 31337)
@@ -211,3 +218,36 @@ def test_run_job_updates_bounded_assets_once_per_interval(
         assert keeper.metrics.risk_updates_sent._value.get() == 2
     finally:
         keeper.store.close()
+
+
+def test_keeper_run_sends_the_update_on_its_schedule(system: Any, chain: Any, bounded: Any, tmp_path: Path) -> None:
+    """`keeper run` as an operator starts it: the optimizer job runs at start-up on its own thread, sends one
+    bounded step for WETH, and the process still stops cleanly on SIGTERM."""
+    push_history(system, chain)
+    config = write_config(tmp_path, system, chain)
+    with config.open("a") as f:
+        f.write("optimize_paths = 5000\noptimize_interval_s = 3600\n")
+    weth = system.tokens["WETH"]
+    lt0 = system.engine.assetConfig(weth).lt
+    start = chain.blocks.head.number
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keeper", "run", "--config", str(config)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        logs: list[Any] = []
+        while not logs and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(1)
+            logs = list(system.engine.RiskParamsUpdated.range(start, chain.blocks.head.number + 1))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(logs) == 1, err
+    assert logs[0].keeper == bounded.address
+    assert system.engine.assetConfig(weth).lt == lt0 + 5 * 10**16
+    assert "risk updates on: the key holds RISK_KEEPER_ROLE" in err, err
+    assert "risk WETH: ltv" in err
+    assert "Traceback" not in err
