@@ -286,32 +286,19 @@ def describe(applied: dict[str, Any]) -> str:
 
 
 def _job_args(settings: Any, asset: str) -> argparse.Namespace:
-    """The optimizer's inputs as `keeper optimize --asset` would take them, from the keeper's settings."""
-    return argparse.Namespace(
-        sigma=None,
-        jump_intensity=None,
-        jump_mean=None,
-        jump_vol=None,
-        oracle_deviation=settings.optimize_oracle_deviation,
-        heartbeat_s=None,
-        delay_s=settings.optimize_delay_s,
-        slippage_depth_usd=None,
-        position_usd=None,
-        min_discount=None,
-        max_discount=None,
-        target_prob=settings.optimize_target_prob,
-        shortfall_budget=settings.optimize_shortfall_budget,
-        liq_prob=settings.optimize_liq_prob,
-        lt_max=None,
-        horizon_s=86400.0,
-        step_s=60.0,
-        paths=settings.optimize_paths,
-        seed=0,
-        asset=asset,
-        calm_sigma=None,
-        from_scenario=None,
-        buffer_horizon_s=None,
-    )
+    """The optimizer's inputs as `keeper optimize --asset ASSET` would take them: the command's own defaults, with
+    the keeper's settings where it has one."""
+    from keeper.optimizecli import add_arguments
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    args = parser.parse_args(["--asset", asset, "--paths", str(settings.optimize_paths)])
+    args.oracle_deviation = settings.optimize_oracle_deviation
+    args.delay_s = settings.optimize_delay_s
+    args.target_prob = settings.optimize_target_prob
+    args.shortfall_budget = settings.optimize_shortfall_budget
+    args.liq_prob = settings.optimize_liq_prob
+    return args
 
 
 class RiskJob:
