@@ -1,0 +1,220 @@
+"""Planning the opt-in protections (docs/protection.md), pure: integers, no I/O, the engine's math from `keeper.risk`.
+
+- **Rebalancing**: an owner authorises the keeper with a target health. For each of the owner's sub-accounts below
+  the target, move collateral from the owner's other sub-accounts (donors) so that the receiver rises to the target
+  at most, and every donor stays at or above the target with its initial margin intact — the module's rules. The
+  plan takes the fewest moves it can: the most at-risk receiver first, and for it always the single donor and asset
+  that lift it the most.
+- **Pre-liquidation**: an opted-in sub-account with `1 <= health < preThreshold` may be repaid up to `maxShare` of
+  its debt by anyone, who receives collateral worth the repayment plus `discount`. The plan picks the collateral
+  with the best profit and checks the module's rules (dust, balance, health must improve) with the exact mirror.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from keeper import risk
+from keeper.risk import WAD, AssetRisk
+
+K = str  # asset address
+
+
+@dataclass(frozen=True)
+class Book:
+    """What the engine would price an account with: prices (WAD), configs, the borrow index and the debt asset."""
+
+    prices: Mapping[K, int]
+    assets: Mapping[K, AssetRisk]
+    index: int
+    debt_price: int
+    debt_decimals: int
+    min_debt: int = 0
+
+    def health(self, balances: Mapping[K, int], scaled_debt: int) -> risk.Health:
+        ordered = {a: balances.get(a, 0) for a in self.assets}
+        return risk.account_health(
+            ordered, self.prices, self.assets, scaled_debt, self.index, self.debt_price, self.debt_decimals
+        )
+
+
+@dataclass
+class Sub:
+    sub_id: int
+    balances: dict[K, int]
+    scaled_debt: int
+
+
+@dataclass(frozen=True)
+class Move:
+    from_sub: int
+    to_sub: int
+    asset: K
+    amount: int
+    receiver_health_after: int
+    giver_health_after: int
+
+
+# ---------------------------------------------------------------------------------------------- rebalancing
+
+
+def _donor_ok(book: Book, h: risk.Health, target: int) -> bool:
+    """A donor after the move: health >= target and, with debt, its initial margin (ltvWeighted >= debtValue)."""
+    if h.debt == 0:
+        return True
+    return h.health >= target and h.ltv_weighted >= h.debt_value
+
+
+def _largest(ok: Callable[[int], bool], hi: int) -> int:
+    """The largest amount in [0, hi] with ok(amount) true, given ok is monotone (true then false); 0 if none."""
+    if hi <= 0 or not ok(1):
+        return 0
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], target: int) -> Move | None:
+    """The single move that lifts `receiver` the most without passing the target, from any donor and asset."""
+    best: Move | None = None
+    for donor in donors:
+        if donor.sub_id == receiver.sub_id:
+            continue
+        for asset, balance in donor.balances.items():
+            if balance == 0 or asset not in book.assets:
+                continue
+
+            def after(amount: int, asset: K = asset, donor: Sub = donor) -> tuple[risk.Health, risk.Health]:
+                give = dict(donor.balances)
+                give[asset] -= amount
+                take = dict(receiver.balances)
+                take[asset] = take.get(asset, 0) + amount
+                return book.health(take, receiver.scaled_debt), book.health(give, donor.scaled_debt)
+
+            def ok(amount: int) -> bool:
+                r, g = after(amount)
+                return r.health <= target and _donor_ok(book, g, target)
+
+            amount = _largest(ok, balance)
+            if amount == 0:
+                continue
+            r, g = after(amount)
+            if best is None or r.health > best.receiver_health_after:
+                best = Move(donor.sub_id, receiver.sub_id, asset, amount, r.health, g.health)
+    return best
+
+
+def plan_rebalances(book: Book, subs: Sequence[Sub], target: int, max_moves: int = 8) -> list[Move]:
+    """Moves lifting the owner's sub-accounts below `target` (those with debt), most at risk first. Each move is
+    applied to the working copy before the next is planned, so later moves see earlier ones."""
+    work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt) for s in subs}
+    moves: list[Move] = []
+
+    def health(s: Sub) -> int:
+        return book.health(s.balances, s.scaled_debt).health
+
+    while len(moves) < max_moves:
+        at_risk = sorted((s for s in work.values() if s.scaled_debt and health(s) < target), key=health)
+        progressed = False
+        for receiver in at_risk:
+            move = best_move(book, receiver, list(work.values()), target)
+            if move is None:
+                continue
+            work[move.from_sub].balances[move.asset] -= move.amount
+            receiver.balances[move.asset] = receiver.balances.get(move.asset, 0) + move.amount
+            moves.append(move)
+            progressed = True
+            break
+        if not progressed:
+            break
+    return moves
+
+
+# ---------------------------------------------------------------------------------------------- pre-liquidation
+
+
+@dataclass(frozen=True)
+class PreConfig:
+    """`IProtectionModule.preLiquidationOf`: WAD threshold, discount and largest share of the debt per call."""
+
+    pre_threshold: int
+    discount: int
+    max_share: int
+
+    @property
+    def active(self) -> bool:
+        return self.pre_threshold > WAD and self.discount > 0 and self.max_share > 0
+
+
+@dataclass(frozen=True)
+class PreQuote:
+    collateral: K
+    repaid: int  # debt-asset units
+    seized: int  # collateral units
+    health_before: int
+    health_after: int
+    profit_usd: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def in_band(h: risk.Health, cfg: PreConfig) -> bool:
+    """The band: debt, 1 <= health < preThreshold (below 1 only normal liquidation applies)."""
+    return cfg.active and h.debt > 0 and WAD <= h.health < cfg.pre_threshold
+
+
+def pre_seized(book: Book, repaid: int, discount: int, collateral: K) -> int:
+    """Collateral for `repaid` at `discount`: value_down(repaid)·(1 + discount) rounded down, in collateral units
+    rounded down (the engine's liquidation pricing without the balance cap)."""
+    cfg = book.assets[collateral]
+    value = risk.w_mul_down(risk.value_down(repaid, book.debt_price, book.debt_decimals), WAD + discount)
+    return risk.amount_down(value, book.prices[collateral], cfg.decimals)
+
+
+def quote_pre_liquidation(book: Book, sub: Sub, cfg: PreConfig, collateral: K) -> PreQuote | None:
+    """The largest pre-liquidation the module allows on `collateral`, or None when the rules refuse it."""
+    before = book.health(sub.balances, sub.scaled_debt)
+    if not in_band(before, cfg):
+        return None
+    repaid = risk.w_mul_down(before.debt, cfg.max_share)
+    remaining = before.debt - repaid
+    if remaining != 0 and remaining < book.min_debt:
+        repaid = before.debt - book.min_debt
+    if repaid <= 0:
+        return None
+    seized = pre_seized(book, repaid, cfg.discount, collateral)
+    balance = sub.balances.get(collateral, 0)
+    if seized == 0 or seized > balance:
+        return None
+    left = dict(sub.balances)
+    left[collateral] = balance - seized
+    scaled_repaid = risk.to_scaled_down(repaid, book.index)
+    after = book.health(left, sub.scaled_debt - scaled_repaid)
+    if after.health <= before.health:
+        return None
+    return PreQuote(collateral, repaid, seized, before.health, after.health)
+
+
+def plan_pre_liquidation(
+    book: Book, sub: Sub, cfg: PreConfig, usd_price: Mapping[K, float], debt_usd_price: float, gas_usd: float
+) -> PreQuote | None:
+    """The most profitable allowed pre-liquidation of `sub` after gas, or None (none allowed, or none profitable)."""
+    best: PreQuote | None = None
+    for collateral in sub.balances:
+        if collateral not in book.assets:
+            continue
+        q = quote_pre_liquidation(book, sub, cfg, collateral)
+        if q is None:
+            continue
+        decimals = book.assets[collateral].decimals
+        seized_usd = q.seized / 10**decimals * usd_price[collateral]
+        repaid_usd = q.repaid / 10**book.debt_decimals * debt_usd_price
+        profit = seized_usd - repaid_usd - gas_usd
+        if profit > 0 and (best is None or profit > best.profit_usd):
+            best = PreQuote(q.collateral, q.repaid, q.seized, q.health_before, q.health_after, profit)
+    return best

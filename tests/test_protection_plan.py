@@ -1,0 +1,137 @@
+"""The keeper's protection planners (keeper/protection.py), pure: every plan is checked against the module's rules
+with the exact risk mirror, and against what a simpler plan would do."""
+
+from __future__ import annotations
+
+import pytest
+
+from keeper import protection as pr
+from keeper import risk
+from keeper.risk import RAY, WAD
+
+WETH, WBTC = "0xweth", "0xwbtc"
+PRICES = {WETH: 2000 * WAD, WBTC: 60000 * WAD}
+ASSETS = {
+    WETH: risk.AssetRisk(decimals=18, ltv=80 * 10**16, lt=85 * 10**16, max_discount=10**17),
+    WBTC: risk.AssetRisk(decimals=8, ltv=75 * 10**16, lt=80 * 10**16, max_discount=10**17),
+}
+BOOK = pr.Book(PRICES, ASSETS, index=RAY, debt_price=WAD, debt_decimals=6, min_debt=10 * 10**6)
+TARGET = 120 * 10**16
+
+
+def sub(sub_id: int, weth: float, debt_usd: float, wbtc: float = 0) -> pr.Sub:
+    balances = {WETH: int(weth * 10**18)}
+    if wbtc:
+        balances[WBTC] = int(wbtc * 10**8)
+    return pr.Sub(sub_id, balances, risk.to_scaled_up(int(debt_usd * 10**6), RAY))
+
+
+def health(s: pr.Sub) -> int:
+    return BOOK.health(s.balances, s.scaled_debt).health
+
+
+def apply(subs: list[pr.Sub], moves: list[pr.Move]) -> dict[int, pr.Sub]:
+    work = {s.sub_id: pr.Sub(s.sub_id, dict(s.balances), s.scaled_debt) for s in subs}
+    for m in moves:
+        work[m.from_sub].balances[m.asset] -= m.amount
+        work[m.to_sub].balances[m.asset] = work[m.to_sub].balances.get(m.asset, 0) + m.amount
+    return work
+
+
+def test_one_move_lifts_the_receiver_to_the_target_and_no_further() -> None:
+    subs = [sub(0, 1.0, 1650), sub(1, 5.0, 2000)]  # health 1.03 and 4.25
+    assert health(subs[0]) < TARGET
+    moves = pr.plan_rebalances(BOOK, subs, TARGET)
+    assert len(moves) == 1
+    after = apply(subs, moves)
+    h_recv, h_give = health(after[0]), health(after[1])
+    assert h_recv <= TARGET
+    # One more wei would pass the target: the move is the largest the rule allows.
+    one_more = apply(subs, [pr.Move(1, 0, WETH, moves[0].amount + 1, 0, 0)])
+    assert health(one_more[0]) > TARGET
+    assert h_give >= TARGET
+    assert moves[0].receiver_health_after == h_recv
+
+
+def test_donors_keep_their_target_and_initial_margin() -> None:
+    subs = [sub(0, 1.0, 1700), sub(1, 1.1, 1500)]  # donor at 1.246: it can give only down to 1.2
+    moves = pr.plan_rebalances(BOOK, subs, TARGET)
+    assert len(moves) == 1
+    after = apply(subs, moves)
+    give = BOOK.health(after[1].balances, after[1].scaled_debt)
+    assert give.health >= TARGET
+    assert give.ltv_weighted >= give.debt_value
+    assert health(after[0]) < TARGET  # the donor ran out before the receiver reached the target
+    more = apply(subs, [pr.Move(1, 0, WETH, moves[0].amount + 10**12, 0, 0)])
+    assert health(more[1]) < TARGET
+
+
+def test_fewest_moves_picks_the_donor_that_lifts_most() -> None:
+    # Donors 1 and 2 could each give a little; only donor 3 can lift the receiver to the target in one move.
+    subs = [sub(0, 0.5, 1650), sub(1, 1.2, 1500), sub(2, 1.3, 1500), sub(3, 10.0, 100)]
+    moves = pr.plan_rebalances(BOOK, subs, TARGET)
+    assert len(moves) == 1
+    assert moves[0].from_sub == 3
+    assert health(apply(subs, moves)[0]) == pytest.approx(TARGET, rel=1e-9)
+    # Without donor 3 it takes several moves, each from a donor that keeps its target.
+    several = pr.plan_rebalances(BOOK, subs[:3], TARGET)
+    assert len(several) >= 2
+    after = apply(subs[:3], several)
+    assert all(health(after[i]) >= TARGET for i in (1, 2))
+
+
+def test_several_receivers_and_assets() -> None:
+    subs = [sub(0, 1.0, 1650), sub(1, 0.0, 20_000, wbtc=0.4), sub(2, 4.0, 100, wbtc=0.5)]
+    moves = pr.plan_rebalances(BOOK, subs, TARGET)
+    after = apply(subs, moves)
+    assert health(after[0]) == pytest.approx(TARGET, rel=1e-6)
+    assert health(after[1]) == pytest.approx(TARGET, rel=1e-6)
+    for s in after.values():
+        assert s.scaled_debt == 0 or health(s) <= TARGET or health(s) >= TARGET
+    # Nothing leaves the owner: per-asset totals are unchanged.
+    for asset in (WETH, WBTC):
+        assert sum(s.balances.get(asset, 0) for s in subs) == sum(s.balances.get(asset, 0) for s in after.values())
+
+
+def test_no_donor_no_move() -> None:
+    assert pr.plan_rebalances(BOOK, [sub(0, 1.0, 1650), sub(1, 1.0, 1500)], TARGET) == []  # both below target
+    assert pr.plan_rebalances(BOOK, [sub(0, 1.0, 1650)], TARGET) == []
+    assert pr.plan_rebalances(BOOK, [sub(0, 1.0, 100), sub(1, 5.0, 0)], TARGET) == []  # nobody at risk
+
+
+CFG = pr.PreConfig(pre_threshold=105 * 10**16, discount=2 * 10**16, max_share=25 * 10**16)
+
+
+@pytest.mark.parametrize(("debt", "inside"), [(1700, True), (1716, False), (1618, False), (1690, True)])
+def test_band_is_one_to_pre_threshold(debt: float, inside: bool) -> None:
+    s = sub(0, 1.0, debt)  # 1700 $ collateral·0.85 = 1700 lt-weighted
+    h = BOOK.health(s.balances, s.scaled_debt)
+    assert pr.in_band(h, CFG) is inside, h.health / WAD
+    assert (pr.quote_pre_liquidation(BOOK, s, CFG, WETH) is not None) is inside
+
+
+def test_pre_liquidation_repays_the_share_pays_the_discount_and_improves_health() -> None:
+    s = sub(0, 1.0, 1650)
+    q = pr.quote_pre_liquidation(BOOK, s, CFG, WETH)
+    assert q is not None
+    debt = risk.to_assets_up(s.scaled_debt, RAY)
+    assert q.repaid == risk.w_mul_down(debt, CFG.max_share)
+    seized_usd = q.seized * 2000 / 10**18
+    assert seized_usd == pytest.approx(q.repaid / 10**6 * 1.02, rel=1e-9)
+    assert q.health_after > q.health_before
+    # Health rises iff collateral/debt > 1 + discount: here 1.03/0.85 = 1.21, so a 25 % discount would lower it.
+    greedy = pr.PreConfig(pre_threshold=105 * 10**16, discount=25 * 10**16, max_share=25 * 10**16)
+    assert pr.quote_pre_liquidation(BOOK, s, greedy, WETH) is None
+
+
+def test_pre_liquidation_dust_rule_and_profit() -> None:
+    small = sub(0, 0.0125, 20.5)  # debt 20.5: a quarter would leave 15.4 >= 10, allowed
+    assert pr.quote_pre_liquidation(BOOK, small, CFG, WETH) is not None
+    tiny = sub(0, 0.008, 13.0)  # a quarter would leave 9.75 < 10: repay down to exactly min debt
+    q = pr.quote_pre_liquidation(BOOK, tiny, CFG, WETH)
+    assert q is not None
+    assert risk.to_assets_up(tiny.scaled_debt, RAY) - q.repaid == BOOK.min_debt
+    s = sub(0, 1.0, 1650)
+    usd = {WETH: 2000.0}
+    assert pr.plan_pre_liquidation(BOOK, s, CFG, usd, 1.0, gas_usd=1.0) is not None
+    assert pr.plan_pre_liquidation(BOOK, s, CFG, usd, 1.0, gas_usd=100.0) is None  # 2 % of 412 $ < gas
