@@ -178,6 +178,10 @@ class DrillRecord:
     wall_s: float = 0.0
     tick_s: list[float] = field(default_factory=list)  # wall time of the keeper's turn after each block
     start_totals: dict[str, float] = field(default_factory=dict)  # collateral, borrowing power, debt (USD) at start
+    start_debt_usd: list[float] = field(default_factory=list)  # per account, at the start
+    protected: set[tuple[str, int]] = field(default_factory=set)  # accounts whose owner opted in to protection
+    pre_liquidations: list[LiquidationRecord] = field(default_factory=list)
+    rebalances: list[tuple[int, str, int, int]] = field(default_factory=list)  # block, owner, from sub, to sub
     risk: dict[str, dict[str, float]] = field(default_factory=dict)  # symbol -> {"ltv", "lt"} at the start
 
 
@@ -564,6 +568,11 @@ def read_healths(
     health = [int(h[5]) if good else 0 for good, h in rows]
     debt = [int(h[3]) if good else 0 for good, h in rows]
     return ok, health, debt
+
+
+def read_debts_usd(rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int) -> list[float]:
+    """Every account's debt value in USD at `block` (0 where its prices are refused)."""
+    return [int(h[4]) / WAD if good else 0.0 for good, h in _health_rows(rpc, lens, accounts, block)]
 
 
 def read_totals(rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int) -> dict[str, float]:
@@ -1032,6 +1041,7 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             start_block=0,
             replay_blocks=math.ceil(scenario.duration_s / scenario.block_time_s) + 1,
             start_totals=read_totals(rpc, system.lens.address, accounts, rpc.block_number()),
+            start_debt_usd=read_debts_usd(rpc, system.lens.address, accounts, rpc.block_number()),
             risk={s: {"ltv": system.ltv[s], "lt": system.lt[s]} for s in system.ltv},
         )
         _phase(opts, "the keeper indexes the accounts")

@@ -108,6 +108,28 @@ class _Timeline:
         return best
 
 
+def protection_summary(rec: DrillRecord) -> dict[str, dict[str, float | int]]:
+    """`summary.protected` and `summary.unprotected`: the accounts whose owners opted in to protection against the
+    rest, each with its accounts, debt at the start, users' penalty (liquidations and pre-liquidations), and counts
+    of liquidations, pre-liquidations and rebalances (counted on the receiving account)."""
+    groups: dict[str, dict[str, float | int]] = {}
+    for name, member in (("protected", True), ("unprotected", False)):
+        accounts = [a for a in rec.accounts if (a in rec.protected) is member]
+        keys = set(accounts)
+        debts = dict(zip(rec.accounts, rec.start_debt_usd, strict=False))
+        liqs = [x for x in rec.liquidations if (x.owner, x.sub_id) in keys]
+        pres = [x for x in rec.pre_liquidations if (x.owner, x.sub_id) in keys]
+        groups[name] = {
+            "accounts": len(accounts),
+            "debt_usd": round(sum(debts.get(a, 0.0) for a in accounts), 6),
+            "user_penalty_usd": round(sum(x.seized_usd - x.repaid_usd for x in liqs + pres), 6),
+            "liquidations": len(liqs),
+            "pre_liquidations": len(pres),
+            "rebalances": sum(1 for r in rec.rebalances if (r[1], r[3]) in keys),
+        }
+    return groups
+
+
 def build(rec: DrillRecord) -> dict[str, Any]:
     """report.json's content."""
     tl = _Timeline(rec)
@@ -166,6 +188,7 @@ def build(rec: DrillRecord) -> dict[str, Any]:
         "keeper_profit_usd": round(keeper_gross - gas_usd, 6),
         "keeper_gas_used": sum(t.gas_used for t in keeper_txs),
         "max_underwater_s": tl.longest_run_s(),
+        **protection_summary(rec),
     }
     blocks = rec.blocks
     sc = rec.scenario
