@@ -159,7 +159,8 @@ def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:
     b = Bench(s, chain)
     eng, vault, weth = s.engine, s.vault, s.tokens["WETH"]
     lender, user, other, liquidator = accounts[LENDER], accounts[USER], accounts[OTHER], accounts[LIQUIDATOR]
-    roles = {"engine": eng, "vault": vault, "router": s.router, "lens": s.lens, "USDC": s.usdc, **s.tokens}
+    roles = {"engine": eng, "vault": vault, "router": s.router, "lens": s.lens, "protection": s.protection,
+             "USDC": s.usdc, **s.tokens}  # fmt: skip
     b.out.roles = {c.address.lower(): role for role, c in roles.items()}
 
     # The market before the user arrives: 1M USDC lent, 700k borrowed against all three collaterals.
@@ -229,6 +230,23 @@ def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:
     b.measure("liquidate_bad_debt", eng.liquidate, *args, sender=liquidator)
     _expect(eng.debtOf(accounts[VICTIM_BAD], 0) == 0, "liquidate_bad_debt left debt: no bad debt was realised")
     _expect(eng.position(accounts[VICTIM_BAD], 0).assetMask == 0, "liquidate_bad_debt left collateral")
+
+    # Protection (ProtectionModule). The user authorises OTHER as its rebalancer (target 1.5) and moves 100 LINK
+    # from a safe sub-account (4: 2,000 LINK, 1,000 USDC) to one at 1.3125 (3: 1,000 LINK, 8,000 USDC), which ends
+    # at 1.44. Then its sub-account 5 (1,000 LINK, 8,900 USDC, opted in at 1.10 / 3 % / 50 %) falls to 1.06 as LINK
+    # drops to $13.5, and the liquidator pre-liquidates half of its debt. The full transaction is measured, as
+    # Morpho's preLiquidate anchor (docs/gas.md).
+    pm, link = s.protection, s.tokens["LINK"]
+    for sub_id, tokens, debt in ((3, 1_000, 8_000), (4, 2_000, 1_000), (5, 1_000, 8_900)):
+        b.deposit(user, sub_id, "LINK", tokens)
+        b.borrow(user, sub_id, debt)
+    b.tx(pm.setRebalancer, other, units(1.5, 18), sender=user)
+    b.measure("rebalance", pm.rebalance, user, 4, 3, link, units(100, 18), sender=other)
+    b.tx(pm.setPreLiquidation, 5, units(1.10, 18), units(0.03, 18), units(0.5, 18), sender=user)
+    b.tx(s.usdc.approve, pm, MAX_UINT, sender=liquidator)
+    b.set_price("LINK", 13.5)
+    b.measure("pre_liquidate", pm.preLiquidate, user, 5, link, MAX_UINT, 0, liquidator, sender=liquidator)
+    _expect(units(4_450, 6) <= eng.debtOf(user, 5) < units(4_451, 6), "pre_liquidate did not repay half the debt")
 
     # Bounded risk updates, last so that no ramp touches the figures above. Governance sets WETH's bounds (the
     # asset's first, as a deploy does) and a keeper raises WETH's lt once (so the ramp slot is not written from

@@ -47,6 +47,7 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
     mapping(address owner => mapping(uint8 subId => mapping(address asset => uint256))) internal _balances;
     mapping(address asset => RiskBounds) internal _bounds;
     mapping(address asset => LtRamp) internal _ramps;
+    address internal _protectionModule;
 
     constructor(IVault vault_, IOracleRouter oracle_, address admin, RiskParams memory params) {
         if (address(vault_) == address(0) || address(oracle_) == address(0) || admin == address(0)) {
@@ -95,14 +96,48 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
 
     /// @inheritdoc IMarginEngine
     function moveCollateral(uint8 fromSubId, uint8 toSubId, address asset, uint256 amount) external nonReentrant {
+        Position memory p = _move(msg.sender, fromSubId, toSubId, asset, amount);
+        _requireMarginIfBorrowing(msg.sender, fromSubId, p);
+        emit CollateralMoved(msg.sender, fromSubId, toSubId, asset, amount);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function moveCollateralFor(address owner, uint8 fromSubId, uint8 toSubId, address asset, uint256 amount)
+        external
+        nonReentrant
+    {
+        _onlyProtectionModule();
+        _move(owner, fromSubId, toSubId, asset, amount);
+        emit CollateralMoved(owner, fromSubId, toSubId, asset, amount);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function seizeFor(address owner, uint8 subId, address asset, uint256 amount, address receiver)
+        external
+        nonReentrant
+    {
+        _onlyProtectionModule();
+        _takeCollateral(owner, subId, asset, _listed(asset).index, amount);
+        _supplies[asset].totalSupplied -= uint128(amount); // amount <= a balance <= totalSupplied
+        emit CollateralSeized(owner, subId, asset, amount, receiver);
+        IERC20(asset).safeTransfer(receiver, amount);
+    }
+
+    /// @dev Books a move of `amount` of `asset` between two sub-accounts of `owner`; returns the giver's position.
+    function _move(address owner, uint8 fromSubId, uint8 toSubId, address asset, uint256 amount)
+        internal
+        returns (Position memory p)
+    {
         if (amount == 0) revert ZeroAmount();
         if (fromSubId == toSubId) revert SameSubAccount();
         AssetConfig memory cfg = _listed(asset);
-        Position memory p = _takeCollateral(msg.sender, fromSubId, asset, cfg.index, amount);
-        _balances[msg.sender][toSubId][asset] += amount;
-        _positions[msg.sender][toSubId].assetMask |= uint32(1 << cfg.index);
-        _requireMarginIfBorrowing(msg.sender, fromSubId, p);
-        emit CollateralMoved(msg.sender, fromSubId, toSubId, asset, amount);
+        p = _takeCollateral(owner, fromSubId, asset, cfg.index, amount);
+        _balances[owner][toSubId][asset] += amount;
+        _positions[owner][toSubId].assetMask |= uint32(1 << cfg.index);
+    }
+
+    function _onlyProtectionModule() internal view {
+        if (msg.sender != _protectionModule) revert NotProtectionModule(msg.sender);
     }
 
     /// @dev Debits `amount` of `asset` from a sub-account, clearing its mask bit when the balance reaches zero.
@@ -396,6 +431,11 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         return _supplies[asset];
     }
 
+    /// @inheritdoc IMarginEngine
+    function protectionModule() external view returns (address) {
+        return _protectionModule;
+    }
+
     function riskParams() external view returns (RiskParams memory) {
         return _params;
     }
@@ -479,6 +519,12 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         (cfg.ltv, cfg.lt, cfg.maxDiscount, cfg.rampEnd) = (ltv, lt, maxDiscount, 0);
         _supplies[asset].supplyCap = supplyCap;
         emit AssetConfigSet(asset, ltv, lt, maxDiscount, supplyCap);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function setProtectionModule(address module) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _protectionModule = module;
+        emit ProtectionModuleSet(module);
     }
 
     /// @inheritdoc IMarginEngine

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     min_profit_usd: float = Field(default=0.0, ge=0)
     max_repay_usd: float | None = Field(default=None, gt=0)
     low_balance_eth: float = Field(default=0.05, ge=0)
+    # --- opt-in protection (docs/protection.md); needs a deployment with the ProtectionModule
+    rebalance_enabled: bool = Field(default=False, description="rebalance owners' sub-accounts that authorised us")
+    pre_liquidation_enabled: bool = Field(default=False, description="pre-liquidate opted-in accounts in the band")
     # --- risk-parameter updates (run when the key holds RISK_KEEPER_ROLE; docs/risk-model.md)
     optimize_interval_s: float = Field(default=3600.0, ge=0, description="how often to re-optimize; 0 = never")
     optimize_paths: int = Field(default=50_000, ge=1000, le=10_000_000)

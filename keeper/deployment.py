@@ -49,12 +49,18 @@ class Deployment:
     abis: dict[str, list[dict[str, Any]]]
     start_block: int = 0  # the engine's deployment block: event scans start here
     source: Path | None = None  # the file it was read from
+    protection: str | None = None  # the ProtectionModule; None in records written before it existed
 
     def address_of(self, name: str) -> str | None:
-        """The address of a core contract by its ABI name (MarginEngine, Vault, OracleRouter, Lens)."""
-        return {"MarginEngine": self.engine, "Vault": self.vault, "OracleRouter": self.router, "Lens": self.lens}.get(
-            name
-        )
+        """The address of a deployed contract by its ABI name (MarginEngine, Vault, OracleRouter, Lens,
+        ProtectionModule); None when the record has no such contract."""
+        return {
+            "MarginEngine": self.engine,
+            "Vault": self.vault,
+            "OracleRouter": self.router,
+            "Lens": self.lens,
+            "ProtectionModule": self.protection,
+        }.get(name)
 
 
 # The parts of the record the keeper reads; anything else in it is ignored.
@@ -137,6 +143,8 @@ def load_deployment(path: Path, expected_chain_id: int | None = None) -> Deploym
             f"`deployment` at the record for chain {expected_chain_id}, or deploy there with `ape run deploy`"
         )
     addr = {n: _checksum(path, f"contracts.{n}.address", rec.contracts[n].address) for n in CORE_CONTRACTS}
+    module = rec.contracts.get("ProtectionModule")
+    protection = None if module is None else _checksum(path, "contracts.ProtectionModule.address", module.address)
     return Deployment(
         chain_id=rec.chain_id,
         engine=addr["MarginEngine"],
@@ -148,17 +156,18 @@ def load_deployment(path: Path, expected_chain_id: int | None = None) -> Deploym
         abis=rec.abis,
         start_block=rec.contracts["MarginEngine"].block or 0,
         source=path,
+        protection=protection,
     )
 
 
 def contract(w3: Web3, dep: Deployment, name: str, address: str | None = None) -> Contract:
-    """A web3 contract from the record's ABI `name`, at `address` or, for a core contract, at its recorded address."""
+    """A web3 contract from the record's ABI `name`, at `address` or else at its recorded address."""
     abi = dep.abis.get(name)
     if abi is None:
         raise DeploymentError(f"deployment file {dep.source} has no ABI for {name}; {REDEPLOY}")
     at = address if address is not None else dep.address_of(name)
     if at is None:
-        raise ValueError(f"{name} is not a core contract of the deployment; pass its address")
+        raise ValueError(f"{name} is not a contract of the deployment record; pass its address")
     return w3.eth.contract(address=Web3.to_checksum_address(at), abi=abi)
 
 

@@ -208,6 +208,7 @@ class System:
     debt_symbol: str
     sequencer_feed: str | None
     sequencer_grace: int
+    protection: Contract | None = None  # the ProtectionModule, when the deployment has one
 
     @classmethod
     def load(cls, w3: Web3, dep: Deployment) -> System:
@@ -244,6 +245,7 @@ class System:
             debt_symbol=dep.debt.symbol,
             sequencer_feed=None if int(seq_feed, 16) == 0 else Web3.to_checksum_address(seq_feed),
             sequencer_grace=int(grace),
+            protection=contract(w3, dep, "ProtectionModule", dep.protection) if dep.protection else None,
         )
 
     def contract(self, name: str, address: str) -> Contract:
@@ -553,6 +555,48 @@ def seed_accounts(driver: Driver, scenario: Scenario, plans: list[SeedPlan], kee
     driver.mine_all()
 
 
+# Opt-in terms a protected drill owner chooses, each capped by the module's bounds.
+PROTECT_TARGET_HEALTH = 1.15
+PROTECT_PRE_THRESHOLD = 1.05
+PROTECT_DISCOUNT = 0.01
+PROTECT_SHARE = 0.5
+
+
+def protected_owners(plans: list[SeedPlan], fraction: float, seed: int) -> set[str]:
+    """The owners that opt in: `fraction` of the seeded owners, drawn with the drill's seed."""
+    owners = sorted({p.owner for p in plans})
+    k = round(fraction * len(owners))
+    return set(random.Random(f"protect-{seed}").sample(owners, k)) if k else set()
+
+
+def opt_in(driver: Driver, plans: list[SeedPlan], owners: set[str], keeper: str) -> None:
+    """Each protected owner authorises the keeper as its rebalancer and opts every sub-account into the band."""
+    module = driver.sys.protection
+    if not owners:
+        return
+    if module is None:
+        raise DrillError(
+            "the scenario protects accounts ([accounts] protected > 0) but the deployment has no ProtectionModule: "
+            "redeploy with `ape run deploy`"
+        )
+    bounds = module.functions.preLiquidationBounds().call()
+    cap = int(module.functions.maxTargetHealth().call())
+    target = min(int(PROTECT_TARGET_HEALTH * WAD), cap)
+    pre = min(int(PROTECT_PRE_THRESHOLD * WAD), int(bounds[0]))
+    discount = min(int(PROTECT_DISCOUNT * WAD), int(bounds[1]))
+    share = min(int(PROTECT_SHARE * WAD), int(bounds[2]))
+    hashes = []
+    for owner in sorted(owners):
+        data = _data(module, "setRebalancer", keeper, target)
+        hashes.append(driver.send(owner, module.address, data, gas=120_000))
+    for p in plans:
+        if p.owner in owners:
+            data = _data(module, "setPreLiquidation", p.sub, pre, discount, share)
+            hashes.append(driver.send(p.owner, module.address, data, gas=120_000))
+    driver.mine_all()
+    driver.check_mined(hashes, "opting in to protection")
+
+
 # ------------------------------------------------------------------------------------------------ reading the chain
 
 _HEALTHS_SELECTOR = keccak(text="healths(address[],uint8[])")[:4]
@@ -640,6 +684,19 @@ class Replay:
         self.bad_event = system.engine.events.BadDebtRealized()
         self.topic_liq = "0x" + keccak(text="Liquidated(address,address,uint8,address,uint256,uint256,uint256)").hex()
         self.topic_bad = "0x" + keccak(text="BadDebtRealized(address,uint8,uint256)").hex()
+        self.module = system.protection
+        if self.module is not None:
+            self.pre_event = self.module.events.PreLiquidated()
+            self.reb_event = self.module.events.Rebalanced()
+            self.topic_pre = (
+                "0x"
+                + keccak(
+                    text="PreLiquidated(address,address,uint8,address,uint256,uint256,uint256,uint256,uint256)"
+                ).hex()
+            )
+            self.topic_reb = (
+                "0x" + keccak(text="Rebalanced(address,address,uint8,uint8,address,uint256,uint256,uint256)").hex()
+            )
 
     # ---- scheduling
 
@@ -722,6 +779,8 @@ class Replay:
                 debt_sym = self.sys.debt_symbol
                 usd = e["assets"] / 10 ** self.sys.decimals[debt_sym] * self._price(debt_sym, oracle)
                 self.rec.bad_debt.append((number, e["owner"], int(e["subId"]), usd))
+        if self.module is not None:
+            self._protection_logs(number, oracle)
         ok, health, debt = read_healths(self.rpc, self.sys.lens.address, self.rec.accounts, number)
         rec = BlockRecord(
             number=number,
@@ -737,6 +796,35 @@ class Replay:
         )
         self.rec.blocks.append(rec)
         return rec
+
+    def _protection_logs(self, number: int, oracle: dict[str, float | None]) -> None:
+        assert self.module is not None
+        debt_sym = self.sys.debt_symbol
+        for raw in self.rpc.logs(self.module.address, number, number):
+            topic = str(raw["topics"][0])
+            if topic == self.topic_pre:
+                e = self.pre_event.process_log(_log(raw))["args"]
+                symbol = self.symbol_of[Web3.to_checksum_address(e["collateral"])]
+                self.rec.pre_liquidations.append(
+                    LiquidationRecord(
+                        block=number,
+                        tx=str(raw["transactionHash"]),
+                        log_index=int(raw["logIndex"], 16),
+                        liquidator=Web3.to_checksum_address(e["caller"]),
+                        owner=Web3.to_checksum_address(e["owner"]),
+                        sub_id=int(e["subId"]),
+                        collateral=symbol,
+                        repaid=int(e["repaid"]),
+                        seized=int(e["seized"]),
+                        discount=int(e["discount"]),
+                        repaid_usd=int(e["repaid"]) / 10 ** self.sys.decimals[debt_sym] * self._price(debt_sym, oracle),
+                        seized_usd=int(e["seized"]) / 10 ** self.sys.decimals[symbol] * self._price(symbol, oracle),
+                    )
+                )
+            elif topic == self.topic_reb:
+                e = self.reb_event.process_log(_log(raw))["args"]
+                owner = Web3.to_checksum_address(e["owner"])
+                self.rec.rebalances.append((number, owner, int(e["fromSubId"]), int(e["toSubId"])))
 
     def _price(self, symbol: str, oracle: dict[str, float | None]) -> float:
         got = oracle.get(symbol)
@@ -960,9 +1048,13 @@ def _check_scenario(scenario: Scenario, system: System) -> None:
         )
 
 
-def _keeper(url: str, rpc: Rpc, record: Path, out: Path, clock: DrillClock, bt: int) -> tuple[Keeper, str]:
+def _keeper(
+    url: str, rpc: Rpc, record: Path, out: Path, clock: DrillClock, bt: int, protect: bool = False
+) -> tuple[Keeper, str]:
     chain_id = rpc.chain_id()
     settings = Settings(
+        rebalance_enabled=protect,
+        pre_liquidation_enabled=protect,
         rpc_url=url,
         chain_id=chain_id,
         deployment=record,
@@ -1014,6 +1106,8 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         plans = plan_seeding(scenario, system, count, seed)
         keeper_address = Web3.to_checksum_address(accounts_[KEEPER_INDEX])
         seed_accounts(driver, scenario, plans, keeper_address)
+        owners = protected_owners(plans, scenario.accounts.protected, seed)
+        opt_in(driver, plans, owners, keeper_address)
         accounts = [(p.owner, p.sub) for p in plans]
         ok, health, debt = read_healths(rpc, system.lens.address, accounts, rpc.block_number())
         if not all(ok):
@@ -1027,7 +1121,8 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             stack.callback(relay.close)
             keeper_url = relay.url
         clock = DrillClock(float(int(rpc.block()["timestamp"], 16)))
-        keeper, address = _keeper(keeper_url, rpc, record_path, opts.out, clock, scenario.block_time_s)
+        protect = scenario.accounts.protected > 0
+        keeper, address = _keeper(keeper_url, rpc, record_path, opts.out, clock, scenario.block_time_s, protect)
         stack.callback(keeper.store.close)
         assert address == keeper_address
         record = DrillRecord(
@@ -1043,6 +1138,7 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             start_totals=read_totals(rpc, system.lens.address, accounts, rpc.block_number()),
             start_debt_usd=read_debts_usd(rpc, system.lens.address, accounts, rpc.block_number()),
             risk={s: {"ltv": system.ltv[s], "lt": system.lt[s]} for s in system.ltv},
+            protected={(p.owner, p.sub) for p in plans if p.owner in owners},
         )
         _phase(opts, "the keeper indexes the accounts")
         keeper.ensure_allowance()

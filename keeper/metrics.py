@@ -39,6 +39,10 @@ class Metrics:
         )
         self.signer_balance = Gauge("keeper_signer_balance_eth", "Native balance of the signing key", registry=r)
         self.last_block = Gauge("keeper_last_processed_block", "Last block the keeper fully processed", registry=r)
+        self.pre_liquidations_sent = Counter(
+            "keeper_pre_liquidations_sent", "Pre-liquidation transactions sent", registry=r
+        )
+        self.rebalances_sent = Counter("keeper_rebalances_sent", "Rebalance transactions sent", registry=r)
         self.risk_updates_sent = Counter(
             "keeper_risk_updates_sent", "updateRiskParams transactions sent by the optimizer job", registry=r
         )

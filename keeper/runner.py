@@ -28,6 +28,7 @@ from keeper import risk
 from keeper.deployment import Deployment, connect, contract
 from keeper.discovery import Discovery
 from keeper.metrics import Metrics
+from keeper.protectjob import Protector
 from keeper.state import Market, read_accounts, read_market
 from keeper.store import Store
 from keeper.strategy import Limits, Plan, plan_all
@@ -95,6 +96,11 @@ class Keeper:
             log=self.log.getChild("discovery"),
         )
         self.state = LoopState(last_block_seen_at=clock())
+        self.last_limits: Limits | None = None
+        self.protector: Protector | None = None
+        if deployment.protection and (settings.rebalance_enabled or settings.pre_liquidation_enabled):
+            module = contract(w3, deployment, "ProtectionModule", deployment.protection)
+            self.protector = Protector(self, module, self.log.getChild("protection"))
 
     # ------------------------------------------------------------------ jobs
 
@@ -146,6 +152,11 @@ class Keeper:
             return
         data = self.debt_token.encode_abi("approve", [self.dep.engine, 2**256 - 1])
         self.txm.submit("approve-engine", {"to": self.dep.debt.token, "data": data, "value": 0}, simulate=True)
+        if self.protector is not None and self.settings.pre_liquidation_enabled:
+            module = self.protector.module.address
+            if self.debt_token.functions.allowance(self.signer.address, module).call() < 2**255:
+                data = self.debt_token.encode_abi("approve", [module, 2**256 - 1])
+                self.txm.submit("approve-protection", {"to": self.dep.debt.token, "data": data}, simulate=True)
 
     # ------------------------------------------------------------------ one block
 
@@ -156,6 +167,7 @@ class Keeper:
         market = read_market(self.lens, head)
         accounts = read_accounts(self.lens, [(o, s) for o, s in tracked], head)
         limits = self._limits(market, head)
+        self.last_limits = limits
         plans, skips = plan_all(accounts, market, limits)
         self.metrics.accounts_liquidatable.set(len(plans))
         self.metrics.accounts_unpriced.set(sum(1 for s in skips if "price" in s.reason))
@@ -169,6 +181,14 @@ class Keeper:
                     continue
                 if self._execute(plan, head):
                     inventory -= plan.quote.repaid
+            if self.protector is not None:
+                try:
+                    self.protector.run(market, accounts, head, {(p.owner, p.sub_id) for p in plans})
+                except Exception:
+                    # Protection never holds up liquidations: its failure is logged and counted, and retried
+                    # on the next block.
+                    self.metrics.rpc_errors.inc()
+                    self.log.exception("protection strategies failed at block %d", head)
         self._follow(head)
 
     def _limits(self, market: Market, head: int) -> Limits:

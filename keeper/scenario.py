@@ -50,7 +50,8 @@ LIBRARY_FOLDER = "scenarios"
 @dataclass(frozen=True)
 class Accounts:
     """The borrowers a drill seeds: `count` sub-accounts, initial health drawn uniformly from `health`, collateral
-    drawn from `assets` (one or more per account). `protected` (0..1) is accepted and reserved for a later issue."""
+    drawn from `assets` (one or more per account). `protected` (0..1) is the fraction of owners that opt in to
+    protection (rebalancer and pre-liquidation band)."""
 
     count: int
     health: tuple[float, float]

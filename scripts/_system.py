@@ -6,6 +6,7 @@ deploys the same way.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -26,7 +27,7 @@ BOUNDS_KEYS = ("ltv_min", "ltv_max", "lt_min", "lt_max", "max_step", "min_interv
 MAX_RAMP_DURATION = 365 * 24 * 3600
 
 # The contracts whose ABIs the keeper needs; it never compiles.
-KEEPER_ABIS = ("MarginEngine", "OracleRouter", "Vault", "Lens", "MockAggregator", "MockERC20")
+KEEPER_ABIS = ("MarginEngine", "OracleRouter", "Vault", "Lens", "ProtectionModule", "MockAggregator", "MockERC20")
 
 
 class DeployConfigError(Exception):
@@ -161,6 +162,15 @@ class RiskSpec(_Strict):
     min_debt: float = Field(default=10, ge=0, description="whole debt-asset units")
 
 
+class ProtectionSpec(_Strict):
+    """ProtectionModule bounds: every owner's pre-liquidation opt-in and rebalancer target stays within them."""
+
+    max_pre_threshold: float = Field(default=1.10, gt=1, lt=2**64 / WAD, description="largest pre-threshold health")
+    max_discount: float = Field(default=0.03, ge=0, le=0.05, description="largest pre-liquidation discount")
+    max_share: float = Field(default=0.5, gt=0, le=1, description="largest share of the debt repaid per call")
+    max_target_health: float = Field(default=3.0, gt=1, lt=2**64 / WAD, description="largest rebalancer target")
+
+
 class SequencerSpec(_Strict):
     feed: str = "none"
     grace_period: int = Field(default=3600, ge=0, lt=2**32)
@@ -207,6 +217,7 @@ class DeployConfig(_Strict):
     risk: RiskSpec = RiskSpec()
     sequencer: SequencerSpec = SequencerSpec()
     roles: RolesSpec = RolesSpec()
+    protection: ProtectionSpec = ProtectionSpec()
 
     @model_validator(mode="after")
     def _unique(self) -> DeployConfig:
@@ -258,20 +269,23 @@ class Deployment:
     abis: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        return {
-            "format": 1,
-            "chain_id": self.chain_id,
-            "network": self.network,
-            "deployed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "deployer": self.deployer,
-            "contracts": self.contracts,
-            "debt_asset": self.debt,
-            "assets": self.assets,
-            "sequencer": self.sequencer,
-            "parameters": self.parameters,
-            "roles": self.roles,
-            "abis": self.abis,
-        }
+        """The deployment record (a deep copy: callers may change it without changing this deployment)."""
+        return copy.deepcopy(
+            {
+                "format": 1,
+                "chain_id": self.chain_id,
+                "network": self.network,
+                "deployed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "deployer": self.deployer,
+                "contracts": self.contracts,
+                "debt_asset": self.debt,
+                "assets": self.assets,
+                "sequencer": self.sequencer,
+                "parameters": self.parameters,
+                "roles": self.roles,
+                "abis": self.abis,
+            }
+        )
 
 
 def _deploy(deployer: Any, container: Any, *args: Any) -> Any:
@@ -410,13 +424,23 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
     if keeper_role is not None:
         engine.grantRole(engine.RISK_KEEPER_ROLE(), keeper_role, sender=deployer)
 
+    # The protection module last, so that every other contract keeps the address it had before the module existed.
+    pc = cfg.protection
+    module = _deploy(deployer, project.ProtectionModule, engine.address, router.address, deployer.address)
+    contracts["ProtectionModule"] = _meta(module, chain)
+    engine.setProtectionModule(module.address, sender=deployer)
+    module.setPreLiquidationBounds(
+        to_wad(pc.max_pre_threshold), to_wad(pc.max_discount), to_wad(pc.max_share), sender=deployer
+    )
+    module.setMaxTargetHealth(to_wad(pc.max_target_health), sender=deployer)
+
     if admin != deployer.address:
         role = b"\x00" * 32
-        for c in (router, vault, engine):
+        for c in (router, vault, engine, module):
             c.grantRole(role, admin, sender=deployer)
             c.renounceRole(role, deployer.address, sender=deployer)
 
-    out.parameters = {"risk": r.model_dump(), "vault": v.model_dump()}
+    out.parameters = {"risk": r.model_dump(), "vault": v.model_dump(), "protection": pc.model_dump()}
     out.roles = {"admin": admin, "risk_keeper": keeper_role}
     out.abis = {name: [abi.model_dump(mode="json") for abi in project[name].contract_type.abi] for name in KEEPER_ABIS}
     return out

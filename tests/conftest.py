@@ -107,6 +107,7 @@ class System:
     feeds: dict[str, Any]
     admin: Any
     deployment: Any
+    protection: Any
 
     @property
     def weth(self) -> Any:
@@ -173,6 +174,7 @@ def deploy_test_system(project: Any, chain: Any, admin: Any, label: str = "test"
         feeds=feeds,
         admin=admin,
         deployment=dep,
+        protection=project.ProtectionModule.at(dep.contracts["ProtectionModule"]["address"]),
     )
 
 

@@ -44,6 +44,8 @@ REQUIRED = {
     "set_risk_bounds",
     "update_risk_params",
     "health_view_1_asset_ramping",
+    "rebalance",
+    "pre_liquidate",
 }
 
 

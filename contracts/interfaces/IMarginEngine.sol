@@ -121,6 +121,7 @@ interface IMarginEngine {
     error RiskStepTooLarge(address asset, uint64 current, uint64 requested, uint64 maxStep);
     error RiskUpdateTooSoon(address asset, uint256 nextAllowed);
     error InvalidRiskUpdate(address asset, uint64 ltv, uint64 lt);
+    error NotProtectionModule(address caller);
 
     event AssetListed(address indexed asset, uint8 index, uint8 decimals);
     event AssetConfigSet(address indexed asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap);
@@ -149,6 +150,10 @@ interface IMarginEngine {
         uint64 maxStep,
         uint32 minInterval,
         uint32 rampDuration
+    );
+    event ProtectionModuleSet(address indexed module);
+    event CollateralSeized(
+        address indexed owner, uint8 indexed subId, address asset, uint256 amount, address receiver
     );
     event RiskParamsUpdated(
         address indexed asset, address indexed keeper, uint64 ltv, uint64 ltFrom, uint64 ltTarget, uint40 rampEnd
@@ -188,6 +193,26 @@ interface IMarginEngine {
         address receiver,
         bytes calldata data
     ) external returns (uint256 repaid, uint256 seized);
+
+    // ---- protection module primitives (only `protectionModule()`) ----
+
+    /// @notice Moves collateral between two sub-accounts of `owner`, exactly as `moveCollateral` books it and with
+    /// the same `CollateralMoved` event, but with no margin check: the protection module checks both sub-accounts
+    /// itself (see IProtectionModule.rebalance). Nothing leaves `owner`. Reverts `NotProtectionModule(caller)`
+    /// for any other caller, then as `moveCollateral` (`ZeroAmount`, `SameSubAccount`, `AssetNotListed`,
+    /// `InsufficientCollateral`).
+    function moveCollateralFor(address owner, uint8 fromSubId, uint8 toSubId, address asset, uint256 amount)
+        external;
+
+    /// @notice Debits `amount` of `asset` from `(owner, subId)` (balance, asset mask, `totalSupplied`) and sends it
+    /// to `receiver`, with no health check: the protection module checks health before and after (see
+    /// IProtectionModule.preLiquidate) and repays through `repay` first. Emits `CollateralSeized`. Reverts
+    /// `NotProtectionModule(caller)` for any other caller, `AssetNotListed`, `InsufficientCollateral`. A zero
+    /// `amount` is not refused here (the module refuses it; the check would cost engine bytecode, see EIP-170).
+    function seizeFor(address owner, uint8 subId, address asset, uint256 amount, address receiver) external;
+
+    /// @notice The only contract allowed to call `moveCollateralFor` and `seizeFor`; address(0) when none.
+    function protectionModule() external view returns (address);
 
     // ---- views ----
 
@@ -229,6 +254,11 @@ interface IMarginEngine {
     /// @notice Updates a listed asset's risk configuration. Governance keeps the full power: `lt` applies at once,
     /// even a lower one, and any lt ramp is cleared (a keeper ramp cannot outlast a governance decision).
     function setAssetConfig(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap) external;
+
+    /// @notice Registers the protection module (address(0) disables both primitives). Emits
+    /// `ProtectionModuleSet`. The module can move and seize any account's collateral, so only a reviewed module
+    /// belongs here.
+    function setProtectionModule(address module) external;
 
     /// @notice Updates the protocol-wide liquidation parameters.
     function setRiskParams(RiskParams calldata params) external;

@@ -1,0 +1,82 @@
+"""The keeper's protection strategies on Anvil (keeper/protectjob.py through `build_keeper`, as `keeper run` wires
+them): it rebalances only owners that authorised it, within their target; it pre-liquidates only opted-in accounts in
+their band, improving health; it leaves everyone else alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import fund, open_position
+from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
+from web3 import Web3
+
+WAD = 10**18
+
+
+def health(system: Any, owner: Any, sub: int) -> int:
+    return int(system.engine.accountHealth(owner, sub).health)
+
+
+def run_blocks(keeper: Any, w3: Web3, n: int) -> None:
+    for _ in range(n):
+        _mine(w3)
+        keeper.tick()
+
+
+def test_keeper_rebalances_an_owner_that_authorised_it(system: Any, chain: Any, accounts: Any, alice: Any,
+                                                       bob: Any, tmp_path: Path) -> None:  # fmt: skip
+    # Alice: sub 0 at health 1.069, sub 1 a rich donor; she authorises the keeper with target 1.20. Bob: the same
+    # book, no authorisation.
+    for owner in (alice, bob):
+        open_position(system, owner, 0, {"WETH": 10 * 10**18}, borrow=15_900 * 10**6)  # 2000·10·0.85/15900 = 1.069
+        open_position(system, owner, 1, {"WETH": 20 * 10**18}, borrow=5_000 * 10**6)  # 6.8
+    keeper_address = accounts[KEEPER_INDEX].address
+    system.protection.setRebalancer(keeper_address, 120 * 10**16, sender=alice)
+    keeper = _keeper(system, chain, tmp_path, rebalance_enabled=True)
+    w3 = chain.provider.web3
+    _rpc(w3, "evm_setAutomine", False)
+    try:
+        run_blocks(keeper, w3, 4)
+    finally:
+        _rpc(w3, "evm_setAutomine", True)
+    assert health(system, alice, 0) == pytest.approx(120 * 10**16, rel=1e-6)
+    assert health(system, alice, 0) <= 120 * 10**16
+    assert health(system, alice, 1) >= 120 * 10**16
+    assert health(system, bob, 0) < 107 * 10**16  # not authorised: untouched
+    engine = system.engine
+    total = engine.collateralOf(alice, 0, system.weth) + engine.collateralOf(alice, 1, system.weth)
+    assert total == 30 * 10**18  # nothing left the owner
+    assert keeper.metrics.rebalances_sent._value.get() >= 1
+
+
+def test_keeper_pre_liquidates_opted_in_accounts_in_the_band(system: Any, chain: Any, accounts: Any, alice: Any,
+                                                             bob: Any, tmp_path: Path) -> None:  # fmt: skip
+    keeper_account = accounts[KEEPER_INDEX]
+    fund(system, keeper_account, "USDC", 1_000_000 * 10**6)
+    system.usdc.approve(system.protection, 2**256 - 1, sender=keeper_account)
+    for owner in (alice, bob):
+        open_position(system, owner, 0, {"WETH": 10 * 10**18}, borrow=15_900 * 10**6)  # 1.069: in a 1.10 band
+    bounds = system.protection.preLiquidationBounds()
+    assert bounds.maxPreThreshold > 1070 * 10**15  # the test's account must fit in the band the bounds allow
+    terms = (bounds.maxPreThreshold, min(2 * 10**16, bounds.maxDiscount), min(5 * 10**17, bounds.maxShare))
+    system.protection.setPreLiquidation(0, *terms, sender=alice)
+    before_alice, before_bob = health(system, alice, 0), health(system, bob, 0)
+    keeper = _keeper(system, chain, tmp_path, pre_liquidation_enabled=True)
+    w3 = chain.provider.web3
+    start = chain.blocks.head.number
+    _rpc(w3, "evm_setAutomine", False)
+    try:
+        run_blocks(keeper, w3, 4)
+    finally:
+        _rpc(w3, "evm_setAutomine", True)
+    logs = list(system.protection.PreLiquidated.range(start, chain.blocks.head.number + 1))
+    assert logs, "no pre-liquidation"
+    assert {log.owner for log in logs} == {alice.address}
+    assert all(log.caller == keeper_account.address for log in logs)
+    assert all(log.healthAfter > log.healthBefore for log in logs)
+    assert health(system, alice, 0) > before_alice
+    assert system.engine.collateralOf(bob, 0, system.weth) == 10 * 10**18  # not opted in: untouched
+    assert health(system, bob, 0) <= before_bob  # (only interest moved it)
+    assert keeper.metrics.pre_liquidations_sent._value.get() >= 1
