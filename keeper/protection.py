@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from keeper import risk
@@ -66,20 +66,6 @@ def _donor_ok(book: Book, h: risk.Health, target: int) -> bool:
     return h.health >= target and h.ltv_weighted >= h.debt_value
 
 
-def _largest(ok: Callable[[int], bool], hi: int) -> int:
-    """The largest amount in [0, hi] with ok(amount) true, given ok is monotone (true then false); 0 if none."""
-    if hi <= 0 or not ok(1):
-        return 0
-    lo = 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], target: int) -> Move | None:
     """The single move that lifts `receiver` the most without passing the target, from any donor and asset."""
     best: Move | None = None
@@ -101,7 +87,7 @@ def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], target: int) -> 
                 r, g = after(amount)
                 return r.health <= target and _donor_ok(book, g, target)
 
-            amount = _largest(ok, balance)
+            amount = risk.largest(1, balance, ok) if balance > 0 and ok(1) else 0
             if amount == 0:
                 continue
             r, g = after(amount)

@@ -484,7 +484,7 @@ def liquidation_price(
     return ((v_max + 1) * _pow10(cfg.decimals) - 1) // balance
 
 
-def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+def largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     """Largest x in [lo, hi] with ok(x), for ok true at lo and monotone (true then false)."""
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -525,7 +525,7 @@ def max_borrow(
     hi = 1
     while fits(hi * 2):
         hi *= 2
-    amount = _largest(hi, hi * 2 - 1, fits)
+    amount = largest(hi, hi * 2 - 1, fits)
     if to_assets_up(scaled_debt + to_scaled_up(amount, index), index) < min_debt:
         return 0
     return amount

@@ -9,7 +9,6 @@ integer mirror of the engine's health (itself checked against the engine by the 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -63,17 +62,6 @@ def mirror(system: Any, owner: Any, sub: int, delta: dict[str, int] | None = Non
         configs[s] = risk.AssetRisk(decimals=int(c.decimals), ltv=int(c.ltv), lt=int(c.lt), max_discount=0)
     prices = {s: int(system.router.price(system.tokens[s])) for s in SYMBOLS}
     return risk.account_health(bal, prices, configs, scaled, index, int(system.router.price(system.usdc)), 6)
-
-
-def largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
-    """The largest x in [lo, hi] with ok(x), for ok true at lo and monotone (true then false)."""
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def set_link_price_wad(system: Any, price: int) -> None:
@@ -269,7 +257,7 @@ def test_receiver_may_reach_the_target_but_not_pass_it(
     """The largest amount keeping the receiver at or below the target passes; one wei more is refused."""
     target = 15 * WAD // 10
     pm.setRebalancer(operator, target, sender=alice)
-    best = largest(1, units("WETH", 10), lambda a: mirror(system, alice, 0, {"WETH": a}).health <= target)
+    best = risk.largest(1, units("WETH", 10), lambda a: mirror(system, alice, 0, {"WETH": a}).health <= target)
     over = mirror(system, alice, 0, {"WETH": best + 1}).health
     assert over > target
     with reverts_with(pm.ReceiverAboveTarget, receiverHealthAfter=over, targetHealth=target):
@@ -285,7 +273,7 @@ def test_giver_must_stay_at_the_target(system: Any, pm: Any, alice: Any, operato
     open_position(system, alice, 1, {"WETH": units("WETH", 10)}, 10_000 * 10**6)
     target = 15 * WAD // 10
     pm.setRebalancer(operator, target, sender=alice)
-    best = largest(1, units("WETH", 10), lambda a: mirror(system, alice, 1, {"WETH": -a}).health >= target)
+    best = risk.largest(1, units("WETH", 10), lambda a: mirror(system, alice, 1, {"WETH": -a}).health >= target)
     assert mirror(system, alice, 0, {"WETH": best + 1}).health <= target  # the receiver's rule does not bind
     under = mirror(system, alice, 1, {"WETH": -(best + 1)}).health
     with reverts_with(pm.GiverBelowTarget, giverHealthAfter=under, targetHealth=target):
