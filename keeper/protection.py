@@ -4,7 +4,8 @@
   the target, move collateral from the owner's other sub-accounts (donors) so that the receiver rises to the target
   at most, and every donor stays at or above the target with its initial margin intact — the module's rules. The
   plan takes the fewest moves it can: the most at-risk receiver first, and for it always the single donor and asset
-  that lift it the most.
+  that lift it the most; among equal lifts, the asset with the highest lt (the least volatile by governance's own
+  rating).
 - **Pre-liquidation**: an opted-in sub-account with `1 <= health < preThreshold` may be repaid up to `maxShare` of
   its debt by anyone, who receives collateral worth the repayment plus `discount`. The plan picks the collateral
   with the best profit and checks the module's rules (dust, balance, health must improve) with the exact mirror.
@@ -19,6 +20,7 @@ from keeper import risk
 from keeper.risk import WAD, AssetRisk
 
 K = str  # asset address
+EQUAL_LIFT = 10**12  # WAD health: lifts closer than this (one part in a million) count as equal
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def _donor_ok(book: Book, h: risk.Health, target: int) -> bool:
 
 def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], target: int) -> Move | None:
     """The single move that lifts `receiver` the most without passing the target, from any donor and asset."""
-    best: Move | None = None
+    candidates: list[Move] = []
     for donor in donors:
         if donor.sub_id == receiver.sub_id:
             continue
@@ -91,9 +93,15 @@ def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], target: int) -> 
             if amount == 0:
                 continue
             r, g = after(amount)
-            if best is None or r.health > best.receiver_health_after:
-                best = Move(donor.sub_id, receiver.sub_id, asset, amount, r.health, g.health)
-    return best
+            candidates.append(Move(donor.sub_id, receiver.sub_id, asset, amount, r.health, g.health))
+    if not candidates:
+        return None
+    # Among moves that lift the receiver as far (to within EQUAL_LIFT: token granularity differs by asset), prefer
+    # the collateral governance rates safest, the highest lt: moving a volatile asset into an at-risk account
+    # concentrates the very risk it is being rescued from.
+    top = max(m.receiver_health_after for m in candidates)
+    near = [m for m in candidates if m.receiver_health_after >= top - EQUAL_LIFT]
+    return max(near, key=lambda m: (book.assets[m.asset].lt, m.receiver_health_after))
 
 
 def plan_rebalances(book: Book, subs: Sequence[Sub], target: int, max_moves: int = 8) -> list[Move]:
@@ -106,7 +114,8 @@ def plan_rebalances(book: Book, subs: Sequence[Sub], target: int, max_moves: int
         return book.health(s.balances, s.scaled_debt).health
 
     while len(moves) < max_moves:
-        at_risk = sorted((s for s in work.values() if s.scaled_debt and health(s) < target), key=health)
+        # Within EQUAL_LIFT of the target counts as there: a top-up that small is not worth a transaction.
+        at_risk = sorted((s for s in work.values() if s.scaled_debt and health(s) < target - EQUAL_LIFT), key=health)
         progressed = False
         for receiver in at_risk:
             move = best_move(book, receiver, list(work.values()), target)

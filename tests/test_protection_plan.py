@@ -135,3 +135,17 @@ def test_pre_liquidation_dust_rule_and_profit() -> None:
     usd = {WETH: 2000.0}
     assert pr.plan_pre_liquidation(BOOK, s, CFG, usd, 1.0, gas_usd=1.0) is not None
     assert pr.plan_pre_liquidation(BOOK, s, CFG, usd, 1.0, gas_usd=100.0) is None  # 2 % of 412 $ < gas
+
+
+def test_equal_lifts_prefer_the_safer_collateral() -> None:
+    # The donor holds both WETH (lt 0.85) and WBTC (lt 0.80) and either alone lifts the receiver to the target; the
+    # receiver gets WETH, the asset governance rates safer.
+    subs = [sub(0, 1.0, 1650), sub(2, 5.0, 100, wbtc=0.5)]
+    moves = pr.plan_rebalances(BOOK, subs, TARGET)
+    assert [m.asset for m in moves] == [WETH]
+    safer = {  # swap the ratings (not the decimals): now WBTC is the safer one
+        WETH: risk.AssetRisk(decimals=18, ltv=75 * 10**16, lt=80 * 10**16, max_discount=10**17),
+        WBTC: risk.AssetRisk(decimals=8, ltv=80 * 10**16, lt=85 * 10**16, max_discount=10**17),
+    }
+    swapped = pr.Book(PRICES, safer, index=RAY, debt_price=WAD, debt_decimals=6, min_debt=10 * 10**6)
+    assert [m.asset for m in pr.plan_rebalances(swapped, subs, TARGET)] == [WBTC]
