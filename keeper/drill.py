@@ -607,21 +607,25 @@ def read_healths(
     rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int
 ) -> tuple[list[bool], list[int], list[int]]:
     """Every account's (prices valid, health, debt) at `block`, from Lens.healths in chunks."""
-    rows = _health_rows(rpc, lens, accounts, block)
+    return split_rows(_health_rows(rpc, lens, accounts, block))
+
+
+def split_rows(rows: list[tuple[bool, tuple[int, ...]]]) -> tuple[list[bool], list[int], list[int]]:
+    """(prices valid, health, debt) per account from Lens.healths rows."""
     ok = [good for good, _ in rows]
     health = [int(h[5]) if good else 0 for good, h in rows]
     debt = [int(h[3]) if good else 0 for good, h in rows]
     return ok, health, debt
 
 
-def read_debts_usd(rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int) -> list[float]:
-    """Every account's debt value in USD at `block` (0 where its prices are refused)."""
-    return [int(h[4]) / WAD if good else 0.0 for good, h in _health_rows(rpc, lens, accounts, block)]
+def debts_usd(rows: list[tuple[bool, tuple[int, ...]]]) -> list[float]:
+    """Every account's debt value in USD from Lens.healths rows (0 where its prices are refused)."""
+    return [int(h[4]) / WAD if good else 0.0 for good, h in rows]
 
 
-def read_totals(rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int) -> dict[str, float]:
-    """USD totals over the accounts at `block`: collateral value, borrowing power (Σ value·ltv) and debt value."""
-    rows = [h for good, h in _health_rows(rpc, lens, accounts, block) if good]
+def totals(all_rows: list[tuple[bool, tuple[int, ...]]]) -> dict[str, float]:
+    """USD totals over Lens.healths rows: collateral value, borrowing power (Σ value·ltv) and debt value."""
+    rows = [h for good, h in all_rows if good]
     return {
         "collateral_usd": sum(int(h[0]) for h in rows) / WAD,
         "borrowing_power_usd": sum(int(h[2]) for h in rows) / WAD,
@@ -1109,7 +1113,8 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         owners = protected_owners(plans, scenario.accounts.protected, seed)
         opt_in(driver, plans, owners, keeper_address)
         accounts = [(p.owner, p.sub) for p in plans]
-        ok, health, debt = read_healths(rpc, system.lens.address, accounts, rpc.block_number())
+        start_rows = _health_rows(rpc, system.lens.address, accounts, rpc.block_number())
+        ok, health, debt = split_rows(start_rows)
         if not all(ok):
             raise DrillError("after seeding, some accounts have no valid price: the feeds did not take the prices")
 
@@ -1135,8 +1140,8 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             initial_health=[h / WAD if d else math.inf for h, d in zip(health, debt, strict=True)],
             start_block=0,
             replay_blocks=math.ceil(scenario.duration_s / scenario.block_time_s) + 1,
-            start_totals=read_totals(rpc, system.lens.address, accounts, rpc.block_number()),
-            start_debt_usd=read_debts_usd(rpc, system.lens.address, accounts, rpc.block_number()),
+            start_totals=totals(start_rows),
+            start_debt_usd=debts_usd(start_rows),
             risk={s: {"ltv": system.ltv[s], "lt": system.lt[s]} for s in system.ltv},
             protected={(p.owner, p.sub) for p in plans if p.owner in owners},
         )

@@ -16,8 +16,8 @@ from web3.exceptions import TransactionNotFound
 from web3.types import BlockIdentifier
 
 from keeper import stress, volatility
-from keeper.config import Settings, load_settings
-from keeper.deployment import AssetInfo, Deployment, check_chain, connect, contract, load_deployment
+from keeper.config import Settings
+from keeper.deployment import AssetInfo, Deployment, contract
 from keeper.errors import KeeperError
 from keeper.optimizecli import WAD, Measured
 
@@ -34,11 +34,10 @@ class Chain:
 
 
 def open_chain(config: Path | None) -> Chain:
-    settings = load_settings(config)
-    dep = load_deployment(settings.deployment, settings.chain_id)
-    w3 = connect(settings.rpc_url, settings.rpc_timeout_s)
-    check_chain(w3, settings, dep)
-    return Chain(settings, dep, w3)
+    """Settings, deployment and node, checked as `keeper run` checks them (`cli._startup`)."""
+    from keeper.cli import _startup
+
+    return Chain(*_startup(config))
 
 
 def asset_info(dep: Deployment, symbol: str) -> AssetInfo:

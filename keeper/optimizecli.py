@@ -203,7 +203,7 @@ class Result:
     baseline: stress.Metrics
     current: stress.Metrics | None
     seconds: float
-    curve: stress.Curve
+    curve: stress.Curve | None  # only when asked for (the plot): 60 evaluations nobody else reads
     calm: stress.Simulation | None = None
 
 
@@ -212,6 +212,7 @@ def solve(
     targets: stress.Targets,
     current: tuple[float, float] | None = None,
     calm: stress.Simulation | None = None,
+    with_curve: bool = False,
 ) -> Result:
     started = time.perf_counter()
     out = stress.simulate(sim)
@@ -225,7 +226,7 @@ def solve(
         baseline=stress.evaluate(out, STATIC[0], STATIC[1], liq, calm_out),
         current=stress.evaluate(out, current[0], current[1], liq, calm_out) if current else None,
         seconds=seconds,
-        curve=stress.curve(out, targets, liq, calm_out),
+        curve=stress.curve(out, targets, liq, calm_out) if with_curve else None,
         calm=calm,
     )
 
@@ -338,8 +339,8 @@ def run(args: argparse.Namespace) -> int:
                 setattr(args, key, value)
     sim, targets = build(args, measured)
     calm = calm_simulation(sim, args.calm_sigma, args.buffer_horizon_s)
-    result = solve(sim, targets, current, calm)
-    if args.plot is not None:
+    result = solve(sim, targets, current, calm, with_curve=args.plot is not None)
+    if result.curve is not None:
         source = args.asset or (args.from_scenario or "").replace(":", " ") or "flags"
         title = f"{source}: σ {sim.market.sigma:.2f}, delay {sim.liquidation.delay_s:g} s, horizon {sim.horizon_s:g} s"
         stress.plot(result.curve, result.choice, targets.p_bad_debt, args.plot, title)

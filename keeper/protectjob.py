@@ -22,11 +22,11 @@ from keeper import protection as pr
 from keeper import risk
 from keeper.risk import WAD
 from keeper.state import Account, Market
+from keeper.strategy import COOLDOWN_BLOCKS
 
 CACHE_BLOCKS = 20
 PRE_LIQUIDATION_GAS = 220_000
 REBALANCE_GAS = 180_000
-COOLDOWN_BLOCKS = 5
 SEIZE_SLIPPAGE_BPS = 50
 
 

@@ -31,13 +31,11 @@ from keeper.metrics import Metrics
 from keeper.protectjob import Protector
 from keeper.state import Market, read_accounts, read_market
 from keeper.store import Store
-from keeper.strategy import Limits, Plan, plan_all
+from keeper.strategy import COOLDOWN_BLOCKS, Limits, Plan, plan_all
 from keeper.txmanager import FeePolicy, TxManager
 
 BREAKER_THRESHOLD = 5
 MAX_BACKOFF_S = 30.0
-# Blocks a position whose simulation failed is left alone before it is tried again.
-COOLDOWN_BLOCKS = 5
 # Slippage accepted on the seized amount between the read and the mined block.
 SEIZE_SLIPPAGE_BPS = 100
 GWEI = 10**9

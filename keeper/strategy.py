@@ -19,6 +19,8 @@ from keeper.state import Account, Market, health_of, mirror_inputs
 # Gas of one liquidation used for profit estimates before the exact estimate (measured: 160-210k with one to
 # three collateral assets; see docs/gas.md). The transaction itself is sent with eth_estimateGas.
 LIQUIDATION_GAS_ESTIMATE = 230_000
+# Blocks a position whose simulation failed is left alone before it is tried again (liquidations and protection).
+COOLDOWN_BLOCKS = 5
 
 
 @dataclass(frozen=True)
