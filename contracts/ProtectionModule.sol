@@ -71,11 +71,34 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         external
         nonReentrant
     {
-        uint256 target = _rebalancers[owner][msg.sender];
+        _rebalance(owner, _targetFor(owner), fromSubId, toSubId, asset, amount);
+    }
+
+    /// @inheritdoc IProtectionModule
+    function rebalanceBatch(address owner, Move[] calldata moves) external nonReentrant {
+        // An exact integer check on a length.
+        // slither-disable-next-line incorrect-equality
+        if (moves.length == 0) revert NoMoves();
+        uint256 target = _targetFor(owner);
+        for (uint256 i; i < moves.length; ++i) {
+            Move calldata m = moves[i];
+            _rebalance(owner, target, m.fromSubId, m.toSubId, m.asset, m.amount);
+        }
+    }
+
+    /// @dev The caller's target for `owner`, capped by governance; reverts when the caller is not authorised.
+    function _targetFor(address owner) internal view returns (uint256 target) {
+        target = _rebalancers[owner][msg.sender];
         // An exact integer check: 0 is the revoked / never-set value.
         // slither-disable-next-line incorrect-equality
         if (target == 0) revert NotRebalancer(owner, msg.sender);
         target = target.min(_maxTargetHealth);
+    }
+
+    /// @dev One move and every rule of it (documented on `IProtectionModule.rebalance`).
+    function _rebalance(address owner, uint256 target, uint8 fromSubId, uint8 toSubId, address asset, uint256 amount)
+        internal
+    {
         if (fromSubId == toSubId) revert SameSubAccount(fromSubId);
         uint256 receiverBefore = _engine.accountHealth(owner, toSubId).health;
         // No debt reads as type(uint256).max, so a receiver without debt is refused here too.

@@ -43,6 +43,14 @@ class Metrics:
             "keeper_pre_liquidations_sent", "Pre-liquidation transactions sent", registry=r
         )
         self.rebalances_sent = Counter("keeper_rebalances_sent", "Rebalance transactions sent", registry=r)
+        self.protection_reverted = Counter(
+            "keeper_protection_reverted",
+            "Rebalance and pre-liquidation transactions that reverted on chain",
+            registry=r,
+        )
+        self.rescues_sent = Counter(
+            "keeper_rescues_sent", "Rebalances sent instead of a liquidation (rescues, also in rebalances)", registry=r
+        )
         self.risk_updates_sent = Counter(
             "keeper_risk_updates_sent", "updateRiskParams transactions sent by the optimizer job", registry=r
         )

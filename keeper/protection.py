@@ -5,7 +5,8 @@
   at most, and every donor stays at or above the target with its initial margin intact — the module's rules. The
   plan takes the fewest moves it can: the most at-risk receiver first, and for it always the single donor and asset
   that lift it the most; among equal lifts, the asset with the highest lt (the least volatile by governance's own
-  rating).
+  rating). A **rescue** is the same plan made for an owner whose sub-account is already liquidatable: when the
+  moves (sent as one `rebalanceBatch`) lift it back above health 1, the keeper sends them instead of liquidating.
 - **Pre-liquidation**: an opted-in sub-account with `1 <= health < preThreshold` may be repaid up to `maxShare` of
   its debt by anyone, who receives collateral worth the repayment plus `discount`. The plan picks the collateral
   with the best profit and checks the module's rules (dust, balance, health must improve) with the exact mirror.
@@ -61,15 +62,17 @@ class Move:
 # ---------------------------------------------------------------------------------------------- rebalancing
 
 
-def _donor_ok(book: Book, h: risk.Health, target: int) -> bool:
-    """A donor after the move: health >= target and, with debt, its initial margin (ltvWeighted >= debtValue)."""
+def _donor_ok(book: Book, h: risk.Health, floor: int) -> bool:
+    """A donor after the move: health >= floor and, with debt, its initial margin (ltvWeighted >= debtValue)."""
     if h.debt == 0:
         return True
-    return h.health >= target and h.ltv_weighted >= h.debt_value
+    return h.health >= floor and h.ltv_weighted >= h.debt_value
 
 
-def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], target: int) -> Move | None:
-    """The single move that lifts `receiver` the most without passing the target, from any donor and asset."""
+def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], ceiling: int, floor: int | None = None) -> Move | None:
+    """The single move that lifts `receiver` the most without passing `ceiling`, from any donor and asset, every
+    donor keeping `floor` (default: the ceiling; the module's rule is ceiling = floor = target)."""
+    floor = ceiling if floor is None else floor
     candidates: list[Move] = []
     for donor in donors:
         if donor.sub_id == receiver.sub_id:
@@ -87,7 +90,7 @@ def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], target: int) -> 
 
             def ok(amount: int) -> bool:
                 r, g = after(amount)
-                return r.health <= target and _donor_ok(book, g, target)
+                return r.health <= ceiling and _donor_ok(book, g, floor)
 
             amount = risk.largest(1, balance, ok) if balance > 0 and ok(1) else 0
             if amount == 0:
@@ -104,9 +107,23 @@ def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], target: int) -> 
     return max(near, key=lambda m: (book.assets[m.asset].lt, m.receiver_health_after))
 
 
-def plan_rebalances(book: Book, subs: Sequence[Sub], target: int, max_moves: int = 8) -> list[Move]:
+def plan_rebalances(
+    book: Book,
+    subs: Sequence[Sub],
+    target: int,
+    max_moves: int = 8,
+    headroom: int = 0,
+    exclude: frozenset[int] = frozenset(),
+) -> list[Move]:
     """Moves lifting the owner's sub-accounts below `target` (those with debt), most at risk first. Each move is
-    applied to the working copy before the next is planned, so later moves see earlier ones."""
+    applied to the working copy before the next is planned, so later moves see earlier ones.
+
+    `headroom` (WAD health) plans inside the module's rule: receivers are lifted to `target - headroom` at most and
+    donors keep `target + headroom`, so that the interest accrued and the prices moved by the block the moves land
+    in do not turn an exact plan into a revert. It is capped at a quarter of `target - 1`. Sub-accounts in
+    `exclude` receive nothing."""
+    headroom = min(headroom, (target - WAD) // 4)
+    ceiling, floor = target - headroom, target + headroom
     work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt) for s in subs}
     moves: list[Move] = []
 
@@ -114,11 +131,18 @@ def plan_rebalances(book: Book, subs: Sequence[Sub], target: int, max_moves: int
         return book.health(s.balances, s.scaled_debt).health
 
     while len(moves) < max_moves:
-        # Within EQUAL_LIFT of the target counts as there: a top-up that small is not worth a transaction.
-        at_risk = sorted((s for s in work.values() if s.scaled_debt and health(s) < target - EQUAL_LIFT), key=health)
+        # Within EQUAL_LIFT of the ceiling counts as there: a top-up that small is not worth a transaction.
+        at_risk = sorted(
+            (
+                s
+                for s in work.values()
+                if s.sub_id not in exclude and s.scaled_debt and health(s) < ceiling - EQUAL_LIFT
+            ),
+            key=health,
+        )
         progressed = False
         for receiver in at_risk:
-            move = best_move(book, receiver, list(work.values()), target)
+            move = best_move(book, receiver, list(work.values()), ceiling, floor)
             if move is None:
                 continue
             work[move.from_sub].balances[move.asset] -= move.amount
@@ -129,6 +153,38 @@ def plan_rebalances(book: Book, subs: Sequence[Sub], target: int, max_moves: int
         if not progressed:
             break
     return moves
+
+
+def apply_moves(subs: Sequence[Sub], moves: Sequence[Move]) -> dict[int, Sub]:
+    """The owner's sub-accounts after `moves`, by sub-account id (copies; `subs` is unchanged)."""
+    work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt) for s in subs}
+    for m in moves:
+        work[m.from_sub].balances[m.asset] -= m.amount
+        work[m.to_sub].balances[m.asset] = work[m.to_sub].balances.get(m.asset, 0) + m.amount
+    return work
+
+
+def plan_rescue(
+    book: Book, subs: Sequence[Sub], target: int, liquidatable: set[int], max_moves: int, headroom: int = 0
+) -> tuple[list[Move], set[int]]:
+    """Moves that lift liquidatable sub-accounts (ids in `liquidatable`) back above health 1 before anyone
+    liquidates them, and the ids they rescue: those at health >= 1 + headroom once every move has landed. The
+    moves are `plan_rebalances`'s (most at risk first, within the module's rules), except that a liquidatable
+    sub-account the moves cannot rescue receives nothing: it will be liquidated, and collateral sent into it would
+    only change the liquidation under the liquidator's feet. No moves when nothing can be rescued."""
+    exclude: set[int] = set()
+    while True:
+        moves = plan_rebalances(book, subs, target, max_moves=max_moves, headroom=headroom, exclude=frozenset(exclude))
+        after = apply_moves(subs, moves)
+        rescued = {i for i in liquidatable if i in after and _health(book, after[i]) >= WAD + headroom}
+        lost = {m.to_sub for m in moves if m.to_sub in liquidatable} - rescued
+        if not lost:
+            return (moves, rescued) if rescued else ([], set())
+        exclude |= lost
+
+
+def _health(book: Book, s: Sub) -> int:
+    return book.health(s.balances, s.scaled_debt).health
 
 
 # ---------------------------------------------------------------------------------------------- pre-liquidation

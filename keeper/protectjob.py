@@ -1,10 +1,15 @@
-"""The keeper's protection strategies, run after liquidations on every block (docs/protection.md).
+"""The keeper's protection strategies (docs/protection.md).
 
-- Pre-liquidation: every opted-in account in its band (`1 <= health < preThreshold`) that is not liquidatable gets
-  the most profitable allowed pre-liquidation, with the same rules as liquidations: simulated first, never sent when
-  the node says it reverts, one open intent per account, a cool-down after a failure.
-- Rebalancing: for every owner that authorised this keeper, the first move of `protection.plan_rebalances` (one move
-  per owner per block, so each move is planned on fresh state).
+- Rescue, before liquidations on every block: an owner who authorised this keeper and has a liquidatable
+  sub-account gets the rebalancing moves that lift it back above health 1, as one `rebalanceBatch`, instead of a
+  liquidation; the runner liquidates only what no rescue was sent for (or what a rescue could not save).
+- After liquidations, rebalancing: for every owner that authorised this keeper, the moves of
+  `protection.plan_rebalances` (at most `MAX_BATCH` in one transaction, one transaction per owner in flight),
+  planned with `PLAN_HEADROOM` inside the module's rule; an account being liquidated receives nothing.
+- Then pre-liquidation: every opted-in account in its band (`1 <= health < preThreshold`) that is neither
+  liquidatable nor being lifted by a rebalance gets the most profitable allowed pre-liquidation, with the same rules
+  as liquidations: simulated first, never sent when the node says it reverts, one open intent per account, a
+  cool-down after a refusal or an on-chain revert.
 
 Opt-ins and authorisations are read from the module's views and cached for `CACHE_BLOCKS`, so an owner's change is
 seen within that many blocks while a block costs few extra calls.
@@ -26,7 +31,10 @@ from keeper.strategy import COOLDOWN_BLOCKS
 
 CACHE_BLOCKS = 20
 PRE_LIQUIDATION_GAS = 220_000
-REBALANCE_GAS = 180_000
+MAX_BATCH = 4  # rebalancing moves per transaction
+# Plans keep donors this far above the target and receivers this far below it (WAD health, 0.1 %): the interest
+# accrued and the prices moved by the block a plan lands in would otherwise revert an exact plan at the boundary.
+PLAN_HEADROOM = 10**15
 SEIZE_SLIPPAGE_BPS = 50
 
 
@@ -81,15 +89,59 @@ class Protector:
 
     # ---------------------------------------------------------------- the block
 
+    def rescue(
+        self, market: Market, accounts: list[Account], head: int, liquidatable: set[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        """Send a rescue for every authorising owner whose liquidatable sub-accounts the owner's other sub-accounts
+        can lift back above health 1; the accounts a rescue was sent for, which the caller does not liquidate."""
+        if not self.k.settings.rebalance_enabled or not liquidatable:
+            return set()
+        book = self.book(market)
+        if book is None:
+            return set()
+        owners: dict[str, list[Account]] = defaultdict(list)
+        for a in accounts:
+            owners[a.owner].append(a)
+        saved: set[tuple[str, int]] = set()
+        for owner in sorted({o for o, _ in liquidatable}):
+            subs = owners.get(owner, [])
+            if len(subs) < 2:
+                continue
+            target = self._target(owner, head)
+            if target <= WAD:
+                continue
+            states = [self._sub(market, a) for a in subs]
+            at_risk = {s for o, s in liquidatable if o == owner}
+            try:
+                moves, rescued = pr.plan_rescue(book, states, target, at_risk, MAX_BATCH, PLAN_HEADROOM)
+            except (risk.PriceUnavailable, risk.AssetNotListed):  # the module could not price it either
+                continue
+            if rescued and self._send_moves(owner, moves, head, rescue=True):
+                self.k.metrics.rescues_sent.inc()
+                saved |= {(owner, i) for i in rescued}
+        return saved
+
     def run(self, market: Market, accounts: list[Account], head: int, liquidatable: set[tuple[str, int]]) -> None:
         book = self.book(market)
         if book is None:
             return
         settings = self.k.settings
-        if settings.pre_liquidation_enabled:
-            self._pre_liquidations(book, market, accounts, head, liquidatable)
+        lifted: set[tuple[str, int]] = set()
         if settings.rebalance_enabled:
-            self._rebalances(book, market, accounts, head)
+            lifted = self._rebalances(book, market, accounts, head, liquidatable)
+        if settings.pre_liquidation_enabled:
+            # An account a rebalance is lifting is left alone: the owner's own collateral rescues it for free, and
+            # a pre-liquidation landing first would push it over the target and revert the rebalance.
+            self._pre_liquidations(book, market, accounts, head, liquidatable | lifted)
+
+    def follow(self, intent_key: str, status: str, head: int) -> bool:
+        """The outcome of one of this job's intents (False for any other): a reverted protection cools down."""
+        if not intent_key.startswith(("rebalance:", "pre:")):
+            return False
+        if status == "reverted":
+            self.k.metrics.protection_reverted.inc()
+            self._cooldown[intent_key] = head + COOLDOWN_BLOCKS
+        return True
 
     def _gas_usd(self, gas: int) -> float:
         limits = self.k.last_limits
@@ -138,7 +190,11 @@ class Protector:
                     plan.profit_usd,
                 )
 
-    def _rebalances(self, book: pr.Book, market: Market, accounts: list[Account], head: int) -> None:
+    def _rebalances(
+        self, book: pr.Book, market: Market, accounts: list[Account], head: int, liquidatable: set[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        """Plan and send each authorising owner's moves; the receivers of what was sent."""
+        lifted: set[tuple[str, int]] = set()
         owners: dict[str, list[Account]] = defaultdict(list)
         for a in accounts:
             owners[a.owner].append(a)
@@ -158,26 +214,42 @@ class Protector:
             target = self._target(owner, head)
             if target <= WAD:
                 continue
-            moves = pr.plan_rebalances(book, states, target, max_moves=1)
-            if not moves:
-                continue
+            # An account being liquidated this block receives nothing: that would change the liquidation in flight.
+            busy = frozenset(a.sub_id for a in subs if (owner, a.sub_id) in liquidatable)
+            moves = pr.plan_rebalances(book, states, target, MAX_BATCH, PLAN_HEADROOM, busy)
+            if moves and self._send_moves(owner, moves, head, rescue=False):
+                lifted |= {(owner, m.to_sub) for m in moves}
+        return lifted
+
+    def _send_moves(self, owner: str, moves: list[pr.Move], head: int, rescue: bool) -> bool:
+        """One transaction for the owner's moves: `rebalance` for one, `rebalanceBatch` for several."""
+        if len(moves) == 1:
             m = moves[0]
             data = self.module.encode_abi("rebalance", [owner, m.from_sub, m.to_sub, m.asset, m.amount])
-            if self._send(f"rebalance:{owner}", data, head):
-                self.k.metrics.rebalances_sent.inc()
-                self.log.info(
-                    "rebalancing %s: %d -> %d, %d of %s, receiver health -> %.4f, giver -> %.4f",
-                    owner,
-                    m.from_sub,
-                    m.to_sub,
-                    m.amount,
-                    m.asset,
-                    m.receiver_health_after / WAD,
-                    m.giver_health_after / WAD,
-                )
+        else:
+            batch = [(m.from_sub, m.to_sub, m.asset, m.amount) for m in moves]
+            data = self.module.encode_abi("rebalanceBatch", [owner, batch])
+        if not self._send(f"rebalance:{owner}", data, head):
+            return False
+        self.k.metrics.rebalances_sent.inc()
+        for m in moves:
+            self.log.info(
+                "%s %s: %d -> %d, %d of %s, receiver health -> %.4f, giver -> %.4f",
+                "rescuing" if rescue else "rebalancing",
+                owner,
+                m.from_sub,
+                m.to_sub,
+                m.amount,
+                m.asset,
+                m.receiver_health_after / WAD,
+                m.giver_health_after / WAD,
+            )
+        return True
 
     def _send(self, key: str, data: str, head: int) -> bool:
-        if self._cooldown.get(key, -1) > head:
+        """Simulate and send unless cooling down or already in flight; a refusal (the simulation reverts) cools
+        the key down for COOLDOWN_BLOCKS, an intent still in flight does not."""
+        if self._cooldown.get(key, -1) > head or self.k.txm.in_flight(key):
             return False
         sub = self.k.txm.submit(key, {"to": self.module.address, "data": data, "value": 0}, simulate=True)
         if sub is None or sub.status != "pending":

@@ -172,8 +172,17 @@ class Keeper:
         for plan in plans:
             self.state.first_liquidatable.setdefault((plan.owner, plan.sub_id), head)
         if self._sending_allowed():
+            rescued: set[tuple[str, int]] = set()
+            if self.protector is not None:
+                try:
+                    rescued = self.protector.rescue(market, accounts, head, {(p.owner, p.sub_id) for p in plans})
+                except Exception:
+                    self.metrics.rpc_errors.inc()
+                    self.log.exception("rescue planning failed at block %d", head)
             inventory = limits.inventory
             for plan in plans:
+                if (plan.owner, plan.sub_id) in rescued:
+                    continue  # a rescue is on its way; liquidated next block if it does not land
                 # Headroom for the interest that accrues before inclusion (a whole-debt repayment grows with it).
                 if plan.quote.repaid + plan.quote.repaid // INTEREST_HEADROOM_DIVISOR + 1 > inventory:
                     continue
@@ -252,6 +261,8 @@ class Keeper:
 
     def _follow(self, head: int) -> None:
         for outcome in self.txm.poll(head):
+            if self.protector is not None and self.protector.follow(outcome.intent_key, outcome.status, head):
+                continue
             key_profit = self.state.pending.pop(outcome.intent_key, None)
             if outcome.status == "confirmed":
                 self.metrics.liquidations_confirmed.inc()

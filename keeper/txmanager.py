@@ -258,6 +258,11 @@ class TxManager:
         with self._lock:
             return self._free_nonce(self._chain_nonce())
 
+    def in_flight(self, intent_key: str) -> bool:
+        """Whether an intent with this key is open (sent, not yet confirmed or abandoned)."""
+        with self._lock:
+            return self._store.open_intent(intent_key) is not None
+
     def submit(self, intent_key: str, tx: Mapping[str, Any], simulate: bool = True) -> Submission | None:
         """Journal and send `tx` (`to`, `data`, optional `value` and `gas`) for `intent_key`. Returns None, having
         sent nothing, when an open intent has the same key, or when `simulate` is set and eth_call (or gas

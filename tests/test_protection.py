@@ -326,6 +326,65 @@ def test_lowered_max_target_caps_existing_targets(
         pm.rebalance(alice, 1, 0, system.weth, 1, sender=operator)
 
 
+# ---------------------------------------------------------------------------------------------- rebalancer: batches
+
+
+def test_batch_rescues_what_no_single_donor_can(system: Any, pm: Any, alice: Any, operator: Any,
+                                                no_interest: None) -> None:  # fmt: skip
+    """Receiver 0 at 0.9444 (10 WETH, 18,000 USDC: liquidatable); donors 1 and 2 each hold 2 WETH against 2,400
+    (1.4167) and can give only down to the target 1.2, 0.3059 WETH each. One donor alone cannot lift the receiver
+    above 1 (it needs 0.5883 WETH); both in one batch can, and each move is checked as `rebalance` checks it."""
+    system.set_price("WETH", 2_300)  # borrow where the initial margin allows it, then the price falls
+    open_position(system, alice, 0, {"WETH": units("WETH", 10)}, 18_000 * 10**6)
+    for i in (1, 2):
+        open_position(system, alice, i, {"WETH": units("WETH", 2)}, 2_400 * 10**6)
+    system.set_price("WETH", 2_000)
+    target = 120 * PCT
+    pm.setRebalancer(operator, target, sender=alice)
+    give = risk.largest(1, units("WETH", 2), lambda a: mirror(system, alice, 1, {"WETH": -a}).health >= target)
+    assert mirror(system, alice, 0, {"WETH": give}).health < WAD  # one donor is not enough
+    assert mirror(system, alice, 0, {"WETH": 2 * give}).health >= WAD  # two are
+    engine_weth = system.weth.balanceOf(system.engine)
+    tx = pm.rebalanceBatch(alice, [(1, 0, system.weth, give), (2, 0, system.weth, give)], sender=operator)
+    logged = events(tx, pm.Rebalanced)
+    assert [(e["fromSubId"], e["toSubId"], e["amount"]) for e in logged] == [(1, 0, give), (2, 0, give)]
+    assert logged[1]["receiverHealthAfter"] == health(system, alice, 0) >= WAD
+    assert health(system, alice, 1) >= target and health(system, alice, 2) >= target
+    assert sum(balances(system, alice, i)["WETH"] for i in range(3)) == units("WETH", 14)
+    assert system.weth.balanceOf(system.engine) == engine_weth
+
+
+def test_batch_is_all_or_nothing(system: Any, pm: Any, alice: Any, operator: Any, two_subs: None) -> None:
+    """A valid first move followed by one that lifts the receiver past the target: the batch reverts with the
+    second move's error, checked against the state the first left, and nothing moved."""
+    target = 15 * WAD // 10
+    pm.setRebalancer(operator, target, sender=alice)
+    first = units("WETH", 1)
+    best = risk.largest(1, units("WETH", 10), lambda a: mirror(system, alice, 0, {"WETH": a}).health <= target)
+    second = best - first + 1  # together one wei past the largest allowed amount
+    over = mirror(system, alice, 0, {"WETH": first + second}).health
+    before = balances(system, alice, 0), balances(system, alice, 1)
+    with reverts_with(pm.ReceiverAboveTarget, receiverHealthAfter=over, targetHealth=target):
+        pm.rebalanceBatch(alice, [(1, 0, system.weth, first), (1, 0, system.weth, second)], sender=operator)
+    assert (balances(system, alice, 0), balances(system, alice, 1)) == before
+    # The same two moves one wei smaller pass, and the receiver ends exactly where the mirror says.
+    pm.rebalanceBatch(alice, [(1, 0, system.weth, first), (1, 0, system.weth, second - 1)], sender=operator)
+    assert health(system, alice, 0) == mirror(system, alice, 0).health <= target
+    assert balances(system, alice, 0)["WETH"] == before[0]["WETH"] + best
+
+
+def test_batch_needs_moves_and_an_authorised_operator(
+    system: Any, pm: Any, alice: Any, operator: Any, stranger: Any, two_subs: None
+) -> None:
+    pm.setRebalancer(operator, 15 * WAD // 10, sender=alice)
+    with reverts_with(pm.NoMoves):
+        pm.rebalanceBatch(alice, [], sender=operator)
+    with reverts_with(pm.NotRebalancer, owner=alice, operator=stranger):
+        pm.rebalanceBatch(alice, [(1, 0, system.weth, 1)], sender=stranger)
+    with reverts_with(pm.SameSubAccount, subId=1):
+        pm.rebalanceBatch(alice, [(1, 0, system.weth, 1), (1, 1, system.weth, 1)], sender=operator)
+
+
 def test_rebalance_from_a_borrowing_giver_waits_for_the_sequencer(
     system: Any, project: Any, pm: Any, alice: Any, admin: Any, operator: Any, two_subs: None
 ) -> None:
@@ -593,8 +652,9 @@ def test_fuzz_an_operator_cannot_hurt_or_drain_the_owner(
 ) -> None:
     """Seeded random sequences: alice has four sub-accounts with random collateral and debt and authorises an
     operator with a random target; between attempts prices move by up to ±12 %. The operator tries random
-    rebalances (random direction, asset and log-uniform amount), and now and then one of bob's accounts, which he
-    never authorised. After every successful rebalance, with H the target:
+    rebalances (random direction, asset and log-uniform amount), a third of them batches of two or three moves,
+    and now and then one of bob's accounts, which he never authorised. After every successful rebalance or batch,
+    with H the target:
       (a) every sub-account's health is >= min(its health before, H), so none becomes liquidatable;
       (b) every sub-account with debt that had its initial margin still has it;
       (c) alice's total of each asset over her sub-accounts is unchanged, and so are the engine's token balances
@@ -617,28 +677,35 @@ def test_fuzz_an_operator_cannot_hurt_or_drain_the_owner(
     engine_tokens = {s: system.tokens[s].balanceOf(system.engine) for s in SYMBOLS}
     supplied = {s: system.engine.assetSupply(system.tokens[s]).totalSupplied for s in SYMBOLS}
     w3 = chain.provider.web3
-    successes = refusals = 0
+    successes = refusals = batches = 0
     for _ in range(FUZZ_STEPS):
         moved = rng.choice(SYMBOLS)
         prices[moved] = min(max(prices[moved] * rng.uniform(0.88, 1.12), caps[moved] * 0.5), caps[moved] * 1.5)
         system.set_price(moved, round(prices[moved], 6))
         before = _snapshot(system, alice, subs)
         owner = bob if rng.random() < 0.1 else alice
-        frm, to = rng.sample(list(subs) if owner is alice else [0, 1], 2)
-        asset = rng.choice(SYMBOLS)
-        held = before[frm][1][asset] if owner is alice else int(system.engine.collateralOf(bob, frm, system.weth))
-        amount = max(1, int(held * 10 ** -rng.uniform(0, 4))) if held else rng.randint(1, 10**6)
-        args = (owner, frm, to, system.tokens[asset], amount)
+        moves = []
+        for _ in range(rng.choice((1, 1, 2, 3))):  # a third of the attempts are batches
+            frm, to = rng.sample(list(subs) if owner is alice else [0, 1], 2)
+            asset = rng.choice(SYMBOLS)
+            held = before[frm][1][asset] if owner is alice else int(system.engine.collateralOf(bob, frm, system.weth))
+            amount = max(1, int(held * 10 ** -rng.uniform(0, 4))) if held else rng.randint(1, 10**6)
+            moves.append((frm, to, system.tokens[asset], amount))
+        if len(moves) == 1:
+            method, args = pm.rebalance, (owner, *moves[0])
+        else:
+            method, args = pm.rebalanceBatch, (owner, moves)
         # eth_call first: ape's revert decoding of a sent transaction costs seconds per refusal.
-        call = {"from": operator.address, "to": pm.address, "data": pm.rebalance.encode_input(*args).to_0x_hex()}
+        call = {"from": operator.address, "to": pm.address, "data": method.encode_input(*args).to_0x_hex()}
         try:
             w3.eth.call(call)  # type: ignore[arg-type]
         except (Web3ContractLogicError, ValueError):
             refusals += 1  # it would revert: nothing changes
             continue
-        pm.rebalance(*args, sender=operator)
+        method(*args, sender=operator)
         assert owner is alice, "an operator rebalanced an owner who never authorised it"
         successes += 1
+        batches += len(moves) > 1
         after = _snapshot(system, alice, subs)
         for i in subs:
             hb, ha = before[i][0], after[i][0]
@@ -652,6 +719,7 @@ def test_fuzz_an_operator_cannot_hurt_or_drain_the_owner(
             assert system.engine.assetSupply(system.tokens[s]).totalSupplied == supplied[s]
     assert successes >= 10, (successes, refusals)
     assert refusals >= 10, (successes, refusals)
+    assert batches >= 2, batches  # some successful batches were checked too (random batches mostly fail)
 
 
 # ----------------------------------------------------------------------------------------------- deployment record

@@ -149,3 +149,51 @@ def test_equal_lifts_prefer_the_safer_collateral() -> None:
     }
     swapped = pr.Book(PRICES, safer, index=RAY, debt_price=WAD, debt_decimals=6, min_debt=10 * 10**6)
     assert [m.asset for m in pr.plan_rebalances(swapped, subs, TARGET)] == [WBTC]
+
+
+def test_headroom_plans_inside_the_rule() -> None:
+    subs = [sub(0, 1.0, 1650), sub(1, 1.1, 1500)]  # the donor binds: it can give only down to its floor
+    room = 10**15
+    moves = pr.plan_rebalances(BOOK, subs, TARGET, headroom=room)
+    after = pr.apply_moves(subs, moves)
+    assert health(after[1]) >= TARGET + room  # the donor keeps the target plus the headroom
+    exact = pr.apply_moves(subs, pr.plan_rebalances(BOOK, subs, TARGET))
+    assert health(exact[1]) < TARGET + room  # which the exact plan does not
+    rich = [sub(0, 1.0, 1650), sub(1, 5.0, 2000)]  # the receiver binds: lifted to the target minus the headroom
+    lifted = pr.apply_moves(rich, pr.plan_rebalances(BOOK, rich, TARGET, headroom=room))
+    assert TARGET - room - 10**12 <= health(lifted[0]) <= TARGET - room
+    # The headroom never exceeds a quarter of the target's margin over 1: a target of 1.002 keeps a band.
+    low = WAD + 2 * 10**15
+    tight = pr.plan_rebalances(BOOK, [sub(0, 1.0, 1699), sub(1, 5.0, 2000)], low, headroom=room)
+    assert tight and WAD < tight[0].receiver_health_after <= low - (low - WAD) // 4
+
+
+def test_excluded_sub_accounts_receive_nothing() -> None:
+    subs = [sub(0, 1.0, 1650), sub(1, 1.0, 1600), sub(2, 10.0, 100)]
+    moves = pr.plan_rebalances(BOOK, subs, TARGET, exclude=frozenset({0}))
+    assert moves and {m.to_sub for m in moves} == {1}
+
+
+def test_rescue_lifts_a_liquidatable_account_above_one() -> None:
+    # Sub 0 at 0.944 (liquidatable); subs 1 and 2 at 1.4167 can each give only down to 1.2: one alone does not
+    # lift sub 0 above 1, two do, within MAX_BATCH moves.
+    subs = [sub(0, 10.0, 18_000), sub(1, 2.0, 2_400), sub(2, 2.0, 2_400)]
+    moves, rescued = pr.plan_rescue(BOOK, subs, TARGET, {0}, max_moves=4)
+    assert rescued == {0}
+    assert len(moves) == 2 and {m.from_sub for m in moves} == {1, 2}
+    after = pr.apply_moves(subs, moves)
+    assert health(after[0]) >= WAD
+    assert all(health(after[i]) >= TARGET for i in (1, 2))
+    # One move allowed: nothing can be rescued, so nothing is planned (the account is left to the liquidator).
+    assert pr.plan_rescue(BOOK, subs, TARGET, {0}, max_moves=1) == ([], set())
+
+
+def test_rescue_sends_nothing_into_an_account_it_cannot_save() -> None:
+    # Sub 0 is beyond rescue (0.5), sub 1 is just below 1 and can be saved: the moves go to sub 1 only, although
+    # sub 0 is the more at risk and would be served first by ordinary rebalancing.
+    subs = [sub(0, 1.0, 3_400), sub(1, 10.0, 17_100), sub(2, 3.0, 3_000)]
+    assert health(subs[0]) < health(subs[1]) < WAD
+    moves, rescued = pr.plan_rescue(BOOK, subs, TARGET, {0, 1}, max_moves=4)
+    assert rescued == {1}
+    assert moves and {m.to_sub for m in moves} == {1}
+    assert pr.plan_rebalances(BOOK, subs, TARGET, max_moves=1)[0].to_sub == 0

@@ -40,6 +40,14 @@ interface IProtectionModule {
         uint64 maxShare; // WAD, largest share of the debt one call may repay
     }
 
+    /// @notice One move of a batch rebalance: `amount` of `asset` from `fromSubId` to `toSubId`.
+    struct Move {
+        uint8 fromSubId;
+        uint8 toSubId;
+        address asset;
+        uint256 amount;
+    }
+
     /// @notice Governance's bounds on every opt-in.
     struct PreLiquidationBounds {
         uint64 maxPreThreshold; // WAD, > 1
@@ -53,6 +61,7 @@ interface IProtectionModule {
     error InvalidMaxTargetHealth(uint256 maxTargetHealth);
     error NotRebalancer(address owner, address operator);
     error SameSubAccount(uint8 subId);
+    error NoMoves();
     error ReceiverNotBelowTarget(uint256 receiverHealth, uint256 targetHealth);
     error ReceiverAboveTarget(uint256 receiverHealthAfter, uint256 targetHealth);
     error GiverBelowTarget(uint256 giverHealthAfter, uint256 targetHealth);
@@ -119,6 +128,14 @@ interface IProtectionModule {
     /// `ReceiverAboveTarget(healthAfter, target)` when the amount lifts the receiver above the target (more than
     /// the rescue needs). Any invalid price reverts (fail closed). Emits `Rebalanced` with both healths after.
     function rebalance(address owner, uint8 fromSubId, uint8 toSubId, address asset, uint256 amount) external;
+
+    /// @notice Several `rebalance` moves for one owner in one transaction, all or nothing: each move is checked by
+    /// every rule of `rebalance`, in order, against the state the moves before it left (so a receiver must still
+    /// be below the target when its turn comes, and a giver of an earlier move may not be lifted above it and
+    /// then drained). What it is for: rescuing a sub-account that one donor alone cannot lift, before it can be
+    /// liquidated. `NoMoves()` for an empty list; any failing move reverts the whole batch with that move's
+    /// error. Emits one `Rebalanced` per move.
+    function rebalanceBatch(address owner, Move[] calldata moves) external;
 
     /// @notice The target health `owner` gave `operator`; 0 = not authorised.
     function rebalancerOf(address owner, address operator) external view returns (uint64);
