@@ -242,6 +242,10 @@ def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:
         b.borrow(user, sub_id, debt)
     b.tx(pm.setRebalancer, other, units(1.5, 18), sender=user)
     b.measure("rebalance", pm.rebalance, user, 4, 3, link, units(100, 18), sender=other)
+    # A rescue-sized batch: two more moves of 20 LINK into sub-account 3 (1.444 -> 1.496, still under 1.5).
+    moves = [(4, 3, link, units(20, 18)), (4, 3, link, units(20, 18))]
+    b.measure("rebalance_batch_2", pm.rebalanceBatch, user, moves, sender=other)
+    _expect(eng.collateralOf(user, 3, link) == units(1_140, 18), "rebalance_batch_2 did not move 40 LINK")
     b.tx(pm.setPreLiquidation, 5, units(1.10, 18), units(0.03, 18), units(0.5, 18), sender=user)
     b.tx(s.usdc.approve, pm, MAX_UINT, sender=liquidator)
     b.set_price("LINK", 13.5)

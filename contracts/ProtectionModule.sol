@@ -3,6 +3,7 @@ pragma solidity 0.8.28;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IMarginEngine} from "./interfaces/IMarginEngine.sol";
@@ -49,6 +50,9 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         _debtAsset = engine_.debtAsset();
         _debtDecimals = engine_.debtDecimals();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        // One standing approval of the engine (immutable, the only spender): the module holds no tokens between
+        // calls, and a per-call approval would cost every pre-liquidation a storage write for nothing.
+        IERC20(_debtAsset).forceApprove(address(engine_), type(uint256).max);
         _maxTargetHealth = DEFAULT_MAX_TARGET_HEALTH;
         emit MaxTargetHealthSet(DEFAULT_MAX_TARGET_HEALTH);
     }
@@ -152,9 +156,9 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         (repaid, seized) = (q.repaid, q.seized);
         if (seized < minSeized) revert SeizedBelowMinimum(seized, minSeized);
 
-        // The module holds no tokens between calls: it pulls exactly what the engine's repay pulls from it.
+        // The module holds no tokens between calls: it pulls exactly what the engine's repay pulls from it (under
+        // the standing approval given at construction).
         IERC20(_debtAsset).safeTransferFrom(msg.sender, address(this), repaid);
-        IERC20(_debtAsset).forceApprove(address(_engine), repaid);
         // Equal to the quote's (repaid <= debt, priced at the same index); the engine's figure is what it booked.
         repaid = _engine.repay(owner, subId, repaid);
         _engine.seizeFor(owner, subId, collateral, seized, receiver);
@@ -199,7 +203,8 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         uint256 minDebt = _engine.riskParams().minDebt;
         if (remaining != 0 && remaining < minDebt) revert PreLiquidationLeavesDust(remaining, minDebt);
 
-        uint8 collDecimals = _engine.assetConfig(collateral).decimals;
+        // The engine lists an asset with the token's own decimals (and never changes them): read them directly.
+        uint8 collDecimals = IERC20Metadata(collateral).decimals();
         uint256 seizeValue =
             q.repaid.valueDown(_oracle.price(_debtAsset), _debtDecimals).wMulDown(RiskMath.WAD + pl.discount);
         q.seized = seizeValue.amountDown(_oracle.price(collateral), collDecimals);

@@ -456,7 +456,7 @@ def test_pre_liquidation_repays_the_share_and_pays_exactly_the_discount(
     assert system.engine.debtOf(bob, 0) == 4_500 * 10**6
     assert system.engine.assetSupply(system.link).totalSupplied == supplied0 - seized
     assert system.usdc.balanceOf(pm) == 0
-    assert system.usdc.allowance(pm, system.engine) == 0
+    assert system.usdc.allowance(pm, system.engine) == MAX_UINT  # the standing approval, never drawn down
     # The liquidator's gain is the discount on the repaid value, less the rounding down of the seized amount.
     gain = risk.value_down(seized, 135 * 10**17, 18) - repaid * 10**12
     assert repaid * 10**12 * MAX_DISC // WAD - 135 * 10**17 // 10**18 - 1 <= gain <= repaid * 10**12 * MAX_DISC // WAD
