@@ -101,7 +101,8 @@ def test_keeper_rescues_a_liquidatable_account_instead_of_liquidating_it(
                       borrow=donor_debt * 10**6)  # fmt: skip
     system.protection.setRebalancer(keeper_account.address, 120 * 10**16, sender=alice)
     system.set_price("WETH", 1850)
-    assert health(system, alice, 0) < WAD and health(system, bob, 0) < WAD
+    assert health(system, alice, 0) < WAD
+    assert health(system, bob, 0) < WAD
     keeper = _keeper(system, chain, tmp_path, rebalance_enabled=True)
     w3 = chain.provider.web3
     start = chain.blocks.head.number
@@ -116,7 +117,8 @@ def test_keeper_rescues_a_liquidatable_account_instead_of_liquidating_it(
     moved = list(system.protection.Rebalanced.range(start, head + 1))
     if donor_debt == 5_000:
         assert (alice.address, 0) not in liquidated
-        assert moved and all(log.owner == alice.address and log.toSubId == 0 for log in moved)
+        assert moved
+        assert all(log.owner == alice.address and log.toSubId == 0 for log in moved)
         assert health(system, alice, 0) >= WAD
         assert health(system, alice, 1) >= 120 * 10**16
         assert keeper.metrics.rescues_sent._value.get() == 1
@@ -128,5 +130,6 @@ def test_keeper_rescues_a_liquidatable_account_instead_of_liquidating_it(
         assert all(log.block_number > first for log in moved if log.toSubId == 0)
         assert keeper.metrics.rescues_sent._value.get() == 0
     total = sum(int(system.engine.collateralOf(alice, i, system.weth)) for i in (0, 1))
-    seized = sum(int(log.seized) for log in system.engine.Liquidated.range(start, head + 1) if log.owner == alice.address)
+    logs = system.engine.Liquidated.range(start, head + 1)
+    seized = sum(int(log.seized) for log in logs if log.owner == alice.address)
     assert total + seized == 10 * 10**18 + (1 if donor_debt < 2_000 else 20) * 10**18  # nothing else left the owner

@@ -165,13 +165,15 @@ def test_headroom_plans_inside_the_rule() -> None:
     # The headroom never exceeds a quarter of the target's margin over 1: a target of 1.002 keeps a band.
     low = WAD + 2 * 10**15
     tight = pr.plan_rebalances(BOOK, [sub(0, 1.0, 1699), sub(1, 5.0, 2000)], low, headroom=room)
-    assert tight and WAD < tight[0].receiver_health_after <= low - (low - WAD) // 4
+    assert tight
+    assert WAD < tight[0].receiver_health_after <= low - (low - WAD) // 4
 
 
 def test_excluded_sub_accounts_receive_nothing() -> None:
     subs = [sub(0, 1.0, 1650), sub(1, 1.0, 1600), sub(2, 10.0, 100)]
     moves = pr.plan_rebalances(BOOK, subs, TARGET, exclude=frozenset({0}))
-    assert moves and {m.to_sub for m in moves} == {1}
+    assert moves
+    assert {m.to_sub for m in moves} == {1}
 
 
 def test_rescue_lifts_a_liquidatable_account_above_one() -> None:
@@ -180,7 +182,8 @@ def test_rescue_lifts_a_liquidatable_account_above_one() -> None:
     subs = [sub(0, 10.0, 18_000), sub(1, 2.0, 2_400), sub(2, 2.0, 2_400)]
     moves, rescued = pr.plan_rescue(BOOK, subs, TARGET, {0}, max_moves=4)
     assert rescued == {0}
-    assert len(moves) == 2 and {m.from_sub for m in moves} == {1, 2}
+    assert len(moves) == 2
+    assert {m.from_sub for m in moves} == {1, 2}
     after = pr.apply_moves(subs, moves)
     assert health(after[0]) >= WAD
     assert all(health(after[i]) >= TARGET for i in (1, 2))
@@ -195,5 +198,6 @@ def test_rescue_sends_nothing_into_an_account_it_cannot_save() -> None:
     assert health(subs[0]) < health(subs[1]) < WAD
     moves, rescued = pr.plan_rescue(BOOK, subs, TARGET, {0, 1}, max_moves=4)
     assert rescued == {1}
-    assert moves and {m.to_sub for m in moves} == {1}
+    assert moves
+    assert {m.to_sub for m in moves} == {1}
     assert pr.plan_rebalances(BOOK, subs, TARGET, max_moves=1)[0].to_sub == 0
