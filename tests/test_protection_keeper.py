@@ -27,6 +27,19 @@ def run_blocks(keeper: Any, w3: Web3, n: int) -> None:
         keeper.tick()
 
 
+def run_keeper(system: Any, chain: Any, tmp_path: Path, blocks: int = 4, **settings: Any) -> tuple[Any, int]:
+    """A keeper with `settings`, run for `blocks` blocks with automine off; the keeper and the block it started at."""
+    keeper = _keeper(system, chain, tmp_path, **settings)
+    w3 = chain.provider.web3
+    start = chain.blocks.head.number
+    _rpc(w3, "evm_setAutomine", False)
+    try:
+        run_blocks(keeper, w3, blocks)
+    finally:
+        _rpc(w3, "evm_setAutomine", True)
+    return keeper, start
+
+
 def test_keeper_rebalances_an_owner_that_authorised_it(system: Any, chain: Any, accounts: Any, alice: Any,
                                                        bob: Any, tmp_path: Path) -> None:  # fmt: skip
     # Alice: sub 0 at health 1.069, sub 1 a rich donor; she authorises the keeper with target 1.20. Bob: the same
@@ -36,13 +49,7 @@ def test_keeper_rebalances_an_owner_that_authorised_it(system: Any, chain: Any, 
         open_position(system, owner, 1, {"WETH": 20 * 10**18}, borrow=5_000 * 10**6)  # 6.8
     keeper_address = accounts[KEEPER_INDEX].address
     system.protection.setRebalancer(keeper_address, 120 * 10**16, sender=alice)
-    keeper = _keeper(system, chain, tmp_path, rebalance_enabled=True)
-    w3 = chain.provider.web3
-    _rpc(w3, "evm_setAutomine", False)
-    try:
-        run_blocks(keeper, w3, 4)
-    finally:
-        _rpc(w3, "evm_setAutomine", True)
+    keeper, _ = run_keeper(system, chain, tmp_path, rebalance_enabled=True)
     # Planned with headroom inside the module's rule: the receiver ends just below the target, the giver above it.
     assert health(system, alice, 0) == pytest.approx(120 * 10**16 - PLAN_HEADROOM, rel=1e-6)
     assert health(system, alice, 0) <= 120 * 10**16 - PLAN_HEADROOM
@@ -66,14 +73,7 @@ def test_keeper_pre_liquidates_opted_in_accounts_in_the_band(system: Any, chain:
     terms = (bounds.maxPreThreshold, min(2 * 10**16, bounds.maxDiscount), min(5 * 10**17, bounds.maxShare))
     system.protection.setPreLiquidation(0, *terms, sender=alice)
     before_alice, before_bob = health(system, alice, 0), health(system, bob, 0)
-    keeper = _keeper(system, chain, tmp_path, pre_liquidation_enabled=True)
-    w3 = chain.provider.web3
-    start = chain.blocks.head.number
-    _rpc(w3, "evm_setAutomine", False)
-    try:
-        run_blocks(keeper, w3, 4)
-    finally:
-        _rpc(w3, "evm_setAutomine", True)
+    keeper, start = run_keeper(system, chain, tmp_path, pre_liquidation_enabled=True)
     logs = list(system.protection.PreLiquidated.range(start, chain.blocks.head.number + 1))
     assert logs, "no pre-liquidation"
     assert {log.owner for log in logs} == {alice.address}
@@ -103,14 +103,7 @@ def test_keeper_rescues_a_liquidatable_account_instead_of_liquidating_it(
     system.set_price("WETH", 1850)
     assert health(system, alice, 0) < WAD
     assert health(system, bob, 0) < WAD
-    keeper = _keeper(system, chain, tmp_path, rebalance_enabled=True)
-    w3 = chain.provider.web3
-    start = chain.blocks.head.number
-    _rpc(w3, "evm_setAutomine", False)
-    try:
-        run_blocks(keeper, w3, 4)
-    finally:
-        _rpc(w3, "evm_setAutomine", True)
+    keeper, start = run_keeper(system, chain, tmp_path, rebalance_enabled=True)
     head = chain.blocks.head.number
     liquidated = {(log.owner, log.subId) for log in system.engine.Liquidated.range(start, head + 1)}
     assert (bob.address, 0) in liquidated  # unprotected: liquidated as usual
