@@ -47,6 +47,9 @@ class Protector:
         self._targets: dict[str, tuple[int, int]] = {}  # owner -> (target health, block read)
         self._optins: dict[tuple[str, int], tuple[pr.PreConfig, int]] = {}
         self._cooldown: dict[str, int] = {}  # intent key -> block until which it is not retried
+        # A module deployed before `rebalanceBatch` existed takes one move per transaction (its record's ABI says).
+        batches = any(item.get("name") == "rebalanceBatch" for item in module.abi)
+        self.max_moves = MAX_BATCH if batches else 1
 
     # ---------------------------------------------------------------- reads
 
@@ -113,7 +116,7 @@ class Protector:
             states = [self._sub(market, a) for a in subs]
             at_risk = {s for o, s in liquidatable if o == owner}
             try:
-                moves, rescued = pr.plan_rescue(book, states, target, at_risk, MAX_BATCH, PLAN_HEADROOM)
+                moves, rescued = pr.plan_rescue(book, states, target, at_risk, self.max_moves, PLAN_HEADROOM)
             except (risk.PriceUnavailable, risk.AssetNotListed):  # the module could not price it either
                 continue
             if rescued and self._send_moves(owner, moves, head, rescue=True):
@@ -216,7 +219,7 @@ class Protector:
                 continue
             # An account being liquidated this block receives nothing: that would change the liquidation in flight.
             busy = frozenset(a.sub_id for a in subs if (owner, a.sub_id) in liquidatable)
-            moves = pr.plan_rebalances(book, states, target, MAX_BATCH, PLAN_HEADROOM, busy)
+            moves = pr.plan_rebalances(book, states, target, self.max_moves, PLAN_HEADROOM, busy)
             if moves and self._send_moves(owner, moves, head, rescue=False):
                 lifted |= {(owner, m.to_sub) for m in moves}
         return lifted

@@ -12,7 +12,7 @@ from conftest import fund, open_position
 from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
 from web3 import Web3
 
-from keeper.protectjob import PLAN_HEADROOM
+from keeper.protectjob import PLAN_HEADROOM, Protector
 
 WAD = 10**18
 
@@ -126,3 +126,14 @@ def test_keeper_rescues_a_liquidatable_account_instead_of_liquidating_it(
     logs = system.engine.Liquidated.range(start, head + 1)
     seized = sum(int(log.seized) for log in logs if log.owner == alice.address)
     assert total + seized == 10 * 10**18 + (1 if donor_debt < 2_000 else 20) * 10**18  # nothing else left the owner
+
+
+def test_a_module_without_batches_gets_one_move_per_transaction(system: Any, chain: Any, tmp_path: Path) -> None:
+    """A deployment record from before `rebalanceBatch` existed: the keeper plans single moves for it."""
+    keeper = _keeper(system, chain, tmp_path, rebalance_enabled=True)
+    assert keeper.protector is not None
+    assert keeper.protector.max_moves > 1  # the current module batches
+    module = keeper.protector.module
+    old_abi = [item for item in module.abi if item.get("name") != "rebalanceBatch"]
+    old = Protector(keeper, keeper.w3.eth.contract(address=module.address, abi=old_abi), keeper.log)
+    assert old.max_moves == 1
