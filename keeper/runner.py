@@ -169,6 +169,11 @@ class Keeper:
         plans, skips = plan_all(accounts, market, limits)
         self.metrics.accounts_liquidatable.set(len(plans))
         self.metrics.accounts_unpriced.set(sum(1 for s in skips if "price" in s.reason))
+        # When each account was first seen liquidatable, for the latency metric: forgotten once it no longer is
+        # (it recovered, or was rescued) unless a liquidation of it is still in flight.
+        current = {(p.owner, p.sub_id) for p in plans} | {account for account, _ in self.state.pending.values()}
+        seen = self.state.first_liquidatable
+        self.state.first_liquidatable = {k: v for k, v in seen.items() if k in current}
         for plan in plans:
             self.state.first_liquidatable.setdefault((plan.owner, plan.sub_id), head)
         if self._sending_allowed():

@@ -115,6 +115,7 @@ def test_keeper_rescues_a_liquidatable_account_instead_of_liquidating_it(
         assert health(system, alice, 0) >= WAD
         assert health(system, alice, 1) >= 120 * 10**16
         assert keeper.metrics.rescues_sent._value.get() == 1
+        assert (alice.address, 0) not in keeper.state.first_liquidatable  # rescued: no liquidation latency pending
     else:
         assert (alice.address, 0) in liquidated  # no rescue could lift it above 1: liquidated, not delayed
         # Nothing was poured into the account while it was being liquidated; once the liquidation left it healthy
