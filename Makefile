@@ -8,7 +8,6 @@ BIN := $(CURDIR)/$(VENV)/bin
 PY := $(BIN)/python
 APE := $(BIN)/ape
 SOLCX_DIR := $(HOME)/.solcx
-ANVIL_PKG := node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help setup compile test test-long demo lint gas gas-check bench clean
@@ -37,10 +36,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
-# Anvil ships as a platform binary inside the npm package; ape-foundry looks for `anvil` on PATH.
-$(BIN)/anvil: node_modules/.installed $(VENV)/.installed
-	@if [ -x $(ANVIL_PKG) ]; then ln -sf $(CURDIR)/$(ANVIL_PKG) $@; \
-	 else ln -sf $(CURDIR)/node_modules/.bin/anvil $@; fi
+# Anvil ships as a platform binary inside the npm package; ape-foundry looks for `anvil` on PATH. bin/anvil runs
+# it without writing chain state to disk (see the script).
+$(BIN)/anvil: bin/anvil node_modules/.installed $(VENV)/.installed
+	@ln -sf $(CURDIR)/bin/anvil $@
 	@$@ --version | head -1
 
 # py-solc-x (used by ape-solidity) accepts any executable named solc-vX.Y.Z in its folder.

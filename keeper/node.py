@@ -172,6 +172,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+NO_DISK_STATE = ["--max-persisted-states", "0"]
+
+
 class AnvilProcess:
     """An Anvil started on a free local port, stopped on `stop()` (or when used as a context manager).
 
@@ -180,7 +183,9 @@ class AnvilProcess:
     def __init__(self, args: Sequence[str] = (), log_path: Path | None = None, timeout_s: float = 60.0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(self.port), *args]
+        # No chain state on disk: Anvil leaves what it persisted in ~/.foundry/anvil/tmp when it stops (bin/anvil).
+        keep = [] if any(a in ("--max-persisted-states", "--prune-history") for a in args) else NO_DISK_STATE
+        cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(self.port), *keep, *args]
         self._log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.rpc = Rpc(self.url)
