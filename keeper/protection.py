@@ -145,8 +145,7 @@ def plan_rebalances(
             move = best_move(book, receiver, list(work.values()), ceiling, floor)
             if move is None:
                 continue
-            work[move.from_sub].balances[move.asset] -= move.amount
-            receiver.balances[move.asset] = receiver.balances.get(move.asset, 0) + move.amount
+            _apply(work, move)
             moves.append(move)
             progressed = True
             break
@@ -159,9 +158,13 @@ def apply_moves(subs: Sequence[Sub], moves: Sequence[Move]) -> dict[int, Sub]:
     """The owner's sub-accounts after `moves`, by sub-account id (copies; `subs` is unchanged)."""
     work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt) for s in subs}
     for m in moves:
-        work[m.from_sub].balances[m.asset] -= m.amount
-        work[m.to_sub].balances[m.asset] = work[m.to_sub].balances.get(m.asset, 0) + m.amount
+        _apply(work, m)
     return work
+
+
+def _apply(work: dict[int, Sub], m: Move) -> None:
+    work[m.from_sub].balances[m.asset] -= m.amount
+    work[m.to_sub].balances[m.asset] = work[m.to_sub].balances.get(m.asset, 0) + m.amount
 
 
 def plan_rescue(
