@@ -102,11 +102,12 @@ class Protector:
         book = self.book(market)
         if book is None:
             return set()
-        owners: dict[str, list[Account]] = defaultdict(list)
-        for a in accounts:
-            owners[a.owner].append(a)
+        owners = _by_owner(accounts)
+        at_risk_of: dict[str, set[int]] = defaultdict(set)
+        for o, sub_id in liquidatable:
+            at_risk_of[o].add(sub_id)
         saved: set[tuple[str, int]] = set()
-        for owner in sorted({o for o, _ in liquidatable}):
+        for owner in sorted(at_risk_of):
             subs = owners.get(owner, [])
             if len(subs) < 2:
                 continue
@@ -114,9 +115,8 @@ class Protector:
             if target <= WAD:
                 continue
             states = [self._sub(market, a) for a in subs]
-            at_risk = {s for o, s in liquidatable if o == owner}
             try:
-                moves, rescued = pr.plan_rescue(book, states, target, at_risk, self.max_moves, PLAN_HEADROOM)
+                moves, rescued = pr.plan_rescue(book, states, target, at_risk_of[owner], self.max_moves, PLAN_HEADROOM)
             except (risk.PriceUnavailable, risk.AssetNotListed):  # the module could not price it either
                 continue
             if rescued and self._send_moves(owner, moves, head, rescue=True):
@@ -198,9 +198,7 @@ class Protector:
     ) -> set[tuple[str, int]]:
         """Plan and send each authorising owner's moves; the receivers of what was sent."""
         lifted: set[tuple[str, int]] = set()
-        owners: dict[str, list[Account]] = defaultdict(list)
-        for a in accounts:
-            owners[a.owner].append(a)
+        owners = _by_owner(accounts)
         cap = None
         for owner, subs in owners.items():
             if len(subs) < 2:
@@ -259,3 +257,10 @@ class Protector:
             self._cooldown[key] = head + COOLDOWN_BLOCKS
             return False
         return True
+
+
+def _by_owner(accounts: list[Account]) -> dict[str, list[Account]]:
+    owners: dict[str, list[Account]] = defaultdict(list)
+    for a in accounts:
+        owners[a.owner].append(a)
+    return owners

@@ -171,7 +171,8 @@ class Keeper:
         self.metrics.accounts_unpriced.set(sum(1 for s in skips if "price" in s.reason))
         # When each account was first seen liquidatable, for the latency metric: forgotten once it no longer is
         # (it recovered, or was rescued) unless a liquidation of it is still in flight.
-        current = {(p.owner, p.sub_id) for p in plans} | {account for account, _ in self.state.pending.values()}
+        liquidatable = {(p.owner, p.sub_id) for p in plans}
+        current = liquidatable | {account for account, _ in self.state.pending.values()}
         seen = self.state.first_liquidatable
         self.state.first_liquidatable = {k: v for k, v in seen.items() if k in current}
         for plan in plans:
@@ -180,7 +181,7 @@ class Keeper:
             rescued: set[tuple[str, int]] = set()
             if self.protector is not None:
                 try:
-                    rescued = self.protector.rescue(market, accounts, head, {(p.owner, p.sub_id) for p in plans})
+                    rescued = self.protector.rescue(market, accounts, head, liquidatable)
                 except Exception:
                     self.metrics.rpc_errors.inc()
                     self.log.exception("rescue planning failed at block %d", head)
@@ -195,7 +196,7 @@ class Keeper:
                     inventory -= plan.quote.repaid
             if self.protector is not None:
                 try:
-                    self.protector.run(market, accounts, head, {(p.owner, p.sub_id) for p in plans})
+                    self.protector.run(market, accounts, head, liquidatable)
                 except Exception:
                     # Protection never holds up liquidations: its failure is logged and counted, and retried
                     # on the next block.
