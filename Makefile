@@ -7,8 +7,13 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PY := $(BIN)/python
 APE := $(BIN)/ape
-SOLCX_DIR := $(HOME)/.solcx
+# The solc-js wrapper is linked inside this checkout's venv, never in ~/.solcx: another checkout (a clone under
+# /tmp, a CI workspace) must not re-point or break this one's compiler. Every Python of the venv finds it through
+# SOLCX_BINARY_PATH, set by a .pth file at interpreter start-up (see $(SOLCX_PTH)), so `ape` works outside make too.
+SOLCX_DIR := $(CURDIR)/$(VENV)/solcx
+SOLCX_PTH = $(shell test -x $(PY) && $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/collateral_keeper_solcx.pth
 export PATH := $(BIN):$(PATH)
+export SOLCX_BINARY_PATH := $(SOLCX_DIR)
 
 .PHONY: help setup compile test test-long demo lint gas gas-check bench clean
 
@@ -24,10 +29,10 @@ help:
 
 setup: node_modules/.installed $(VENV)/.installed $(BIN)/anvil $(SOLCX_DIR)/solc-v$(SOLC_VERSION)
 
-# `npm install` with the lock file, not `npm ci`: npm 11 leaves the other platforms' optional Anvil packages out
-# of the lock, and `npm ci` then refuses the lock as out of sync. The lock still pins every installed version.
+# `npm ci`: installs exactly the lock and never rewrites it (the lock lists every platform's optional Anvil
+# package, so it stays in sync on any machine).
 node_modules/.installed: package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -43,9 +48,10 @@ $(BIN)/anvil: bin/anvil node_modules/.installed $(VENV)/.installed
 	@$@ --version | head -1
 
 # py-solc-x (used by ape-solidity) accepts any executable named solc-vX.Y.Z in its folder.
-$(SOLCX_DIR)/solc-v$(SOLC_VERSION): bin/solc node_modules/.installed
+$(SOLCX_DIR)/solc-v$(SOLC_VERSION): bin/solc node_modules/.installed $(VENV)/.installed
 	@mkdir -p $(SOLCX_DIR)
 	@ln -sf $(CURDIR)/bin/solc $@
+	@echo 'import os; os.environ["SOLCX_BINARY_PATH"] = "$(SOLCX_DIR)"' > $(SOLCX_PTH)
 	@$@ --version | tail -1
 
 compile: setup
