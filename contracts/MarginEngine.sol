@@ -30,6 +30,9 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
     uint256 internal constant HALF_CLOSE = 0.5e18;
     /// @dev Longest lt ramp a bound may ask for.
     uint32 internal constant MAX_RAMP_DURATION = 365 days;
+    /// @dev Discount kept below the health-neutral one (health / lt - 1), so that rounding of a liquidation's
+    /// amounts cannot bring health down at the cap: 1e-6 (0.0001 %).
+    uint256 internal constant HEALTH_NEUTRAL_MARGIN = 1e12;
 
     /// @inheritdoc IMarginEngine
     bytes32 public constant RISK_KEEPER_ROLE = keccak256("RISK_KEEPER_ROLE");
@@ -170,7 +173,7 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
     }
 
     function _requireMargin(address owner, uint8 subId, Position memory p, uint256 index) internal view {
-        (AccountHealth memory h,,) = _health(_balances[owner][subId], p, index, address(0));
+        AccountHealth memory h = _valuation(_balances[owner][subId], p, index, address(0), false).h;
         if (h.ltvWeighted < h.debtValue) revert InsufficientMargin(h.ltvWeighted, h.debtValue);
     }
 
@@ -237,6 +240,23 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         IERC20(_debtAsset).safeTransferFrom(msg.sender, address(_vault), repaid);
     }
 
+    /// @inheritdoc IMarginEngine
+    function writeOff(address owner, uint8 subId) external nonReentrant returns (uint256 badDebt) {
+        uint256 index = _vault.accrue();
+        Position memory p = _positions[owner][subId];
+        Valuation memory v = _valuation(_balances[owner][subId], p, index, address(0), true);
+        // A missing price could hide collateral worth the debt: forgiving debt on a guess is never safe.
+        if (v.unpriced != address(0)) _oracle.price(v.unpriced);
+        uint256 scaledOff = _writeOffScaled(v, p.scaledDebt, index);
+        // An exact integer check, not a time comparison (see _effectiveLt).
+        // slither-disable-next-line incorrect-equality
+        if (scaledOff == 0) revert NotInsolvent(v.cover, v.h.debtValue);
+        _positions[owner][subId].scaledDebt = uint128(p.scaledDebt - scaledOff); // scaledOff <= scaledDebt
+        badDebt = scaledOff.toAssetsUp(index);
+        emit BadDebtRealized(owner, subId, badDebt);
+        _vault.realizeBadDebt(scaledOff);
+    }
+
     /// @dev Quotes and books a liquidation and emits its events; the caller does the external calls.
     function _settleLiquidation(address owner, uint8 subId, address collateral, uint256 repayAssets, uint256 minSeized)
         internal
@@ -244,7 +264,7 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
     {
         uint256 index = _vault.accrue();
         Position memory p = _positions[owner][subId];
-        (q, scaledRepaid) = _quote(owner, subId, p, collateral, repayAssets, index);
+        (q, scaledRepaid, badDebtScaled) = _quote(owner, subId, p, collateral, repayAssets, index);
         if (q.seized < minSeized) revert SeizedBelowMinimum(q.seized, minSeized);
 
         uint256 balance = _balances[owner][subId][collateral] - q.seized;
@@ -253,54 +273,104 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         // slither-disable-next-line incorrect-equality
         if (balance == 0) p.assetMask &= ~uint32(1 << _configs[collateral].index);
         _supplies[collateral].totalSupplied -= uint128(q.seized); // seized <= a balance <= totalSupplied
-        uint256 remainingScaled = p.scaledDebt - scaledRepaid;
-        // Debt left with no collateral at all is realised as bad debt now, not left to accrue.
-        if (p.assetMask == 0) badDebtScaled = remainingScaled;
-        p.scaledDebt = uint128(remainingScaled - badDebtScaled);
+        // repaid and written-off scaled debt never exceed the position's (see _quote).
+        p.scaledDebt = uint128(p.scaledDebt - scaledRepaid - badDebtScaled);
         _positions[owner][subId] = p;
 
         emit Liquidated(msg.sender, owner, subId, collateral, q.repaid, q.seized, q.discount);
         if (badDebtScaled != 0) emit BadDebtRealized(owner, subId, q.badDebt);
     }
 
-    /// @dev The whole liquidation computation, shared by `liquidate` and `previewLiquidation`.
+    /// @dev The whole liquidation computation, shared by `liquidate` and `previewLiquidation` (the rules are on
+    /// IMarginEngine.liquidate). Returns the quote, the scaled debt the repayment extinguishes and the scaled debt
+    /// written off (the insolvency write-off first, plus what the last collateral leaves).
     function _quote(address owner, uint8 subId, Position memory p, address collateral, uint256 requested, uint256 index)
         internal
         view
-        returns (LiquidationQuote memory q, uint256 scaledRepaid)
+        returns (LiquidationQuote memory q, uint256 scaledRepaid, uint256 badScaled)
     {
         AssetConfig memory cfg = _listed(collateral);
-        (AccountHealth memory h, uint256 debtPrice, uint256 collPrice) = _health(_balances[owner][subId], p, index, collateral);
+        Valuation memory v = _valuation(_balances[owner][subId], p, index, collateral, true);
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
-        if (h.debt == 0 || h.ltWeighted >= h.debtValue) revert NotLiquidatable(h.health);
-        q = _repayLimits(h, requested, cfg.maxDiscount);
+        if (v.h.debt == 0 || v.h.ltWeighted >= v.h.debtValue) revert NotLiquidatable(v.h.health);
+        // An exact integer check, not a time comparison (see _effectiveLt).
+        // slither-disable-next-line incorrect-equality
+        if (v.wantBalance == 0) revert NothingSeized();
+        // Seizing needs the collateral's own price: revert with the router's reason for it.
+        // slither-disable-next-line incorrect-equality
+        if (v.wantPrice == 0) _oracle.price(collateral);
 
-        uint256 balance = _balances[owner][subId][collateral];
-        if (balance == 0) revert NothingSeized();
-        (q.repaid, q.seized) = _seizeAmounts(q.repaid, q.discount, balance, debtPrice, collPrice, cfg.decimals);
+        // An insolvent account first loses the debt its collateral cannot cover, so that the loss lands on the
+        // lenders before any of them can leave ahead of it, and the liquidation below never lowers health. With a
+        // price missing nothing is written off: the liquidation goes on at the smallest discount (rule 3).
+        bool degraded = v.unpriced != address(0) && v.cover < v.h.debtValue;
+        if (v.unpriced == address(0)) badScaled = _writeOffScaled(v, p.scaledDebt, index);
+        uint256 scaled = p.scaledDebt - badScaled;
+
+        q = _repayLimits(v.h, requested, cfg.maxDiscount);
+        q.discount = q.discount.min(degraded ? _params.minDiscount : _neutralDiscount(v.h.health, v.wantLt));
+        (q.repaid, q.seized) = _seizeAmounts(q.repaid, q.discount, v.wantBalance, v.debtPrice, v.wantPrice, cfg.decimals);
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
         if (q.seized == 0) revert NothingSeized();
 
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
-        scaledRepaid = q.repaid == h.debt ? p.scaledDebt : q.repaid.toScaledDown(index);
+        scaledRepaid = q.repaid == v.h.debt ? scaled : q.repaid.toScaledDown(index);
+        uint256 left = scaled - scaledRepaid;
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
-        if (q.seized == balance && p.assetMask == uint32(1 << cfg.index)) {
-            // The last collateral is gone: whatever debt remains becomes bad debt in this call.
-            q.badDebt = RiskMath.toAssetsUp(p.scaledDebt - scaledRepaid, index);
+        if (q.seized == v.wantBalance) {
+            // A whole collateral taken may leave less than minDebt (the next collateral settles it); the last one
+            // realises whatever debt remains as bad debt in this call.
+            // slither-disable-next-line incorrect-equality
+            if (p.assetMask == uint32(1 << cfg.index)) (badScaled, left) = (badScaled + left, 0);
         } else {
-            // A repayment lowered to the collateral's value must not leave dust either; liquidate another
-            // collateral first.
-            uint256 remaining = h.debt - q.repaid;
-            uint256 minDebt = _params.minDebt;
-            if (remaining != 0 && remaining < minDebt) revert LiquidationLeavesDust(remaining, minDebt);
+            // A repayment the liquidator chose must not leave dust.
+            uint256 remaining = v.h.debt - q.repaid;
+            if (remaining != 0 && remaining < _params.minDebt) revert LiquidationLeavesDust(remaining, _params.minDebt);
         }
+        // An exact integer check, not a time comparison (see _effectiveLt).
+        // slither-disable-next-line incorrect-equality
+        if (badScaled != 0) q.badDebt = badScaled.toAssetsUp(index);
+        if (left != 0 && !degraded) _requireHealthKept(v, q.seized, cfg.decimals, left.toAssetsUp(index));
     }
 
-    /// @dev Discount, close factor and dust rule for an unhealthy account (health < WAD).
+    /// @dev The largest discount at which seizing collateral of liquidation threshold `lt` keeps `health`:
+    /// `health / lt - 1`, less a margin for the rounding of the amounts; 0 when there is none.
+    function _neutralDiscount(uint256 health, uint256 lt) internal pure returns (uint256) {
+        uint256 neutral = health.wDivDown(lt);
+        return neutral > RiskMath.WAD + HEALTH_NEUTRAL_MARGIN ? neutral - RiskMath.WAD - HEALTH_NEUTRAL_MARGIN : 0;
+    }
+
+    /// @dev Rule 6: the health after seizing `seized` of the wanted collateral with `debtAfter` left, figured
+    /// exactly as `accountHealth` will figure it (same prices and index), is not below the health before.
+    function _requireHealthKept(Valuation memory v, uint256 seized, uint8 decimals, uint256 debtAfter) internal view {
+        (uint256 price, uint256 balance, uint256 lt) = (v.wantPrice, v.wantBalance, v.wantLt);
+        uint256 ltAfter = v.h.ltWeighted - balance.valueDown(price, decimals).wMulDown(lt)
+            + (balance - seized).valueDown(price, decimals).wMulDown(lt);
+        uint256 healthAfter = ltAfter.wDivDown(debtAfter.valueUp(v.debtPrice, _debtDecimals));
+        if (healthAfter < v.h.health) revert LiquidationLowersHealth(v.h.health, healthAfter);
+    }
+
+    /// @dev Scaled debt an insolvency write-off removes: what brings the debt down to the collateral's cover value
+    /// (each collateral's value over 1 + the smallest discount it pays), rounded up for the lenders; 0 when the
+    /// account is covered. Updates `v.h`'s debt, debt value and health to the written-off position.
+    function _writeOffScaled(Valuation memory v, uint256 scaled, uint256 index) internal view returns (uint256 off) {
+        AccountHealth memory h = v.h;
+        if (v.cover >= h.debtValue) return 0;
+        uint256 target = v.cover.amountUp(v.debtPrice, _debtDecimals);
+        if (target >= h.debt) return 0;
+        off = scaled - target.toScaledUp(index); // target < debt, so its scaled figure is at most `scaled`
+        h.debt = (scaled - off).toAssetsUp(index);
+        h.debtValue = h.debt.valueUp(v.debtPrice, _debtDecimals);
+        // An exact integer check, not a time comparison (see _effectiveLt).
+        // slither-disable-next-line incorrect-equality
+        h.health = h.debtValue == 0 ? type(uint256).max : h.ltWeighted.wDivDown(h.debtValue);
+    }
+
+    /// @dev Discount, close factor and the requested amount for an unhealthy account (health < WAD).
     function _repayLimits(AccountHealth memory h, uint256 requested, uint64 maxDiscount)
         internal
         view
@@ -315,8 +385,6 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
         if (q.repaid == 0) revert ZeroAmount();
-        uint256 remaining = h.debt - q.repaid;
-        if (remaining != 0 && remaining < rp.minDebt) revert LiquidationLeavesDust(remaining, rp.minDebt);
     }
 
     /// @dev Collateral bought by `repaid` at `discount`, rounded down; when it exceeds `balance`, the whole
@@ -338,18 +406,33 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
 
     // ---------------------------------------------------------------- health
 
-    /// @dev Risk figures of a sub-account; also returns the debt asset's price and `want`'s price (0 if `want`
-    /// is not held or is address(0)), so callers do not read the oracle twice.
-    function _health(mapping(address => uint256) storage balances, Position memory p, uint256 index, address want)
+    /// @dev Risk figures of a sub-account with what the callers need beside them, in memory to spare the stack.
+    struct Valuation {
+        AccountHealth h;
+        uint256 debtPrice; // WAD; 0 when there is no debt
+        uint256 wantPrice; // WAD; 0 when the wanted asset is not held, or (lenient) has no valid price
+        uint256 wantBalance; // the wanted asset's balance
+        uint256 wantLt; // the wanted asset's effective lt (when held)
+        uint256 cover; // lenient only: Σ value_down(c_i) / (1 + min(minDiscount, maxDiscount_i)), rounded down
+        address unpriced; // lenient only: the first held asset without a valid price, or address(0)
+    }
+
+    /// @dev The risk figures of a sub-account, reading each price once. Strict (new risk, the `accountHealth` view)
+    /// reverts with the router's error for any invalid price. Lenient (liquidation, write-off) values a held asset
+    /// whose price is invalid at zero, so a dust balance of it cannot freeze a liquidation; a missing debt-asset
+    /// price still reverts. `want`'s price is returned so callers do not read the oracle twice.
+    function _valuation(mapping(address => uint256) storage balances, Position memory p, uint256 index, address want, bool lenient)
         internal
         view
-        returns (AccountHealth memory h, uint256 debtPrice, uint256 wantPrice)
+        returns (Valuation memory v)
     {
+        AccountHealth memory h = v.h;
         h.debt = uint256(p.scaledDebt).toAssetsUp(index);
         if (h.debt != 0) {
-            debtPrice = _oracle.price(_debtAsset);
-            h.debtValue = h.debt.valueUp(debtPrice, _debtDecimals);
+            v.debtPrice = _oracle.price(_debtAsset);
+            h.debtValue = h.debt.valueUp(v.debtPrice, _debtDecimals);
         }
+        uint256 minDiscount = _params.minDiscount;
         uint256 mask = p.assetMask;
         for (uint256 i; mask != 0; ++i) {
             // An exact integer check, not a time comparison (see _effectiveLt).
@@ -357,12 +440,25 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
             if (mask & 1 == 1) {
                 address asset = _assets[i];
                 AssetConfig memory cfg = _configs[asset];
-                uint256 assetPrice = _oracle.price(asset);
-                if (asset == want) wantPrice = assetPrice;
-                uint256 value = balances[asset].valueDown(assetPrice, cfg.decimals);
+                uint256 assetPrice;
+                if (lenient) {
+                    bool ok;
+                    (ok, assetPrice) = _oracle.tryPrice(asset);
+                    if (!ok) {
+                        if (v.unpriced == address(0)) v.unpriced = asset;
+                        assetPrice = 0;
+                    }
+                } else {
+                    assetPrice = _oracle.price(asset);
+                }
+                uint256 balance = balances[asset];
+                uint256 lt = _effectiveLt(asset, cfg);
+                if (asset == want) (v.wantPrice, v.wantBalance, v.wantLt) = (assetPrice, balance, lt);
+                uint256 value = balance.valueDown(assetPrice, cfg.decimals);
                 h.collateralValue += value;
-                h.ltWeighted += value.wMulDown(_effectiveLt(asset, cfg));
+                h.ltWeighted += value.wMulDown(lt);
                 h.ltvWeighted += value.wMulDown(cfg.ltv);
+                if (lenient) v.cover += value.wDivDown(RiskMath.WAD + minDiscount.min(cfg.maxDiscount));
             }
             mask >>= 1;
         }
@@ -465,8 +561,8 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
     }
 
     /// @inheritdoc IMarginEngine
-    function accountHealth(address owner, uint8 subId) external view returns (AccountHealth memory h) {
-        (h,,) = _health(_balances[owner][subId], _positions[owner][subId], _vault.borrowIndex(), address(0));
+    function accountHealth(address owner, uint8 subId) external view returns (AccountHealth memory) {
+        return _valuation(_balances[owner][subId], _positions[owner][subId], _vault.borrowIndex(), address(0), false).h;
     }
 
     /// @inheritdoc IMarginEngine
@@ -475,7 +571,7 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         view
         returns (LiquidationQuote memory q)
     {
-        (q,) = _quote(owner, subId, _positions[owner][subId], collateral, repayAssets, _vault.borrowIndex());
+        (q,,) = _quote(owner, subId, _positions[owner][subId], collateral, repayAssets, _vault.borrowIndex());
     }
 
     function _listed(address asset) internal view returns (AssetConfig memory cfg) {

@@ -42,6 +42,21 @@ contract OracleRouter is IOracleRouter, AccessControl {
     }
 
     /// @inheritdoc IOracleRouter
+    function tryPrice(address asset) external view returns (bool ok, uint256 value) {
+        // TEMPORARY stand-in until the router's own status-returning validation lands.
+        try this.price(asset) returns (uint256 p) {
+            return (true, p);
+        } catch (bytes memory reason) {
+            if (reason.length < 4 || bytes4(reason) == InsufficientGasForOracle.selector) {
+                assembly ("memory-safe") {
+                    revert(add(reason, 0x20), mload(reason))
+                }
+            }
+            return (false, 0);
+        }
+    }
+
+    /// @inheritdoc IOracleRouter
     function checkSequencer() external view {
         address feed = _sequencerFeed;
         if (feed == address(0)) return;

@@ -75,7 +75,7 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         external
         nonReentrant
     {
-        _rebalance(owner, _targetFor(owner), fromSubId, toSubId, asset, amount);
+        if (_rebalance(owner, _targetFor(owner), fromSubId, toSubId, asset, amount)) _requireHealthy(owner, toSubId);
     }
 
     /// @inheritdoc IProtectionModule
@@ -84,9 +84,15 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         // slither-disable-next-line incorrect-equality
         if (moves.length == 0) revert NoMoves();
         uint256 target = _targetFor(owner);
+        // Receivers that were liquidatable when the batch first moved into them: each must end it healthy.
+        uint256 rescued; // bit i set for sub-account i (256 bits, one per subId)
         for (uint256 i; i < moves.length; ++i) {
             Move calldata m = moves[i];
-            _rebalance(owner, target, m.fromSubId, m.toSubId, m.asset, m.amount);
+            if (_rebalance(owner, target, m.fromSubId, m.toSubId, m.asset, m.amount)) rescued |= 1 << m.toSubId;
+        }
+        for (uint256 subId; rescued != 0; ++subId) {
+            if (rescued & 1 == 1) _requireHealthy(owner, uint8(subId));
+            rescued >>= 1;
         }
     }
 
@@ -99,9 +105,11 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         target = target.min(_maxTargetHealth);
     }
 
-    /// @dev One move and every rule of it (documented on `IProtectionModule.rebalance`).
+    /// @dev One move and every rule of it (documented on `IProtectionModule.rebalance`); returns whether the
+    /// receiver was liquidatable before it (the caller then requires it healthy at the end).
     function _rebalance(address owner, uint256 target, uint8 fromSubId, uint8 toSubId, address asset, uint256 amount)
         internal
+        returns (bool receiverWasLiquidatable)
     {
         if (fromSubId == toSubId) revert SameSubAccount(fromSubId);
         uint256 receiverBefore = _engine.accountHealth(owner, toSubId).health;
@@ -113,11 +121,21 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         IMarginEngine.AccountHealth memory giver = _engine.accountHealth(owner, fromSubId);
         // Taking from a giver with debt is new risk for it: the same sequencer gate as the owner's own move.
         if (giver.debt != 0) _oracle.checkSequencer();
-        if (giver.health < target) revert GiverBelowTarget(giver.health, target);
+        // Never into its own pre-liquidation band: an operator could otherwise pre-liquidate what it moved down.
+        uint256 floor = uint256(_effective(owner, fromSubId).preThreshold).max(target);
+        if (giver.health < floor) revert GiverBelowTarget(giver.health, floor);
         if (giver.ltvWeighted < giver.debtValue) revert GiverInsufficientMargin(giver.ltvWeighted, giver.debtValue);
         uint256 receiverAfter = _engine.accountHealth(owner, toSubId).health;
         if (receiverAfter > target) revert ReceiverAboveTarget(receiverAfter, target);
         emit Rebalanced(owner, msg.sender, fromSubId, toSubId, asset, amount, giver.health, receiverAfter);
+        return receiverBefore < RiskMath.WAD;
+    }
+
+    /// @dev A rebalance into a liquidatable sub-account must rescue it: collateral poured into an account that
+    /// stays liquidatable would only be there to be seized.
+    function _requireHealthy(address owner, uint8 subId) internal view {
+        uint256 health = _engine.accountHealth(owner, subId).health;
+        if (health < RiskMath.WAD) revert ReceiverStillLiquidatable(subId, health);
     }
 
     /// @inheritdoc IProtectionModule
@@ -215,12 +233,17 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         if (q.seized > balance) revert SeizeExceedsBalance(q.seized, balance);
     }
 
-    /// @dev The stored opt-in with each field clamped to the current bound (all zero stays all zero).
+    /// @dev The stored opt-in with each field clamped to the current bound (all zero stays all zero), and the
+    /// discount to the engine's smallest liquidation discount (at health just below 1): a liquidator who lifts an
+    /// account from just below 1 into the band with a few wei of collateral then cannot make it pay more than the
+    /// liquidation it escaped.
     function _effective(address owner, uint8 subId) internal view returns (PreLiquidation memory pl) {
         pl = _preLiquidations[owner][subId];
         PreLiquidationBounds memory b = _bounds;
         if (pl.preThreshold > b.maxPreThreshold) pl.preThreshold = b.maxPreThreshold;
+        uint64 engineMin = _engine.riskParams().minDiscount;
         if (pl.discount > b.maxDiscount) pl.discount = b.maxDiscount;
+        if (pl.discount > engineMin) pl.discount = engineMin;
         if (pl.maxShare > b.maxShare) pl.maxShare = b.maxShare;
     }
 

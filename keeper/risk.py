@@ -33,6 +33,7 @@ MAX_UINT128 = 2**128 - 1
 MAX_DISCOUNT = 25 * 10**16  # 25 %: cap of any asset's liquidation discount
 MAX_MIN_DISCOUNT = 5 * 10**16  # 5 %: cap of the discount just below health 1
 HALF_CLOSE = 5 * 10**17  # 50 % close factor while health is near 1
+HEALTH_NEUTRAL_MARGIN = 10**12  # 1e-6: kept below the health-neutral discount, for the rounding of the amounts
 
 K = TypeVar("K", bound=Hashable)
 
@@ -93,6 +94,20 @@ class LiquidationLeavesDust(LiquidationRevert):
 class NothingSeized(LiquidationRevert):
     def __init__(self) -> None:
         super().__init__()
+
+
+class LiquidationLowersHealth(LiquidationRevert):
+    def __init__(self, health_before: int, health_after: int) -> None:
+        super().__init__(health_before, health_after)
+        self.health_before = health_before
+        self.health_after = health_after
+
+
+class NotInsolvent(LiquidationRevert):
+    def __init__(self, cover_value: int, debt_value: int) -> None:
+        super().__init__(cover_value, debt_value)
+        self.cover_value = cover_value
+        self.debt_value = debt_value
 
 
 class PriceUnavailable(ContractRevert):
@@ -342,11 +357,19 @@ def borrowing_power(h: Health) -> int:
 
 
 def liquidation_discount(h: Health, asset: AssetRisk, params: RiskParams) -> int:
-    """`min(maxDiscount, minDiscount + WAD - health)`: a reverse Dutch auction in health. Defined for a
-    liquidatable account only; raises NotLiquidatable(health) otherwise, as the engine does before computing it."""
+    """The health-scaled part of the discount, `min(maxDiscount, minDiscount + WAD - health)`: a reverse Dutch
+    auction in health. Defined for a liquidatable account only; raises NotLiquidatable(health) otherwise, as the
+    engine does before computing it. `liquidation_quote` caps it further (`neutral_discount`)."""
     if not is_liquidatable(h):
         raise NotLiquidatable(h.health)
     return min(_sub(_add(params.min_discount, WAD), h.health), asset.max_discount)
+
+
+def neutral_discount(health: int, lt: int) -> int:
+    """`MarginEngine._neutralDiscount`: the largest discount at which seizing collateral of threshold `lt` keeps
+    `health` (`health / lt - 1`), less `HEALTH_NEUTRAL_MARGIN`; 0 when there is none."""
+    neutral = w_div_down(health, lt)
+    return neutral - WAD - HEALTH_NEUTRAL_MARGIN if neutral > WAD + HEALTH_NEUTRAL_MARGIN else 0
 
 
 def max_repay(h: Health, params: RiskParams) -> int:
@@ -361,16 +384,13 @@ def max_repay(h: Health, params: RiskParams) -> int:
 
 
 def repay_limits(h: Health, requested: int, asset: AssetRisk, params: RiskParams) -> Quote:
-    """`MarginEngine._repayLimits` for a liquidatable account: discount, max repay and `repaid = min(requested,
-    maxRepay)` (seized and bad debt still 0). Raises ZeroAmount, then LiquidationLeavesDust(remaining, minDebt)."""
+    """`MarginEngine._repayLimits` for a liquidatable account: the health-scaled discount, max repay and
+    `repaid = min(requested, maxRepay)` (seized and bad debt still 0). Raises ZeroAmount."""
     discount = liquidation_discount(h, asset, params)
     cap = max_repay(h, params)
     repaid = min(requested, cap)
     if repaid == 0:
         raise ZeroAmount()
-    remaining = h.debt - repaid
-    if remaining != 0 and remaining < params.min_debt:
-        raise LiquidationLeavesDust(remaining, params.min_debt)
     return Quote(repaid=repaid, seized=0, discount=discount, max_repay=cap, bad_debt=0)
 
 
@@ -402,6 +422,99 @@ def repaid_scaled(repaid: int, debt: int, scaled_debt: int, index: int) -> int:
     return scaled_debt if repaid == debt else to_scaled_down(repaid, index)
 
 
+# ------------------------------------------------------------------- MarginEngine._valuation (lenient)
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    """`MarginEngine._valuation` in its lenient form (liquidation, write-off): a held asset without a price counts
+    at zero. `cover` is `Σ w_div_down(value_down(c_i), WAD + min(minDiscount, maxDiscount_i))`; `unpriced` is the
+    first held asset (in the mapping's order) without a price, or None."""
+
+    health: Health
+    cover: int
+    unpriced: object | None
+
+
+def valuation(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    min_discount: int,
+) -> Valuation:
+    """The lenient valuation: like `account_health`, but a held asset missing from `prices` (the router refuses
+    its price) is valued at zero instead of raising. A missing debt-asset price still raises PriceUnavailable."""
+    debt = to_assets_up(scaled_debt, index)
+    debt_value = 0
+    if debt != 0:
+        if debt_price is None:
+            raise PriceUnavailable(DEBT_ASSET)
+        debt_value = value_up(debt, debt_price, debt_decimals)
+    collateral_value = lt_weighted = ltv_weighted = cover = 0
+    unpriced: object | None = None
+    for asset, balance in balances.items():
+        if balance == 0:
+            continue
+        cfg = assets.get(asset)
+        if cfg is None:
+            raise AssetNotListed(asset)
+        price = prices.get(asset)
+        if price is None:
+            unpriced = asset if unpriced is None else unpriced
+            price = 0
+        value = value_down(balance, price, cfg.decimals)
+        collateral_value = _add(collateral_value, value)
+        lt_weighted = _add(lt_weighted, w_mul_down(value, cfg.lt))
+        ltv_weighted = _add(ltv_weighted, w_mul_down(value, cfg.ltv))
+        cover = _add(cover, w_div_down(value, WAD + min(min_discount, cfg.max_discount)))
+    health = MAX_UINT if debt_value == 0 else w_div_down(lt_weighted, debt_value)
+    return Valuation(Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health), cover, unpriced)
+
+
+def _written_off(v: Valuation, scaled_debt: int, index: int, debt_price: int, debt_decimals: int) -> tuple[int, Health]:
+    """`MarginEngine._writeOffScaled`: the scaled debt an insolvency write-off removes (0 when covered) and the
+    health figures of the written-off position."""
+    h = v.health
+    if v.cover >= h.debt_value:
+        return 0, h
+    target = amount_up(v.cover, debt_price, debt_decimals)
+    if target >= h.debt:
+        return 0, h
+    off = scaled_debt - to_scaled_up(target, index)
+    debt = to_assets_up(scaled_debt - off, index)
+    debt_value = value_up(debt, debt_price, debt_decimals)
+    health = MAX_UINT if debt_value == 0 else w_div_down(h.lt_weighted, debt_value)
+    return off, Health(h.collateral_value, h.lt_weighted, h.ltv_weighted, debt, debt_value, health)
+
+
+def write_off(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    params: RiskParams,
+) -> tuple[int, int]:
+    """`MarginEngine.writeOff`: (scaled debt written off, assets written off = to_assets_up of it). Raises
+    PriceUnavailable for the debt asset or the first held asset without a price (the engine reverts with the
+    router's error), then NotInsolvent(cover, debtValue) when nothing is to be written off."""
+    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount)
+    if v.unpriced is not None:
+        raise PriceUnavailable(v.unpriced)
+    off = 0
+    if debt_price is not None:  # None only without debt (valuation raised otherwise): nothing to write off
+        off, _ = _written_off(v, scaled_debt, index, debt_price, debt_decimals)
+    if off == 0:
+        raise NotInsolvent(v.cover, v.health.debt_value)
+    return off, to_assets_up(off, index)
+
+
 # ----------------------------------------------------------------------------------- MarginEngine._quote
 
 
@@ -418,37 +531,59 @@ def liquidation_quote(
     params: RiskParams,
 ) -> Quote:
     """`previewLiquidation(owner, subId, collateral, requested)`: what `liquidate` would repay, seize and write
-    off. Raises, in the contract's order: AssetNotListed(collateral); a price or arithmetic failure of the health
-    computation; NotLiquidatable(health); ZeroAmount; LiquidationLeavesDust(remaining, minDebt) for the requested
-    amount; NothingSeized (no balance of `collateral`, or it rounds to zero); LiquidationLeavesDust again when
-    the repayment lowered to the collateral's value leaves dust while other collateral remains."""
+    off (the insolvency write-off plus what the last collateral leaves). Held assets missing from `prices` are
+    valued at zero (the engine's lenient valuation). Raises, in the contract's order: AssetNotListed(collateral);
+    PriceUnavailable for the debt asset or an arithmetic failure of the valuation; NotLiquidatable(health);
+    NothingSeized (no balance of `collateral`); PriceUnavailable(collateral); ZeroAmount; NothingSeized (it
+    rounds to zero); LiquidationLeavesDust(remaining, minDebt) for a repayment that leaves dust without taking the
+    whole balance; LiquidationLowersHealth(before, after)."""
     cfg = assets.get(collateral)
     if cfg is None:
         raise AssetNotListed(collateral)
-    h = account_health(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals)
+    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount)
+    h = v.health
     if h.debt == 0 or h.lt_weighted >= h.debt_value:
         raise NotLiquidatable(h.health)
-    q = repay_limits(h, requested, cfg, params)
     balance = balances.get(collateral, 0)
     if balance == 0:
         raise NothingSeized()
-    assert debt_price is not None  # account_health raised PriceUnavailable otherwise (there is debt)
-    repaid, seized = seize_amounts(
-        q.repaid, q.discount, balance, debt_price, prices[collateral], cfg.decimals, debt_decimals
-    )
+    coll_price = prices.get(collateral)
+    if coll_price is None:
+        raise PriceUnavailable(collateral)
+    assert debt_price is not None  # valuation raised PriceUnavailable otherwise (there is debt)
+
+    degraded = v.unpriced is not None and v.cover < h.debt_value
+    bad_scaled = 0
+    if v.unpriced is None:
+        bad_scaled, h = _written_off(v, scaled_debt, index, debt_price, debt_decimals)
+    scaled = scaled_debt - bad_scaled
+
+    q = repay_limits(h, requested, cfg, params)
+    cap = min(params.min_discount, q.discount) if degraded else min(q.discount, neutral_discount(h.health, cfg.lt))
+    repaid, seized = seize_amounts(q.repaid, cap, balance, debt_price, coll_price, cfg.decimals, debt_decimals)
     if seized == 0:
         raise NothingSeized()
-    scaled = repaid_scaled(repaid, h.debt, scaled_debt, index)
-    bad_debt = 0
-    others_held = any(b != 0 for a, b in balances.items() if a != collateral)
-    if seized == balance and not others_held:
-        # The last collateral is gone: the remaining debt is written off in the same call.
-        bad_debt = to_assets_up(_sub(scaled_debt, scaled), index)
+    scaled_repaid = repaid_scaled(repaid, h.debt, scaled, index)
+    left = scaled - scaled_repaid
+    if seized == balance:
+        others_held = any(b != 0 for a, b in balances.items() if a != collateral)
+        if not others_held:
+            bad_scaled, left = bad_scaled + left, 0
     else:
         remaining = h.debt - repaid
         if remaining != 0 and remaining < params.min_debt:
             raise LiquidationLeavesDust(remaining, params.min_debt)
-    return Quote(repaid=repaid, seized=seized, discount=q.discount, max_repay=q.max_repay, bad_debt=bad_debt)
+    bad_debt = to_assets_up(bad_scaled, index) if bad_scaled else 0
+    if left != 0 and not degraded:
+        lt_after = (
+            h.lt_weighted
+            - w_mul_down(value_down(balance, coll_price, cfg.decimals), cfg.lt)
+            + w_mul_down(value_down(balance - seized, coll_price, cfg.decimals), cfg.lt)
+        )
+        health_after = w_div_down(lt_after, value_up(to_assets_up(left, index), debt_price, debt_decimals))
+        if health_after < h.health:
+            raise LiquidationLowersHealth(h.health, health_after)
+    return Quote(repaid=repaid, seized=seized, discount=cap, max_repay=q.max_repay, bad_debt=bad_debt)
 
 
 # ------------------------------------------------------------------------------------ status and borrowing

@@ -1,6 +1,8 @@
 """Liquidation of the MarginEngine against an independent integer reference of the rules documented on
-IMarginEngine: the health boundary, the discount curve, the close factor and dust rule, collateral-limited
-seizures, bad debt, the callback path and the bound on what a liquidator can take."""
+IMarginEngine.liquidate: the health boundary, the discount curve and its health-neutral cap, the close factor and
+dust rule, collateral-limited seizures, the insolvency write-off, bad debt, the callback path and the bound on what
+a liquidator can take. The reference works in debt-asset units with the borrow index held at RAY (the `no_interest`
+fixture), so scaled debt and debt coincide."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from conftest import MAX_UINT, RAY, WAD, fund, open_position, reverts_with
 USDC = 10**6  # one whole debt-asset token (6 decimals)
 DEBT_DECIMALS = 6
 HALF_CLOSE = WAD // 2
+NEUTRAL_MARGIN = 10**12  # IMarginEngine.liquidate rule 3: 1e-6 below the health-neutral discount
 
 
 # ---------------------------------------------------------------- reference model
@@ -104,6 +107,23 @@ def account_health(holdings: dict[str, Holding], debt: int, debt_price: int) -> 
     return Health(lt_w, ltv_w, debt_value, health)
 
 
+def cover_value(holdings: dict[str, Holding], params: Params = PARAMS) -> int:
+    """Σ value_down(c) / (1 + min(minDiscount, maxDiscount_c)), each rounded down."""
+    return sum(
+        (h.balance * h.price // 10**h.asset.decimals) * WAD // (WAD + min(params.min_discount, h.asset.max_discount))
+        for h in holdings.values()
+    )
+
+
+def write_off(holdings: dict[str, Holding], debt: int, debt_price: int, params: Params = PARAMS) -> int:
+    """Debt an insolvency write-off removes: down to the cover value (rounded up), 0 when covered."""
+    cover = cover_value(holdings, params)
+    if cover >= ceil_div(debt * debt_price, 10**DEBT_DECIMALS):
+        return 0
+    target = ceil_div(cover * 10**DEBT_DECIMALS, debt_price)
+    return max(debt - target, 0)
+
+
 def quote(
     holdings: dict[str, Holding],
     debt: int,
@@ -112,12 +132,19 @@ def quote(
     requested: int,
     params: Params = PARAMS,
 ) -> Quote:
-    """What a liquidation must do under the documented rules, or the RefRevert it must raise."""
+    """What a liquidation must do under the documented rules, or the RefRevert it must raise (all prices valid)."""
     h = account_health(holdings, debt, debt_price)
     if debt == 0 or h.health >= WAD:
         raise RefRevert("NotLiquidatable", health=h.health)
     coll = holdings[collateral]
-    discount = min(coll.asset.max_discount, params.min_discount + WAD - h.health)
+    if coll.balance == 0:
+        raise RefRevert("NothingSeized")
+    written_off = write_off(holdings, debt, debt_price, params)
+    debt -= written_off
+    h = account_health(holdings, debt, debt_price)
+    neutral = h.health * WAD // coll.asset.lt
+    neutral = neutral - WAD - NEUTRAL_MARGIN if neutral > WAD + NEUTRAL_MARGIN else 0
+    discount = min(coll.asset.max_discount, params.min_discount + WAD - h.health, neutral)
     full = h.health < params.full_close_health or h.debt_value <= params.full_close_debt_value
     max_repay = debt if full else ceil_div(debt * HALF_CLOSE, WAD)
     if debt - max_repay < params.min_debt:
@@ -125,8 +152,6 @@ def quote(
     repaid = min(requested, max_repay)
     if repaid == 0:
         raise RefRevert("ZeroAmount")
-    if 0 < debt - repaid < params.min_debt:
-        raise RefRevert("LiquidationLeavesDust", remainingDebt=debt - repaid, minDebt=params.min_debt)
     dec = 10**coll.asset.decimals
     seize_value = (repaid * debt_price // 10**DEBT_DECIMALS) * (WAD + discount) // WAD
     seized = seize_value * dec // coll.price
@@ -136,14 +161,21 @@ def quote(
         seized = coll.balance
     if seized == 0:
         raise RefRevert("NothingSeized")
+    remaining = debt - repaid
     last_collateral = seized == coll.balance and all(
         other.balance == 0 for name, other in holdings.items() if name != collateral
     )
-    remaining = debt - repaid
-    bad_debt = remaining if last_collateral else 0
-    # The dust rule holds for every liquidation: it leaves no debt, or at least minDebt, or bad debt is realised.
-    if 0 < remaining < params.min_debt and not last_collateral:
+    # The dust rule binds a repayment that leaves part of the collateral; one that takes a whole balance may leave
+    # less than minDebt, and the last collateral realises the rest as bad debt.
+    if seized < coll.balance and 0 < remaining < params.min_debt:
         raise RefRevert("LiquidationLeavesDust", remainingDebt=remaining, minDebt=params.min_debt)
+    bad_debt = written_off + (remaining if last_collateral else 0)
+    if remaining and not last_collateral:
+        left = dict(holdings)
+        left[collateral] = replace(coll, balance=coll.balance - seized)
+        health_after = account_health(left, remaining, debt_price).health
+        if health_after < h.health:
+            raise RefRevert("LiquidationLowersHealth", healthBefore=h.health, healthAfter=health_after)
     return Quote(repaid, seized, discount, max_repay, bad_debt)
 
 
@@ -317,8 +349,13 @@ def test_liquidation_boundary_price(system: Any, market: Market, alice: Any, pay
 # ---------------------------------------------------------------- discount curve
 
 
-def test_discount_grows_as_health_falls_and_caps_weth(system: Any, market: Market, alice: Any) -> None:
-    """WETH: discount = minDiscount + (1 - health), small just below 1, growing, capped at 10 %."""
+def test_discount_grows_as_health_falls_then_follows_the_health_neutral_cap(
+    system: Any, market: Market, alice: Any
+) -> None:
+    """WETH: discount = minDiscount + (1 - health), small just below 1 and growing as health falls, until the
+    health-neutral cap health / lt - 1 binds (about health 0.92 for lt 0.85): then it falls with health, so no
+    liquidation lowers health; an insolvent account is written off to its cover value first and pays about
+    minDiscount. The 10 % cap is never reached for WETH."""
     balances, debt = {"WETH": 10 * WAD}, 15_000 * USDC
     open_position(system, alice, 0, {"WETH": 10 * WAD}, borrow=debt)
     discounts = []
@@ -328,9 +365,14 @@ def test_discount_grows_as_health_falls_and_caps_weth(system: Any, market: Marke
         assert chain_quote(system, alice, 0, "WETH", 1000 * USDC) == ref
         discounts.append(ref.discount)
     assert discounts[0] < PARAMS.min_discount + 10**15  # health 0.9996: 0.5 % + 0.04 %
-    assert discounts == sorted(discounts)
-    assert discounts[1] < discounts[2] < discounts[3] < discounts[4]
-    assert discounts[-3:] == [ASSETS["WETH"].max_discount] * 3
+    assert discounts[0] < discounts[1] < discounts[2]  # the Dutch auction binds
+    assert discounts[2] > discounts[3] > discounts[4]  # the health-neutral cap binds
+    assert max(discounts) < ASSETS["WETH"].max_discount
+    # Insolvent (collateral $15,000 / $14,000 against $15,000 of debt): written off to the cover value, where the
+    # health-neutral discount is minDiscount less the rounding margin (and less the one debt unit the write-off
+    # keeps for the lenders).
+    for d in discounts[5:]:
+        assert PARAMS.min_discount - NEUTRAL_MARGIN - 10**9 < d <= PARAMS.min_discount - NEUTRAL_MARGIN
 
 
 def test_discount_cap_is_per_asset_link(system: Any, market: Market, alice: Any) -> None:
@@ -568,79 +610,83 @@ def test_collateral_limited_then_second_collateral(system: Any, market: Market, 
     assert system.engine.collateralOf(alice, 0, system.wbtc) == 10**7 - second.seized
 
 
-def test_collateral_limited_liquidation_cannot_leave_dust(system: Any, market: Market, alice: Any, payer: Any) -> None:
-    """Documented dust rule (RiskParams.minDebt: the smallest debt a liquidation may leave): a seizure limited by
-    the balance must not leave 0 < debt < minDebt while other collateral remains."""
+def test_whole_collateral_may_leave_dust_and_the_next_settles_it(
+    system: Any, market: Market, alice: Any, payer: Any
+) -> None:
+    """A seizure limited by the balance takes a whole collateral and may leave 0 < debt < minDebt while other
+    collateral remains (a repayment the liquidator chose may not): the next liquidation, or the owner, settles it.
+    Before, such a liquidation reverted LiquidationLeavesDust and small accounts could not be liquidated at all."""
     balances, debt = {"LINK": 100 * WAD, "WBTC": 10**6}, 1300 * USDC
     open_position(system, alice, 0, balances, borrow=debt)
     market.set("LINK", "14.5")
     market.set("WBTC", 5000)
-    with pytest.raises(RefRevert) as ref:
-        market.quote(balances, debt, "LINK", MAX_UINT)
-    remaining = debt - ceil_div(ceil_div(1450 * WAD * WAD, WAD + ASSETS["LINK"].max_discount), 10**12)
-    assert ref.value.inputs == {"remainingDebt": remaining, "minDebt": PARAMS.min_debt}
-    assert 0 < remaining < PARAMS.min_debt
-    with expect_ref(system, ref.value):
-        liquidate(system, payer, alice, "LINK", MAX_UINT)
+    ref = market.quote(balances, debt, "LINK", MAX_UINT)
+    assert ref.seized == 100 * WAD
+    assert 0 < debt - ref.repaid < PARAMS.min_debt
+    assert ref.bad_debt == 0
+    assert chain_quote(system, alice, 0, "LINK", MAX_UINT) == ref
+    liquidate(system, payer, alice, "LINK", MAX_UINT)
+    assert system.engine.debtOf(alice, 0) == debt - ref.repaid
+    assert system.engine.collateralOf(alice, 0, system.link) == 0
 
 
 def test_bad_debt_realised_when_last_collateral_seized(system: Any, market: Market, alice: Any, payer: Any) -> None:
-    """An underwater single-collateral account liquidated in full has its remaining debt written off at once."""
-    debt = 1500 * USDC
-    open_position(system, alice, 0, {"WETH": WAD}, borrow=debt)
-    market.set("WETH", 1500)
-    ref = market.quote({"WETH": WAD}, debt, "WETH", MAX_UINT)
-    assert ref.discount == ASSETS["WETH"].max_discount
-    assert ref.seized == WAD
-    assert ref.repaid == ceil_div(ceil_div(1500 * WAD * WAD, 11 * 10**17), 10**12)
-    assert ref.bad_debt == debt - ref.repaid > 0
-    assert chain_quote(system, alice, 0, "WETH", MAX_UINT) == ref
+    """Two collaterals, solvent: seizing all of the first leaves the debt (no bad debt); when the price of the last
+    falls so far that it cannot cover what is left, the liquidation writes the shortfall off first and the last
+    seizure realises whatever remains."""
+    balances, debt = {"WETH": WAD, "WBTC": 10**7}, 3800 * USDC
+    open_position(system, alice, 0, balances, borrow=debt)
+    market.set("WETH", 1000)
+    market.set("WBTC", 30000)
+    first = market.quote(balances, debt, "WBTC", MAX_UINT)  # WBTC's lower lt makes it the one to seize
+    assert first.seized == 10**7
+    assert first.bad_debt == 0
+    assert chain_quote(system, alice, 0, "WBTC", MAX_UINT) == first
+    receipt = liquidate(system, payer, alice, "WBTC", MAX_UINT)
+    assert receipt.events.filter(system.engine.BadDebtRealized) == []
+    debt -= first.repaid
+    assert system.engine.debtOf(alice, 0) == debt
+
+    market.set("WETH", 700)
     total_debt, total_assets, reserve = system.vault.totalDebt(), system.vault.totalAssets(), system.vault.reserve()
-
+    last = market.quote({"WETH": WAD}, debt, "WETH", MAX_UINT)
+    written = write_off(market.holdings({"WETH": WAD}), debt, market.prices["USDC"])
+    assert 0 < written <= last.bad_debt
+    assert chain_quote(system, alice, 0, "WETH", MAX_UINT) == last
     receipt = liquidate(system, payer, alice, "WETH", MAX_UINT)
-
     engine_logs = receipt.events.filter(system.engine.BadDebtRealized)
     assert [dict(log.event_arguments) for log in engine_logs] == [
-        {"owner": alice.address, "subId": 0, "assets": ref.bad_debt}
+        {"owner": alice.address, "subId": 0, "assets": last.bad_debt}
     ]
-    covered = min(reserve, ref.bad_debt)
+    covered = min(reserve, last.bad_debt)
     vault_logs = receipt.events.filter(system.vault.BadDebtRealized)
     assert [dict(log.event_arguments) for log in vault_logs] == [
-        {"assets": ref.bad_debt, "coveredByReserve": covered, "socialized": ref.bad_debt - covered}
+        {"assets": last.bad_debt, "coveredByReserve": covered, "socialized": last.bad_debt - covered}
     ]
-    pos = system.engine.position(alice, 0)
-    assert (pos.scaledDebt, pos.assetMask) == (0, 0)
     assert system.engine.debtOf(alice, 0) == 0
     assert system.vault.totalDebt() == total_debt - debt
-    assert system.vault.totalAssets() == total_assets - (ref.bad_debt - covered)
+    assert system.vault.totalAssets() == total_assets - (last.bad_debt - covered)
 
 
-def test_no_bad_debt_until_every_collateral_is_gone(system: Any, market: Market, alice: Any, payer: Any) -> None:
-    """With two collaterals, seizing all of the first leaves the debt in place; seizing the last realises it."""
-    balances, debt = {"WETH": WAD, "WBTC": 10**7}, 6000 * USDC
+def test_no_bad_debt_while_the_collateral_covers_the_debt(
+    system: Any, market: Market, alice: Any, payer: Any
+) -> None:
+    """A solvent account (collateral worth more than its debt x (1 + minDiscount)) is never written off: seizing a
+    whole collateral leaves the rest of the debt in place."""
+    balances, debt = {"WETH": WAD, "WBTC": 10**7}, 3000 * USDC
     open_position(system, alice, 0, balances, borrow=debt)
     market.set("WETH", 500)
     market.set("WBTC", 30000)
-
-    first = market.quote(balances, debt, "WETH", MAX_UINT)
-    assert first.seized == WAD
+    assert cover_value(market.holdings(balances)) > debt * 10**12
+    first = market.quote(balances, debt, "WBTC", MAX_UINT)
+    assert first.seized == 10**7
     assert first.bad_debt == 0
-    assert chain_quote(system, alice, 0, "WETH", MAX_UINT) == first
-    receipt = liquidate(system, payer, alice, "WETH", MAX_UINT)
+    assert chain_quote(system, alice, 0, "WBTC", MAX_UINT) == first
+    receipt = liquidate(system, payer, alice, "WBTC", MAX_UINT)
     assert receipt.events.filter(system.engine.BadDebtRealized) == []
     assert receipt.events.filter(system.vault.BadDebtRealized) == []
-    _, debt = after(market.holdings(balances), debt, "WETH", first)
-    assert system.engine.debtOf(alice, 0) == debt
-
-    second = market.quote({"WBTC": 10**7}, debt, "WBTC", MAX_UINT)
-    assert second.seized == 10**7
-    assert second.bad_debt == debt - second.repaid > 0
-    assert chain_quote(system, alice, 0, "WBTC", MAX_UINT) == second
-    receipt = liquidate(system, payer, alice, "WBTC", MAX_UINT)
-    logs = receipt.events.filter(system.engine.BadDebtRealized)
-    assert [log.assets for log in logs] == [second.bad_debt]
-    assert [log.assets for log in receipt.events.filter(system.vault.BadDebtRealized)] == [second.bad_debt]
-    assert system.engine.position(alice, 0).scaledDebt == 0
+    _, debt = after(market.holdings(balances), debt, "WBTC", first)
+    assert system.engine.debtOf(alice, 0) == debt > 0
 
 
 def test_liquidation_with_accrued_interest_uses_rounded_up_debt(

@@ -122,6 +122,8 @@ interface IMarginEngine {
     error RiskUpdateTooSoon(address asset, uint256 nextAllowed);
     error InvalidRiskUpdate(address asset, uint64 ltv, uint64 lt);
     error NotProtectionModule(address caller);
+    error LiquidationLowersHealth(uint256 healthBefore, uint256 healthAfter);
+    error NotInsolvent(uint256 coverValue, uint256 debtValue);
 
     event AssetListed(address indexed asset, uint8 index, uint8 decimals);
     event AssetConfigSet(address indexed asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap);
@@ -184,6 +186,32 @@ interface IMarginEngine {
     /// `collateral` at the current discount, sent to `receiver`. With non-empty `data` the engine calls
     /// `ILiquidationCallback.onLiquidation` on the caller after sending the collateral and before pulling the
     /// repayment. Never blocked by the sequencer gate.
+    ///
+    /// The rules, in the order they apply (health is the lenient one: a held asset whose price the router refuses
+    /// counts at zero, so a dust balance of it cannot freeze the liquidation; the debt asset's price and the
+    /// seized collateral's price must be valid):
+    /// 1. Liquidatable iff debt > 0 and health < 1, else `NotLiquidatable(health)`; `NothingSeized` when the
+    ///    account holds none of `collateral`; the router's error when `collateral` has no valid price.
+    /// 2. Insolvency write-off: when every held price is valid and the debt value exceeds the cover value
+    ///    `Σ value_down(c_i) / (1 + min(minDiscount, maxDiscount_i))`, the debt above the cover value is written
+    ///    off first (as `writeOff` does), so the loss reaches the vault's lenders before this liquidation, and the
+    ///    rest of the rules see the written-off position.
+    /// 3. Discount `d = min(minDiscount + (1 - health), maxDiscount_c, health / lt_c - 1 - 1e-6)` (0 when the last
+    ///    term is negative): the reverse Dutch auction, never beyond the discount at which seizing `collateral`
+    ///    leaves health unchanged. So splitting a liquidation into small calls cannot raise the discount of the
+    ///    next one. When a held price is invalid and the account is insolvent on what can be priced (nothing can
+    ///    be written off then), `d = min(that, minDiscount)` instead and rule 6 does not apply.
+    /// 4. Close factor: `maxRepay` = all the debt when `health < fullCloseHealth` or `debtValue <=
+    ///    fullCloseDebtValue`, else half (rounded up), raised to all when half would leave less than `minDebt`.
+    ///    `repaid = min(repayAssets, maxRepay)`, `ZeroAmount` when 0.
+    /// 5. Seized `= repaid value * (1 + d) / price` rounded down; above the balance, the whole balance for a
+    ///    repayment lowered to its value / (1 + d), rounded up. A repayment that does not take the whole balance
+    ///    must leave 0 or at least `minDebt` (`LiquidationLeavesDust`); one that takes a whole collateral may leave
+    ///    less, and taking the last collateral realises all the remaining debt as bad debt. So every liquidatable
+    ///    account has a liquidation that succeeds, down to the last dust.
+    /// 6. Health never falls: unless no debt is left, the health after (same prices and index) must be at least
+    ///    the health before (after rule 2), else `LiquidationLowersHealth(before, after)`; seize another collateral
+    ///    (one with a lower lt) instead.
     function liquidate(
         address owner,
         uint8 subId,
@@ -193,6 +221,17 @@ interface IMarginEngine {
         address receiver,
         bytes calldata data
     ) external returns (uint256 repaid, uint256 seized);
+
+    /// @notice Writes off the part of an insolvent sub-account's debt that its collateral cannot cover, at once,
+    /// so that no lender can redeem ahead of a loss that is already certain. Anyone may call it. The cover value is
+    /// `Σ value_down(c_i) / (1 + min(minDiscount, maxDiscount_i))`: the collateral's value less the smallest
+    /// discount a liquidator is paid for it. The debt is lowered to the cover value (rounded up, for the lenders);
+    /// the vault covers the difference from its reserve, then from its lenders (`IVault.realizeBadDebt`). The
+    /// account stays liquidatable and is then liquidated without its health falling. Needs a valid price for the
+    /// debt asset and for every held collateral (the router's error otherwise: a missing price could hide
+    /// collateral worth the debt). Reverts `NotInsolvent(coverValue, debtValue)` when nothing is to be written
+    /// off. Emits `BadDebtRealized(owner, subId, assets)`; returns the assets written off.
+    function writeOff(address owner, uint8 subId) external returns (uint256 badDebt);
 
     // ---- protection module primitives (only `protectionModule()`) ----
 

@@ -80,6 +80,9 @@ interface IOracleRouter {
     /// @notice Validated price of `asset`, WAD USD per whole token. Reverts with a typed error when invalid.
     function price(address asset) external view returns (uint256);
 
+    /// @notice TEMPORARY (replaced by the router work): the price `price` would return, or ok = false.
+    function tryPrice(address asset) external view returns (bool ok, uint256 price);
+
     /// @notice Reverts with `SequencerDown` or `SequencerGracePeriod` when new risk must not be taken.
     /// Returns silently when no sequencer feed is configured. Never used on the liquidation path.
     function checkSequencer() external view;

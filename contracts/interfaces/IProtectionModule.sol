@@ -11,7 +11,10 @@ pragma solidity 0.8.28;
 ///   Nothing ever leaves the owner: the engine primitive moves between the owner's sub-accounts only.
 /// - **Pre-liquidation band.** An owner opts a sub-account into a band `1 <= health < preThreshold`. In the band
 ///   anyone may repay up to `maxShare` of the debt and seize collateral worth the repayment times
-///   `1 + discount`; the call must raise health. Below health 1 only the engine's liquidation applies.
+///   `1 + discount`; the call must raise health. Below health 1 only the engine's liquidation applies. The
+///   discount never exceeds the engine's `minDiscount` (its discount at health just below 1), so a
+///   pre-liquidation never costs the user more per dollar repaid than any liquidation would, even when a
+///   liquidator lifts an account from just below 1 into the band with a few wei of collateral.
 ///
 /// Units: health, target health, thresholds, discounts and shares are WAD (1e18 = 1.0 = 100 %); prices are WAD USD
 /// per whole token from the OracleRouter (the engine's own router); token amounts are in each token's decimals.
@@ -64,7 +67,8 @@ interface IProtectionModule {
     error NoMoves();
     error ReceiverNotBelowTarget(uint256 receiverHealth, uint256 targetHealth);
     error ReceiverAboveTarget(uint256 receiverHealthAfter, uint256 targetHealth);
-    error GiverBelowTarget(uint256 giverHealthAfter, uint256 targetHealth);
+    error GiverBelowTarget(uint256 giverHealthAfter, uint256 floorHealth);
+    error ReceiverStillLiquidatable(uint8 subId, uint256 healthAfter);
     error GiverInsufficientMargin(uint256 borrowingPower, uint256 debtValue);
     error InvalidPreLiquidationBounds(uint64 maxPreThreshold, uint64 maxDiscount, uint64 maxShare);
     error InvalidPreLiquidation(uint64 preThreshold, uint64 discount, uint64 maxShare);
@@ -122,19 +126,25 @@ interface IProtectionModule {
     /// `SameSubAccount(subId)`; `ReceiverNotBelowTarget(health, target)` unless the receiver has debt and health
     /// below the target (a rebalance exists to rescue an at-risk receiver); the engine's own errors of the move
     /// (`ZeroAmount`, `AssetNotListed`, `InsufficientCollateral`); the router's `SequencerDown` /
-    /// `SequencerGracePeriod` when the giver has debt; `GiverBelowTarget(healthAfter, target)` when the giver ends
-    /// below the target; `GiverInsufficientMargin(borrowingPower, debtValue)` when the giver has debt and ends
-    /// without its initial margin (ltv-weighted value below the debt value: the rule of the owner's own moves);
-    /// `ReceiverAboveTarget(healthAfter, target)` when the amount lifts the receiver above the target (more than
-    /// the rescue needs). Any invalid price reverts (fail closed). Emits `Rebalanced` with both healths after.
+    /// `SequencerGracePeriod` when the giver has debt; `GiverBelowTarget(healthAfter, floor)` when the giver ends
+    /// below `floor = max(target, the giver's effective preThreshold)` (an operator must not move a giver into its
+    /// own pre-liquidation band and then pre-liquidate it); `GiverInsufficientMargin(borrowingPower, debtValue)`
+    /// when the giver has debt and ends without its initial margin (ltv-weighted value below the debt value: the
+    /// rule of the owner's own moves); `ReceiverAboveTarget(healthAfter, target)` when the amount lifts the
+    /// receiver above the target (more than the rescue needs); `ReceiverStillLiquidatable(subId, healthAfter)`
+    /// when the receiver was liquidatable (health < 1) and the move leaves it so (collateral poured into an
+    /// account that stays liquidatable would only be there to be seized). Any invalid price reverts (fail
+    /// closed). Emits `Rebalanced` with both healths after.
     function rebalance(address owner, uint8 fromSubId, uint8 toSubId, address asset, uint256 amount) external;
 
     /// @notice Several `rebalance` moves for one owner in one transaction, all or nothing: each move is checked by
     /// every rule of `rebalance`, in order, against the state the moves before it left (so a receiver must still
     /// be below the target when its turn comes, and a giver of an earlier move may not be lifted above it and
     /// then drained). What it is for: rescuing a sub-account that one donor alone cannot lift, before it can be
-    /// liquidated. `NoMoves()` for an empty list; any failing move reverts the whole batch with that move's
-    /// error. Emits one `Rebalanced` per move.
+    /// liquidated. The one exception to per-move checking: a receiver that was liquidatable when the batch first
+    /// moved into it must be healthy (health >= 1) when the batch ends, not after each move, so that two donors
+    /// can rescue it together (`ReceiverStillLiquidatable(subId, health)` otherwise). `NoMoves()` for an empty
+    /// list; any failing move reverts the whole batch with that move's error. Emits one `Rebalanced` per move.
     function rebalanceBatch(address owner, Move[] calldata moves) external;
 
     /// @notice The target health `owner` gave `operator`; 0 = not authorised.
@@ -185,7 +195,8 @@ interface IProtectionModule {
     /// @notice The owner's opt-in as stored (all zero: not opted in).
     function preLiquidationOf(address owner, uint8 subId) external view returns (PreLiquidation memory);
 
-    /// @notice The opt-in as `preLiquidate` applies it now: each field clamped to governance's current bound.
+    /// @notice The opt-in as `preLiquidate` applies it now: each field clamped to governance's current bound, and
+    /// the discount also to the engine's `minDiscount`.
     function effectivePreLiquidation(address owner, uint8 subId) external view returns (PreLiquidation memory);
 
     /// @notice Governance's current bounds on opt-ins.
