@@ -518,6 +518,16 @@ def write_off(
 # ----------------------------------------------------------------------------------- MarginEngine._quote
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What `liquidate` books besides its quote: the scaled debt the repayment extinguishes and the scaled debt
+    written off (the insolvency write-off plus what the last collateral leaves)."""
+
+    quote: Quote
+    scaled_repaid: int
+    scaled_written_off: int
+
+
 def liquidation_quote(
     balances: Mapping[K, int],
     prices: Mapping[K, int],
@@ -530,7 +540,25 @@ def liquidation_quote(
     requested: int,
     params: RiskParams,
 ) -> Quote:
-    """`previewLiquidation(owner, subId, collateral, requested)`: what `liquidate` would repay, seize and write
+    """`previewLiquidation(owner, subId, collateral, requested)`; see `liquidation`."""
+    return liquidation(
+        balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, collateral, requested, params
+    ).quote
+
+
+def liquidation(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    collateral: K,
+    requested: int,
+    params: RiskParams,
+) -> Settlement:
+    """`MarginEngine._quote`: what `liquidate(owner, subId, collateral, requested)` would repay, seize and write
     off (the insolvency write-off plus what the last collateral leaves). Held assets missing from `prices` are
     valued at zero (the engine's lenient valuation). Raises, in the contract's order: AssetNotListed(collateral);
     PriceUnavailable for the debt asset or an arithmetic failure of the valuation; NotLiquidatable(health);
@@ -583,7 +611,8 @@ def liquidation_quote(
         health_after = w_div_down(lt_after, value_up(to_assets_up(left, index), debt_price, debt_decimals))
         if health_after < h.health:
             raise LiquidationLowersHealth(h.health, health_after)
-    return Quote(repaid=repaid, seized=seized, discount=cap, max_repay=q.max_repay, bad_debt=bad_debt)
+    quote = Quote(repaid=repaid, seized=seized, discount=cap, max_repay=q.max_repay, bad_debt=bad_debt)
+    return Settlement(quote, scaled_repaid, bad_scaled)
 
 
 # ------------------------------------------------------------------------------------ status and borrowing

@@ -273,39 +273,65 @@ def quote(
 
 
 def test_quote_partial_seizure() -> None:
-    # 10 C at $100 ($800 lt-weighted) against 900 USDC: health 0.888, discount 0.5 % + 11.1 % capped at 10 %,
-    # full close. Seized = $900 * 1.1 / $100 = 9.9 C.
+    # 10 C at $100 ($800 lt-weighted) against 900 USDC: health 0.888, discount 0.5 % + 11.1 % capped at 10 %
+    # (the health-neutral discount 0.888 / 0.8 - 1 = 11.1 % does not bind), full close. Seized = $900 * 1.1 /
+    # $100 = 9.9 C.
     q = quote({"C": 10 * E18}, {"C": 100 * WAD}, 900 * USD, MAX_UINT)
     assert q == risk.Quote(repaid=900 * USD, seized=99 * 10**17, discount=10 * PCT, max_repay=900 * USD, bad_debt=0)
     assert quote({"C": 10 * E18}, {"C": 100 * WAD}, 900 * USD, 100 * USD).seized == 11 * 10**17
 
 
-def test_quote_capped_at_balance_repaid_rounded_up_and_bad_debt() -> None:
-    # At $80 the debt buys 12.375 C but the account holds 10: all of it, for ceil(800 / 1.1) = 727.272728 USDC
-    # (rounded up, not ...727); the last collateral is gone, so the remaining 172.727272 USDC is bad debt.
+def test_quote_insolvent_account_is_written_off_to_its_cover_value_first() -> None:
+    # 10 C at $80 ($800) against 900 USDC: the cover value $800 / 1.005 = $796.0199004975... is below the debt, so
+    # the debt is first lowered to ceil(796.0199004975) = 796.019901 USDC: 103.980099 USDC written off. Health is
+    # then 640 / 796.019901 = 0.80399999..., just under lt * (1 + minDiscount) = 0.804, so the health-neutral
+    # discount is just under 0.5 % less the 1e-6 margin: the liquidator repays all 796.019901 USDC for a little
+    # less than the 10 C, and no further bad debt is realised.
     q = quote({"C": 10 * E18}, {"C": 80 * WAD}, 900 * USD, MAX_UINT)
-    assert q == risk.Quote(repaid=727_272_728, seized=10 * E18, discount=10 * PCT, max_repay=900 * USD,
-                           bad_debt=172_727_272)  # fmt: skip
+    assert q.bad_debt == 103_980_099
+    assert q.repaid == q.max_repay == 796_019_901
+    assert 5 * PCT // 10 - risk.HEALTH_NEUTRAL_MARGIN - 10**9 < q.discount < 5 * PCT // 10 - risk.HEALTH_NEUTRAL_MARGIN
+    assert 9_999 * 10**15 < q.seized < 10 * E18
 
 
 def test_quote_capped_at_balance_with_other_collateral_left_has_no_bad_debt() -> None:
-    q = quote({"C": 10 * E18, "T": 1}, {"C": 80 * WAD, "T": WAD}, 900 * USD, MAX_UINT)
+    # 10 C at $80 and 200 T at $1 ($1,000, lt-weighted $800) against 900 USDC: solvent (cover $995), health 0.888:
+    # 10 % discount. The debt buys 12.375 C but there are 10: all of it, for ceil(800 / 1.1) = 727.272728 USDC
+    # (rounded up, not ...727); 172.727272 USDC remain against the T, at health 160 / 172.727272 = 0.926.
+    q = quote({"C": 10 * E18, "T": 200 * USD}, {"C": 80 * WAD, "T": WAD}, 900 * USD, MAX_UINT)
     assert q == risk.Quote(repaid=727_272_728, seized=10 * E18, discount=10 * PCT, max_repay=900 * USD, bad_debt=0)
 
 
-def test_quote_capped_repayment_must_not_leave_dust() -> None:
-    # The same seizure would leave 172.727272 USDC while T remains: below a 200 USDC minimum debt.
+def test_quote_whole_balance_may_leave_less_than_min_debt() -> None:
+    # The same seizure leaves 172.727272 USDC while T remains: below a 200 USDC minimum debt, and allowed, because
+    # it took the whole C (the T settles the rest); before, it reverted and such accounts could get stuck.
     params = replace(PARAMS, min_debt=200 * USD)
+    q = quote({"C": 10 * E18, "T": 200 * USD}, {"C": 80 * WAD, "T": WAD}, 900 * USD, MAX_UINT, params=params)
+    assert (q.repaid, q.seized, q.bad_debt) == (727_272_728, 10 * E18, 0)
+
+
+def test_quote_requested_amount_must_not_leave_dust() -> None:
+    # 895 of 900 USDC buys 9.845 C of 10: part of the balance stays, so the 5 USDC left is dust.
     with pytest.raises(risk.LiquidationLeavesDust) as dust:
-        quote({"C": 10 * E18, "T": 1}, {"C": 80 * WAD, "T": WAD}, 900 * USD, MAX_UINT, params=params)
-    assert dust.value.args == (172_727_272, 200 * USD)
+        quote({"C": 10 * E18}, {"C": 100 * WAD}, 900 * USD, 895 * USD)
+    assert dust.value.args == (5 * USD, 10 * USD)
+    with pytest.raises(risk.NothingSeized):  # T is not held: refused before any amount is computed
+        quote({"C": 10 * E18}, {"C": 100 * WAD}, 900 * USD, 895 * USD, "T")
 
 
-def test_quote_requested_amount_must_not_leave_dust_checked_before_the_balance() -> None:
-    for collateral in ("C", "T"):  # T is not held: the dust rule still comes first, as on-chain
-        with pytest.raises(risk.LiquidationLeavesDust) as dust:
-            quote({"C": 10 * E18}, {"C": 100 * WAD}, 900 * USD, 895 * USD, collateral)
-        assert dust.value.args == (5 * USD, 10 * USD)
+def test_quote_never_lowers_health() -> None:
+    # 10 C at $100 (lt 0.8, $800) and 1 H at $300 (lt 0.9, $270) against 1,250 USDC (solvent: cover $1,293.5):
+    # health 1,070 / 1,250 = 0.856, below H's lt, so seizing any H at any discount lowers health; seizing C does
+    # not, at most at its health-neutral discount 0.856 / 0.8 - 1 = 7 % (the auction would give 10 %).
+    assets = {**QUOTE_ASSETS, "H": risk.AssetRisk(decimals=18, ltv=80 * PCT, lt=90 * PCT, max_discount=5 * PCT)}
+    balances, prices = {"C": 10 * E18, "H": E18}, {"C": 100 * WAD, "H": 300 * WAD}
+    with pytest.raises(risk.LiquidationLowersHealth) as lowers:
+        risk.liquidation_quote(balances, prices, assets, 1_250 * USD, RAY, WAD, 6, "H", 100 * USD, PARAMS)
+    before, after = lowers.value.args
+    assert before == 856 * 10**15
+    assert after < before
+    q = risk.liquidation_quote(balances, prices, assets, 1_250 * USD, RAY, WAD, 6, "C", 100 * USD, PARAMS)
+    assert q.discount == 7 * PCT - risk.HEALTH_NEUTRAL_MARGIN
 
 
 def test_quote_zero_amount() -> None:
@@ -338,11 +364,32 @@ def test_quote_unlisted_collateral_is_checked_first() -> None:
         quote({"Z": 10**34}, {"Z": 10**8 * WAD}, 900 * USD, MAX_UINT, "DOGE")
 
 
-def test_quote_overflow_and_missing_price() -> None:
+def test_quote_overflow_and_missing_prices() -> None:
     with pytest.raises(risk.Overflow):
         quote({"Z": 10**34}, {"Z": 10**8 * WAD}, 900 * USD, MAX_UINT, "Z")
-    with pytest.raises(risk.PriceUnavailable):
-        quote({"C": 10 * E18, "T": 5}, {"C": 80 * WAD}, 900 * USD, MAX_UINT)
+    # The seized collateral needs its own price.
+    with pytest.raises(risk.PriceUnavailable) as coll:
+        quote({"C": 10 * E18, "T": 5}, {"C": 80 * WAD}, 900 * USD, MAX_UINT, "T")
+    assert coll.value.asset == "T"
+    with pytest.raises(risk.PriceUnavailable) as debt:
+        risk.liquidation_quote({"C": E18}, {"C": WAD}, QUOTE_ASSETS, 900 * USD, RAY, None, 6, "C", 1, PARAMS)
+    assert debt.value.asset == risk.DEBT_ASSET
+
+
+def test_quote_values_an_unpriced_dust_balance_at_zero() -> None:
+    # 5 units of T without a price do not freeze the liquidation of C: T counts at zero. 10 C at $100 against
+    # 900 USDC is solvent on C alone, so the rules are those of an account without T.
+    with_dust = quote({"C": 10 * E18, "T": 5}, {"C": 100 * WAD}, 900 * USD, MAX_UINT)
+    assert with_dust == quote({"C": 10 * E18}, {"C": 100 * WAD}, 900 * USD, MAX_UINT)
+
+
+def test_quote_insolvent_with_a_price_missing_pays_the_smallest_discount_and_writes_nothing_off() -> None:
+    # 10 C at $80 against 900 USDC with 5 unpriced T: insolvent on what can be priced, but nothing is written off
+    # (the T could be worth the debt); the discount is minDiscount, 0.5 %: 900 * 1.005 / 80 = 11.3 C > 10, so the
+    # whole C for ceil(800 / 1.005) = 796.019901 USDC, and the rest of the debt stays (the T is not gone).
+    q = quote({"C": 10 * E18, "T": 5}, {"C": 80 * WAD}, 900 * USD, MAX_UINT)
+    assert q == risk.Quote(repaid=796_019_901, seized=10 * E18, discount=5 * PCT // 10, max_repay=900 * USD,
+                           bad_debt=0)  # fmt: skip
 
 
 def test_quote_half_close_and_raise_to_full() -> None:
@@ -363,11 +410,45 @@ def test_quote_half_close_and_raise_to_full() -> None:
 
 
 def test_quote_bad_debt_when_the_repayment_extinguishes_no_scaled_debt() -> None:
-    # 1 wei of C ($1e-16) against scaled 1,000 at index 1.5 (1,500 units). The whole balance costs
-    # ceil(ceil(100 / 1.1) / 1e12) = 1 unit, which extinguishes floor(1 / 1.5) = 0 scaled: all 1,500 units
-    # are written off (not 1,499).
+    # 1 wei of C ($1e-16: 100 wei of USD) against scaled 1,000 at index 1.5 (1,500 units). Insolvent: the cover
+    # value floor(100 / 1.005) = 99 wei is ceil(99e6 / 1e18) = 1 unit of debt, ceil(1 / 1.5) = 1 scaled; 999
+    # scaled are written off, leaving 2 units owed. Health is then ~0: discount 0. The whole balance costs
+    # ceil(100 wei / 1e12) = 1 unit, which extinguishes floor(1 / 1.5) = 0 scaled, and it is the last collateral:
+    # the remaining 1 scaled is written off too: 1,000 scaled in all, 1,500 units (not 1,499).
     q = quote({"C": 1}, {"C": 100 * WAD}, 1_000, MAX_UINT, index=3 * RAY // 2)
-    assert q == risk.Quote(repaid=1, seized=1, discount=10 * PCT, max_repay=1_500, bad_debt=1_500)
+    assert q == risk.Quote(repaid=1, seized=1, discount=0, max_repay=2, bad_debt=1_500)
+
+
+def test_write_off_hand_computed() -> None:
+    # As in the insolvent quote above: 900 USDC against $800 of C are lowered to 796.019901 USDC.
+    assert risk.write_off({"C": 10 * E18}, {"C": 80 * WAD}, QUOTE_ASSETS, 900 * USD, RAY, WAD, 6, PARAMS) == (
+        103_980_099,
+        103_980_099,
+    )
+    # At index 1.5 the scaled figures differ: 600 scaled = 900 USDC; the target 796.019901 USDC is
+    # ceil(796.019901 / 1.5) = 530.679934 scaled; 69.320066 scaled written off = ceil(103.980099) USDC.
+    off, assets = risk.write_off({"C": 10 * E18}, {"C": 80 * WAD}, QUOTE_ASSETS, 600 * USD, 3 * RAY // 2, WAD, 6, PARAMS)
+    assert off == 600 * USD - 530_679_934
+    assert assets == risk.mul_div_up(off, 3, 2)
+
+
+def test_write_off_refuses_covered_and_unpriced_accounts() -> None:
+    # $1,000 of C against 995 USDC: cover $995.02 >= $995: nothing to write off.
+    with pytest.raises(risk.NotInsolvent) as covered:
+        risk.write_off({"C": 10 * E18}, {"C": 100 * WAD}, QUOTE_ASSETS, 995 * USD, RAY, WAD, 6, PARAMS)
+    assert covered.value.args == (995_024_875_621_890_547_263, 995 * WAD)
+    with pytest.raises(risk.PriceUnavailable) as unpriced:
+        risk.write_off({"C": 10 * E18, "T": 5}, {"C": 80 * WAD}, QUOTE_ASSETS, 900 * USD, RAY, WAD, 6, PARAMS)
+    assert unpriced.value.asset == "T"
+    with pytest.raises(risk.NotInsolvent):
+        risk.write_off({"C": 10 * E18}, {"C": 80 * WAD}, QUOTE_ASSETS, 0, RAY, None, 6, PARAMS)
+
+
+def test_neutral_discount() -> None:
+    assert risk.neutral_discount(90 * PCT, 80 * PCT) == 125 * PCT // 10 - risk.HEALTH_NEUTRAL_MARGIN  # 12.5 %
+    assert risk.neutral_discount(80 * PCT, 80 * PCT) == 0
+    assert risk.neutral_discount(70 * PCT, 80 * PCT) == 0
+    assert risk.neutral_discount(80 * PCT + 8 * 10**11, 80 * PCT) == 0  # within the margin
 
 
 def test_repaid_scaled() -> None:

@@ -11,9 +11,13 @@ then breaks a feed for one comparison, liquidates and borrows for real, and comp
 - every account's `accountHealth` (all six fields, or the exact revert) with `risk.account_health`: one *state*;
 - `previewLiquidation` of liquidatable accounts (every held collateral, sometimes one not held, several requested
   amounts including 0, 1, the close-factor limit, a dust-leaving amount and MAX_UINT) and of some healthy ones,
-  with `risk.liquidation_quote`, the reverts decoded and compared error name and arguments;
+  with `risk.liquidation_quote`, the reverts decoded and compared error name and arguments; with a broken feed,
+  the liquidation quotes that value the unpriced collateral at zero;
+- `writeOff` (simulated) of every account the mirror finds insolvent and of some covered ones, with
+  `risk.write_off`;
 - the vault's `borrowIndex`, `borrowRate`, `utilization`, `totalDebt` and `reserve` with `risk.pending`;
-- real liquidations (`Liquidated` / `BadDebtRealized` events and the account afterwards) with the mirror's quote;
+- real liquidations and write-offs (`Liquidated` / `BadDebtRealized` events and the account afterwards) with the
+  mirror's settlement;
 - `risk.max_borrow`: `borrow(max)` simulates fine and `borrow(max + 1)` reverts with the mirror's arguments.
 
 The mirror computes from raw state only (balances, scaled debt, the feeds' answers and the configuration the
@@ -442,8 +446,19 @@ class Campaign:
                                    self.debt_price, self.debt_decimals)  # fmt: skip
 
     def quote(self, acct: Acct, token: str, requested: int) -> risk.Quote:
-        return risk.liquidation_quote(acct.balances, self.prices, self.configs, acct.scaled, self.index,
-                                      self.debt_price, self.debt_decimals, token, requested, self.params)  # fmt: skip
+        return self.settle(acct, token, requested).quote
+
+    def settle(self, acct: Acct, token: str, requested: int) -> risk.Settlement:
+        return risk.liquidation(acct.balances, self.prices, self.configs, acct.scaled, self.index,
+                                self.debt_price, self.debt_decimals, token, requested, self.params)  # fmt: skip
+
+    def valuation(self, acct: Acct) -> risk.Valuation:
+        return risk.valuation(acct.balances, self.prices, self.configs, acct.scaled, self.index, self.debt_price,
+                              self.debt_decimals, self.params.min_discount)  # fmt: skip
+
+    def write_off(self, acct: Acct) -> tuple[int, int]:
+        return risk.write_off(acct.balances, self.prices, self.configs, acct.scaled, self.index, self.debt_price,
+                              self.debt_decimals, self.params)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ rounds
 
@@ -482,14 +497,18 @@ class Campaign:
                                           for k in [*self.tokens, risk.DEBT_ASSET]])  # fmt: skip
         chain = node.calls([self.engine("accountHealth", a.owner, a.sub) for a in self.accounts])
         previews: list[tuple[Call, Acct, str, int]] = []
+        write_offs: list[tuple[Call, Acct]] = []
         for acct, got in zip(self.accounts, chain, strict=True):
             want = mirror(lambda a=acct: self.health(a), self.feed_of)
             t.states += 1
             t.seen(f"health:{want[0]}")
             t.check(f"accountHealth {acct.owner[:8]}/{acct.sub}", got, want)
-            if want[0] != "ok":
+            lenient = mirror(lambda a=acct: self.valuation(a), self.feed_of)
+            if lenient[0] == "ok" and acct.scaled and (lenient[1][1] < lenient[1][0][4] or rng.random() < 0.05):
+                write_offs.append((self.engine("writeOff", acct.owner, acct.sub), acct))
+            if lenient[0] != "ok":
                 targets = [(self.tokens[0], MAX_UINT)]
-            elif risk.is_liquidatable(self.health(acct)):
+            elif risk.is_liquidatable(self.valuation(acct).health):
                 targets = self.liquidation_targets(acct)
             elif rng.random() < 0.1:
                 targets = [(rng.choice(self.tokens), MAX_UINT)]
@@ -507,13 +526,22 @@ class Campaign:
             if want[0] == "ok":
                 _, seized, _, cap, bad_debt = want[1]
                 t.seen("quote:capped at balance" if seized == acct.balances[token] else "quote:partial seizure")
+                v, p = self.valuation(acct), self.params
                 if bad_debt:
                     t.seen("quote:bad debt")
-                h, p = self.health(acct), self.params
+                if v.unpriced is not None:
+                    t.seen("quote:unpriced collateral at zero")
+                elif v.cover < v.health.debt_value:
+                    t.seen("quote:written off first")
+                h = v.health
                 if h.health >= p.full_close_health and h.debt_value > p.full_close_debt_value:
                     t.seen("quote:half close raised to the debt" if cap == h.debt else "quote:half close")
             t.check(f"previewLiquidation {acct.owner[:8]}/{acct.sub} {self.symbol.get(token, token)} {amount}",
                     got, want)  # fmt: skip
+        for (_, acct), got in zip(write_offs, node.calls([w[0] for w in write_offs]), strict=True):
+            want = mirror(lambda a=acct: self.write_off(a)[1], self.feed_of)
+            t.seen(f"writeOff:{want[0]}")
+            t.check(f"writeOff {acct.owner[:8]}/{acct.sub}", got, want)
 
     def compare_with_broken_feed(self, token: str) -> None:
         """One comparison while `token`'s feed reverts: the mirror, given no price for it, must fail exactly
@@ -532,7 +560,7 @@ class Campaign:
 
     def liquidation_targets(self, acct: Acct) -> list[tuple[str, int]]:
         rng = self.rng
-        h = self.health(acct)
+        h = self.valuation(acct).health
         cap = risk.max_repay(h, self.params)
         amounts = [cap, cap + 1, 1, 0, rng.randint(1, h.debt), h.debt]
         if self.params.min_debt > 1 and h.debt > self.params.min_debt:
@@ -554,13 +582,24 @@ class Campaign:
             except risk.ContractRevert:
                 continue
         for acct in rng.sample(candidates, min(len(candidates), rng.randint(1, 4))):
+            if rng.random() < 0.2:
+                try:
+                    off, written = self.write_off(acct)
+                except risk.ContractRevert:
+                    pass
+                else:
+                    receipt = node.send(self.liquidator, self.engine("writeOff", acct.owner, acct.sub))
+                    t.check(f"writeOff {acct.owner[:8]}/{acct.sub} event", self.engine_events(receipt),
+                            {"BadDebtRealized": (written,)})  # fmt: skip
+                    acct.scaled -= off
+                    t.seen("written off for real")
             token = rng.choice(list(acct.balances))
             requested = rng.choice([MAX_UINT, rng.randint(1, self.health(acct).debt)])
             try:
-                q = self.quote(acct, token, requested)
+                settlement = self.settle(acct, token, requested)
             except risk.ContractRevert:
                 continue
-            h = self.health(acct)
+            q = settlement.quote
             receipt = node.send(self.liquidator, self.engine("liquidate", acct.owner, acct.sub, token, requested, 0,
                                                              self.liquidator, b""))  # fmt: skip
             events = self.engine_events(receipt)
@@ -568,11 +607,10 @@ class Campaign:
             what = f"liquidate {acct.owner[:8]}/{acct.sub} {self.symbol[token]} {requested}"
             t.check(what, events.get("Liquidated"), (q.repaid, q.seized, q.discount))
             t.check(what + " bad debt", events.get("BadDebtRealized"), (q.bad_debt,) if q.bad_debt else None)
-            scaled_repaid = risk.repaid_scaled(q.repaid, h.debt, acct.scaled, self.index)
             left = {tok: b for tok, b in acct.balances.items() if tok != token or b != q.seized}
             if token in left:
                 left[token] -= q.seized
-            expected_scaled = 0 if not left else acct.scaled - scaled_repaid
+            expected_scaled = acct.scaled - settlement.scaled_repaid - settlement.scaled_written_off
             pos, bal = node.calls([self.engine("position", acct.owner, acct.sub),
                                    self.engine("collateralOf", acct.owner, acct.sub, token)])  # fmt: skip
             t.check(what + " position", (pos[1][0], bal[1]), (expected_scaled, left.get(token, 0)))
@@ -734,8 +772,9 @@ def test_mirror_matches_contracts_to_the_wei(project, chain, accounts, admin, le
             f"quote:{k}"
             for k in ("ok", "Panic", "AssetNotListed", "NotLiquidatable", "ZeroAmount", "LiquidationLeavesDust",
                       "NothingSeized", "capped at balance", "partial seizure", "bad debt", "half close",
-                      "half close raised to the debt")
-        ]  # fmt: skip
+                      "half close raised to the debt", "LiquidationLowersHealth", "written off first",
+                      "unpriced collateral at zero", "FeedCallFailed")
+        ] + ["writeOff:ok", "writeOff:NotInsolvent", "written off for real"]  # fmt: skip
         missing = [k for k in wanted if k not in tally.outcomes]
         assert not missing, f"never reached: {missing}"
         assert tally.liquidations >= 10
