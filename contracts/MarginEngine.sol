@@ -331,10 +331,32 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
             uint256 remaining = v.h.debt - q.repaid;
             if (remaining != 0 && remaining < _params.minDebt) revert LiquidationLeavesDust(remaining, _params.minDebt);
         }
+        if (left != 0 && !degraded) {
+            _requireHealthKept(v, q.seized, cfg.decimals, left.toAssetsUp(index));
+            // A discount above the cover's minDiscount can leave a nearly insolvent account unable to cover what
+            // remains: that loss is written off in the same call too, so every liquidation leaves its account
+            // covered (or without debt).
+            if (v.unpriced == address(0)) badScaled += _writeOffAfter(v, q.seized, cfg, left, index);
+        }
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
         if (badScaled != 0) q.badDebt = badScaled.toAssetsUp(index);
-        if (left != 0 && !degraded) _requireHealthKept(v, q.seized, cfg.decimals, left.toAssetsUp(index));
+    }
+
+    /// @dev The scaled debt to write off after seizing `seized` of the wanted collateral with `left` scaled debt
+    /// remaining: down to the remaining cover value, rounded up; 0 when covered.
+    function _writeOffAfter(Valuation memory v, uint256 seized, AssetConfig memory cfg, uint256 left, uint256 index)
+        internal
+        view
+        returns (uint256)
+    {
+        uint256 onePlus = RiskMath.WAD + uint256(_params.minDiscount).min(cfg.maxDiscount);
+        uint256 cover = v.cover - v.wantBalance.valueDown(v.wantPrice, cfg.decimals).wDivDown(onePlus)
+            + (v.wantBalance - seized).valueDown(v.wantPrice, cfg.decimals).wDivDown(onePlus);
+        uint256 debt = left.toAssetsUp(index);
+        if (cover >= debt.valueUp(v.debtPrice, _debtDecimals)) return 0;
+        uint256 target = cover.amountUp(v.debtPrice, _debtDecimals);
+        return target < debt ? left - target.toScaledUp(index) : 0;
     }
 
     /// @dev The largest discount at which seizing collateral of liquidation threshold `lt` keeps `health`:

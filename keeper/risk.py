@@ -601,7 +601,6 @@ def liquidation(
         remaining = h.debt - repaid
         if remaining != 0 and remaining < params.min_debt:
             raise LiquidationLeavesDust(remaining, params.min_debt)
-    bad_debt = to_assets_up(bad_scaled, index) if bad_scaled else 0
     if left != 0 and not degraded:
         lt_after = (
             h.lt_weighted
@@ -611,6 +610,20 @@ def liquidation(
         health_after = w_div_down(lt_after, value_up(to_assets_up(left, index), debt_price, debt_decimals))
         if health_after < h.health:
             raise LiquidationLowersHealth(h.health, health_after)
+        if v.unpriced is None:
+            # `_writeOffAfter`: what the account cannot cover after the seizure is written off in the same call.
+            one_plus = WAD + min(params.min_discount, cfg.max_discount)
+            cover = (
+                v.cover
+                - w_div_down(value_down(balance, coll_price, cfg.decimals), one_plus)
+                + w_div_down(value_down(balance - seized, coll_price, cfg.decimals), one_plus)
+            )
+            debt_after = to_assets_up(left, index)
+            if cover < value_up(debt_after, debt_price, debt_decimals):
+                target = amount_up(cover, debt_price, debt_decimals)
+                if target < debt_after:
+                    bad_scaled += left - to_scaled_up(target, index)
+    bad_debt = to_assets_up(bad_scaled, index) if bad_scaled else 0
     quote = Quote(repaid=repaid, seized=seized, discount=cap, max_repay=q.max_repay, bad_debt=bad_debt)
     return Settlement(quote, scaled_repaid, bad_scaled)
 

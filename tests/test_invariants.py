@@ -45,7 +45,8 @@ SHARE_PROBE = 10**12  # share amount whose asset value is the tracked share pric
 SUBS = (0, 1, 2)
 UINT128_MAX = 2**128 - 1
 HEALTH_FIELDS = ("collateralValue", "ltWeighted", "ltvWeighted", "debt", "debtValue", "health")
-HEALTH_NEVER_FALLS = frozenset({"deposit", "repay", "donate", "stranger", "lender"})
+HEALTH_NEVER_FALLS = frozenset({"deposit", "repay", "donate", "stranger", "lender", "writeoff"})
+NEUTRAL_MARGIN = 10**12  # IMarginEngine.liquidate rule 3: kept below the health-neutral discount
 
 
 # --------------------------------------------------------------------------------------------- risk math mirror
@@ -378,6 +379,7 @@ class Step:
     strict_health: bool = True  # invariant 6: no healthy account may become liquidatable in this step
     donation: bool = False
     socialized: int = 0
+    account: Key | None = None  # the account a liquidation or write-off touched
 
 
 Outcome = tuple[str, tuple[Any, ...]] | None  # None: must succeed; else the exact custom error and arguments
@@ -391,6 +393,10 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     liquidations: int = 0
     full_seizures: int = 0
+    write_offs: int = 0
+    written_off_in_liquidation: int = 0
+    lowers_health_refused: int = 0
+    liveness_checks: int = 0
     bad_debt_events: int = 0
     bad_debt_assets: int = 0
     covered: int = 0
@@ -595,6 +601,17 @@ class Campaign:
         if step.kind in HEALTH_NEVER_FALLS:
             for key in self.keys:
                 assert post.health[key].health >= pre.health[key].health, f"a {step.kind} lowered {key}'s health"
+        # 10: no liquidation lowers the health of the account it liquidates (unless it leaves no debt), and after
+        # a liquidation or a write-off the loss the account's collateral cannot cover has landed: no lender can
+        # redeem ahead of a loss that is already certain.
+        if step.ok and step.account is not None:
+            key = step.account
+            after = post.health[key]
+            assert after.debt == 0 or after.health >= pre.health[key].health, (
+                f"a {step.kind} lowered {key}'s health {pre.health[key].health} -> {after.health}"
+            )
+            p = post.pos[key]
+            assert self.written_off(p.bals, p.scaled, post) == 0, f"{key} still insolvent after a {step.kind}"
         # 7: a donation moves no account's health (above), nor totalAssets, nor the share price.
         if step.donation:
             assert post.total_assets == pre.total_assets, "donation changed totalAssets"
@@ -858,28 +875,49 @@ class Campaign:
             e.vault_usdc += repaid
         return Step("repay", f"repay {key} {assets} of {debt} by {payer[:8]}", events is not None, e)
 
-    def quote(self, key: Key, i: int, requested: int, s: State) -> tuple[Outcome, tuple[int, int, int, int, int], int]:
-        """Independent liquidation quote per IMarginEngine: (error or OK, (repaid, seized, discount, maxRepay,
-        badDebt), scaled repaid)."""
+    def cover(self, bals: Sequence[int], s: State) -> int:
+        """Σ value_down(c_i) / (1 + min(minDiscount, maxDiscount_i)), each rounded down (IMarginEngine.writeOff)."""
+        return sum(
+            w_div_down(value_down(b, s.prices[i], self.dec[i]), WAD + min(self.min_discount, self.max_disc[i]))
+            for i, b in enumerate(bals)
+            if b
+        )
+
+    def written_off(self, bals: Sequence[int], scaled: int, s: State) -> int:
+        """Scaled debt the insolvency write-off removes: down to the cover value, rounded up; 0 when covered."""
+        f = self.figures(bals, scaled, s)
+        cover = self.cover(bals, s)
+        if not f.debt or cover >= f.debt_value:
+            return 0
+        target = amount_up(cover, s.debt_price, self.debt_dec)
+        return scaled - to_scaled_up(target, s.index) if target < f.debt else 0
+
+    def quote(
+        self, key: Key, i: int, requested: int, s: State
+    ) -> tuple[Outcome, tuple[int, int, int, int, int], int, int]:
+        """Independent liquidation quote per IMarginEngine.liquidate: (error or OK, (repaid, seized, discount,
+        maxRepay, badDebt), scaled repaid, scaled written off)."""
         p = s.pos[key]
         h = self.figures(p.bals, p.scaled, s)
         none = (0, 0, 0, 0, 0)
         if h.debt == 0 or h.lt_w >= h.debt_value:
-            return ("NotLiquidatable", (h.health,)), none, 0
-        discount = min(self.min_discount + WAD - h.health, self.max_disc[i])
+            return ("NotLiquidatable", (h.health,)), none, 0, 0
+        balance = p.bals[i]
+        if balance == 0:
+            return ("NothingSeized", ()), none, 0, 0
+        off = self.written_off(p.bals, p.scaled, s)
+        scaled = p.scaled - off
+        h = self.figures(p.bals, scaled, s)
+        neutral = w_div_down(h.health, self.lt[i])
+        neutral = neutral - WAD - NEUTRAL_MARGIN if neutral > WAD + NEUTRAL_MARGIN else 0
+        discount = min(self.min_discount + WAD - h.health, self.max_disc[i], neutral)
         full = h.health < self.full_close_health or h.debt_value <= self.full_close_debt_value
         max_repay = h.debt if full else w_mul_up(h.debt, WAD // 2)
         if h.debt - max_repay < self.min_debt:
             max_repay = h.debt
         repaid = min(requested, max_repay)
         if repaid == 0:
-            return ("ZeroAmount", ()), none, 0
-        remaining = h.debt - repaid
-        if remaining != 0 and remaining < self.min_debt:
-            return ("LiquidationLeavesDust", (remaining, self.min_debt)), none, 0
-        balance = p.bals[i]
-        if balance == 0:
-            return ("NothingSeized", ()), none, 0
+            return ("ZeroAmount", ()), none, 0, 0
         price, dec = s.prices[i], self.dec[i]
         seize_value = w_mul_down(value_down(repaid, s.debt_price, self.debt_dec), WAD + discount)
         seized = amount_down(seize_value, price, dec)
@@ -888,15 +926,24 @@ class Campaign:
             repaid = min(amount_up(pay_value, s.debt_price, self.debt_dec), repaid)
             seized = balance
         if seized == 0:
-            return ("NothingSeized", ()), none, 0
-        scaled_repaid = p.scaled if repaid == h.debt else to_scaled_down(repaid, s.index)
-        bad = 0
-        if seized == balance and p.mask == 1 << i:
-            bad = to_assets_up(p.scaled - scaled_repaid, s.index)
+            return ("NothingSeized", ()), none, 0, 0
+        scaled_repaid = scaled if repaid == h.debt else to_scaled_down(repaid, s.index)
+        left, bad_scaled = scaled - scaled_repaid, off
+        if seized == balance:
+            if p.mask == 1 << i:  # the last collateral: the rest is bad debt
+                bad_scaled, left = bad_scaled + left, 0
         elif 0 < h.debt - repaid < self.min_debt:
-            # A repayment lowered to the collateral's value must not leave dust unless it took the last collateral.
-            return ("LiquidationLeavesDust", (h.debt - repaid, self.min_debt)), none, 0
-        return OK, (repaid, seized, discount, max_repay, bad), scaled_repaid
+            # A repayment the liquidator chose must not leave dust (one that took a whole collateral may).
+            return ("LiquidationLeavesDust", (h.debt - repaid, self.min_debt)), none, 0, 0
+        if left:
+            bals = list(p.bals)
+            bals[i] -= seized
+            after = self.figures(bals, left, s).health
+            if after < h.health:
+                return ("LiquidationLowersHealth", (h.health, after)), none, 0, 0
+            bad_scaled += self.written_off(bals, left, s)  # what the rest cannot cover is written off at once
+        bad = to_assets_up(bad_scaled, s.index) if bad_scaled else 0
+        return OK, (repaid, seized, discount, max_repay, bad), scaled_repaid, bad_scaled
 
     def op_liquidate(self, s: State) -> Step:
         rng = self.rng
@@ -917,7 +964,7 @@ class Campaign:
             requested = max(debt - self.min_debt + 1, 1)
         else:
             requested = max(debt * rng.randint(1, 1000) // 1000, 1)
-        expected, q, scaled_repaid = self.quote(key, i, requested, s)
+        expected, q, scaled_repaid, bad_scaled = self.quote(key, i, requested, s)
         min_seized = 0
         if expected is OK and rng.random() < 0.15:
             min_seized = q[1] + rng.choice((0, 1))
@@ -939,6 +986,9 @@ class Campaign:
         e = Expect.unchanged(s)
         step = Step("liquidate", f"liquidate {key} {self.symbols[i]} req={requested} debt={debt}", False, e)
         step.strict_health = False
+        step.account = key
+        if expected is not OK and expected[0] == "LiquidationLowersHealth":
+            self.tally.lowers_health_refused += 1
         args = (key[0], key[1], self.assets[i], requested, min_seized, receiver, b"")
         events = self.attempt(expected, self.liquidator, self.engine.liquidate, *args)
         if events is None:
@@ -960,7 +1010,7 @@ class Campaign:
         got = liq[0].args
         assert (got["owner"], got["subId"], got["collateral"]) == (key[0].lower(), key[1], self.assets[i].lower())
         assert (got["repaid"], got["seized"], got["discount"]) == (repaid, seized, discount), f"event {got}"
-        bad_scaled = p.scaled - scaled_repaid if seized == p.bals[i] and p.mask == 1 << i else 0
+        self.tally.written_off_in_liquidation += self.written_off(p.bals, p.scaled, s) > 0
         eng_bad = [ev for ev in events if ev.source == "engine" and ev.name == "BadDebtRealized"]
         vault_bad = [ev for ev in events if ev.source == "vault" and ev.name == "BadDebtRealized"]
         covered = 0
@@ -989,9 +1039,60 @@ class Campaign:
         e.engine_bal[i] -= seized
         e.reserve -= covered
         left = to_assets_up(p.scaled - scaled_repaid - bad_scaled, s.index)
-        assert left == 0 or left >= self.min_debt, f"liquidation left dust: {left} < minDebt {self.min_debt}"
+        took_whole = seized == p.bals[i]
+        assert left == 0 or left >= self.min_debt or took_whole, f"liquidation left dust: {left} < {self.min_debt}"
         step.desc += f" -> repaid={repaid} seized={seized} bad={bad}"
         return step
+
+    def op_writeoff(self, s: State) -> Step:
+        """Anyone writes off an insolvent account's shortfall; a covered account (or one without debt) is refused
+        with NotInsolvent(cover, debtValue)."""
+        rng = self.rng
+        insolvent = [k for k in self.owner_keys if self.written_off(s.pos[k].bals, s.pos[k].scaled, s)]
+        key = rng.choice(insolvent) if insolvent and rng.random() < 0.9 else rng.choice(self.owner_keys)
+        p = s.pos[key]
+        off = self.written_off(p.bals, p.scaled, s)
+        e = Expect.unchanged(s)
+        step = Step("writeoff", f"writeOff {key} off={off}", False, e, account=key)
+        if not off:
+            f = self.figures(p.bals, p.scaled, s)
+            self.attempt(("NotInsolvent", (self.cover(p.bals, s), f.debt_value)), self.stranger, self.engine.writeOff,
+                         *key)  # fmt: skip
+            return step
+        events = self.must(self.stranger, self.engine.writeOff, *key)
+        bad = to_assets_up(off, s.index)
+        eng_bad = [ev.args for ev in events if ev.source == "engine" and ev.name == "BadDebtRealized"]
+        assert eng_bad == [{"owner": key[0].lower(), "subId": key[1], "assets": bad}], f"{eng_bad}"
+        covered = min(bad, s.reserve)
+        vault_bad = [ev.args for ev in events if ev.source == "vault" and ev.name == "BadDebtRealized"]
+        assert vault_bad == [{"assets": bad, "coveredByReserve": covered, "socialized": bad - covered}], f"{vault_bad}"
+        e.set_scaled(key, p.scaled - off)
+        e.total_scaled -= off
+        e.reserve -= covered
+        step.ok, step.socialized = True, bad - covered
+        self.tally.write_offs += 1
+        self.tally.bad_debt_events += 1
+        self.tally.bad_debt_assets += bad
+        self.tally.covered += covered
+        self.tally.socialized += bad - covered
+        return step
+
+    def check_liveness(self, s: State) -> None:
+        """Every liquidatable account has a liquidation that succeeds now: for each, at least one held collateral
+        liquidates for the whole allowed amount (simulated as the liquidator, who holds plenty)."""
+        keys = [k for k in self.owner_keys if s.health[k].liquidatable]
+        calls = [(k, i) for k in keys for i in self.held(s.pos[k])]
+        if not calls:
+            return
+        fn = self.engine.liquidate
+        reqs = [("eth_call", [{"from": self.liquidator, "to": fn.address,
+                               "data": fn.data(k[0], k[1], self.assets[i], MAX_UINT, 0, self.liquidator, b"")},
+                              "latest"]) for k, i in calls]  # fmt: skip
+        answers = self.node.w3.provider.make_batch_request(reqs)
+        works = {k for (k, _), a in zip(calls, answers, strict=True) if "error" not in a}
+        stuck = [k for k in keys if k not in works]
+        assert not stuck, f"liquidatable accounts with no liquidation that succeeds: {stuck}"
+        self.tally.liveness_checks += len(keys)
 
     def push(self, k: int, answer: int) -> None:
         feed = self.feeds[k] if k < len(self.feeds) else self.usdc_feed
@@ -1188,6 +1289,7 @@ class Campaign:
         weights = {
             "deposit": 16, "withdraw": 9, "move": 5, "borrow": 18, "repay": 9, "price": 11, "skip": 3,
             "liquidate": 30 if liquidatable else 3, "donate": 2, "stranger": 3, "lender": 5,
+            "writeoff": 4 if liquidatable else 1,
         }  # fmt: skip
         return self.rng.choices(list(weights), weights=list(weights.values()))[0]
 
@@ -1224,6 +1326,7 @@ class Campaign:
                 post = self.read()
                 self.check_state(post)
                 self.check_step(pre, post, step)
+                self.check_liveness(post)
                 pre = post
                 self.tally.max_utilization = max(self.tally.max_utilization, post.utilization)
                 if (step_no + 1) % 1000 == 0:
@@ -1310,7 +1413,9 @@ def test_random_operations_keep_every_invariant(system, accounts, chain, admin, 
         f"\ninvariant campaign: seed={seed} steps={steps} in {elapsed:.0f}s ({steps / elapsed:.1f}/s); ok: {ok}; "
         f"reverted: {rev}; liquidations={t.liquidations} (full seizures {t.full_seizures}); "
         f"bad debt events={t.bad_debt_events} assets={t.bad_debt_assets} covered={t.covered} "
-        f"socialized={t.socialized} fully covered={t.fully_covered}; max utilization "
+        f"socialized={t.socialized} fully covered={t.fully_covered}; write-offs={t.write_offs} (and in "
+        f"{t.written_off_in_liquidation} liquidations); refused for lowering health={t.lowers_health_refused}; "
+        f"liveness checks={t.liveness_checks}; max utilization "
         f"{t.max_utilization / WAD:.3f}; settle checks={t.settle_checks}; episodes={t.episodes}; "
         f"node glitches={node.glitches}"
     )
@@ -1320,3 +1425,5 @@ def test_random_operations_keep_every_invariant(system, accounts, chain, admin, 
         assert t.bad_debt_events >= 1, "the campaign never realised bad debt"
         assert min(t.ok["borrow"], t.ok["repay"], t.ok["deposit"], t.ok["withdraw"]) >= 5, f"too few ops: {ok}"
         assert t.ok["move"] >= 1, "no collateral move succeeded"
+        assert t.write_offs + t.written_off_in_liquidation >= 1, "no insolvency was ever written off"
+        assert t.liveness_checks >= 10, "liveness was checked on too few liquidatable accounts"

@@ -176,6 +176,7 @@ def quote(
         health_after = account_health(left, remaining, debt_price).health
         if health_after < h.health:
             raise RefRevert("LiquidationLowersHealth", healthBefore=h.health, healthAfter=health_after)
+        bad_debt += write_off(left, remaining, debt_price, params)  # what the rest cannot cover, at once
     return Quote(repaid, seized, discount, max_repay, bad_debt)
 
 
