@@ -23,6 +23,8 @@ SYMBOLS = ("WETH", "WBTC", "LINK")
 # The deploy defaults (scripts/_system.py ProtectionSpec), which TEST_CONFIG keeps.
 MAX_PRE, MAX_DISC, MAX_SHARE, MAX_TARGET = 110 * PCT, 3 * PCT, 50 * PCT, 3 * WAD
 MIN_DEBT = 10 * 10**6
+ENGINE_MIN_DISC = 5 * PCT // 10  # the engine's minDiscount in TEST_CONFIG: the band never pays more
+BAND_DISC = min(MAX_DISC, ENGINE_MIN_DISC)
 
 
 # -------------------------------------------------------------------------------------------------------------- helpers
@@ -276,10 +278,59 @@ def test_giver_must_stay_at_the_target(system: Any, pm: Any, alice: Any, operato
     best = risk.largest(1, units("WETH", 10), lambda a: mirror(system, alice, 1, {"WETH": -a}).health >= target)
     assert mirror(system, alice, 0, {"WETH": best + 1}).health <= target  # the receiver's rule does not bind
     under = mirror(system, alice, 1, {"WETH": -(best + 1)}).health
-    with reverts_with(pm.GiverBelowTarget, giverHealthAfter=under, targetHealth=target):
+    with reverts_with(pm.GiverBelowTarget, giverHealthAfter=under, floorHealth=target):
         pm.rebalance(alice, 1, 0, system.weth, best + 1, sender=operator)
     pm.rebalance(alice, 1, 0, system.weth, best, sender=operator)
     assert health(system, alice, 1) >= target
+
+
+def test_giver_is_never_moved_into_its_own_band(
+    system: Any, pm: Any, alice: Any, operator: Any, no_interest: None
+) -> None:
+    """Issue 12 item 5: with a target (1.02) below the giver's own pre-liquidation threshold (1.10), an operator
+    could move the giver into its band and then pre-liquidate it. The giver's floor is max(target, threshold):
+    one wei past the amount that keeps it at the threshold is refused with that floor (before, only the target
+    bound it), and the amount itself passes."""
+    system.set_price("WETH", 2_300)  # borrow where the initial margin allows it, then the price falls
+    open_position(system, alice, 0, {"WETH": units("WETH", 50)}, 84_577 * 10**6)  # at $2,000: 1.005
+    open_position(system, alice, 1, {"WETH": units("WETH", 10)}, 15_178 * 10**6)  # at $2,000: 1.12
+    system.set_price("WETH", 2_000)
+    pm.setPreLiquidation(1, MAX_PRE, MAX_DISC, MAX_SHARE, sender=alice)
+    target = 102 * PCT
+    pm.setRebalancer(operator, target, sender=alice)
+    keep = risk.largest(1, units("WETH", 10), lambda a: mirror(system, alice, 1, {"WETH": -a}).health >= MAX_PRE)
+    under = mirror(system, alice, 1, {"WETH": -(keep + 1)}).health
+    assert target <= under < MAX_PRE  # the target alone would allow it: the giver would sit in its own band
+    assert mirror(system, alice, 0, {"WETH": keep + 1}).health <= target  # the receiver's rule does not bind
+    with reverts_with(pm.GiverBelowTarget, giverHealthAfter=under, floorHealth=MAX_PRE):
+        pm.rebalance(alice, 1, 0, system.weth, keep + 1, sender=operator)
+    pm.rebalance(alice, 1, 0, system.weth, keep, sender=operator)
+    assert health(system, alice, 1) >= MAX_PRE
+
+
+def test_a_liquidatable_receiver_must_be_rescued_not_fed(
+    system: Any, pm: Any, alice: Any, operator: Any, no_interest: None
+) -> None:
+    """Issue 12 item 5: pouring a debt-free sub-account's collateral into a liquidatable one that stays
+    liquidatable would only hand it to a liquidator (the operator itself, maybe). A move into a liquidatable
+    receiver must leave it healthy (ReceiverStillLiquidatable otherwise); a batch must leave it healthy at its
+    end."""
+    system.set_price("WETH", 2_300)
+    open_position(system, alice, 0, {"WETH": units("WETH", 10)}, 18_000 * 10**6)
+    open_position(system, alice, 1, {"WETH": units("WETH", 2)})
+    system.set_price("WETH", 2_000)  # receiver at 0.9444: liquidatable
+    assert health(system, alice, 0) < WAD
+    pm.setRebalancer(operator, 120 * PCT, sender=alice)
+    need = risk.largest(1, units("WETH", 2), lambda a: mirror(system, alice, 0, {"WETH": a}).health < WAD) + 1
+    short = mirror(system, alice, 0, {"WETH": need - 1}).health
+    with reverts_with(pm.ReceiverStillLiquidatable, subId=0, healthAfter=short):
+        pm.rebalance(alice, 1, 0, system.weth, need - 1, sender=operator)
+    half = (need - 1) // 2
+    with reverts_with(pm.ReceiverStillLiquidatable, subId=0, healthAfter=short):
+        pm.rebalanceBatch(alice, [(1, 0, system.weth, half), (1, 0, system.weth, need - 1 - half)], sender=operator)
+    # Two moves that together lift it above 1 pass, although the first alone leaves it liquidatable.
+    pm.rebalanceBatch(alice, [(1, 0, system.weth, half), (1, 0, system.weth, need - half)], sender=operator)
+    assert health(system, alice, 0) >= WAD
 
 
 def test_giver_keeps_its_initial_margin(system: Any, pm: Any, alice: Any, operator: Any, no_interest: None) -> None:
@@ -438,15 +489,16 @@ def banded(system: Any, pm: Any, bob: Any, liquidator: Any, no_interest: None) -
 def test_pre_liquidation_repays_the_share_and_pays_exactly_the_discount(
     system: Any, pm: Any, bob: Any, liquidator: Any, banded: int
 ) -> None:
+    """bob opted in at 3 %: the band pays min(3 %, the engine's minDiscount 0.5 %)."""
     repaid = 4_500 * 10**6  # 50 % of 9,000
-    seized = seized_for(system, repaid, MAX_DISC, "LINK")
+    seized = seized_for(system, repaid, BAND_DISC, "LINK")
     after = mirror(system, bob, 0, {"LINK": -seized}, repaid=repaid).health
     assert tuple(pm.previewPreLiquidation(bob, 0, system.link, MAX_UINT)) == (repaid, seized, banded)
     usdc0, link0 = system.usdc.balanceOf(liquidator), system.link.balanceOf(liquidator)
     supplied0 = system.engine.assetSupply(system.link).totalSupplied
     tx = pm.preLiquidate(bob, 0, system.link, MAX_UINT, seized, liquidator, sender=liquidator)
     assert events(tx, pm.PreLiquidated) == [{"caller": liquidator.address, "owner": bob.address, "subId": 0,
-        "collateral": system.link.address, "repaid": repaid, "seized": seized, "discount": MAX_DISC,
+        "collateral": system.link.address, "repaid": repaid, "seized": seized, "discount": BAND_DISC,
         "healthBefore": banded, "healthAfter": after}]  # fmt: skip
     assert events(tx, system.engine.CollateralSeized) == [{"owner": bob.address, "subId": 0,
         "asset": system.link.address, "amount": seized, "receiver": liquidator.address}]  # fmt: skip
@@ -460,9 +512,9 @@ def test_pre_liquidation_repays_the_share_and_pays_exactly_the_discount(
     assert system.usdc.allowance(pm, system.engine) == MAX_UINT  # the standing approval, never drawn down
     # The liquidator's gain is the discount on the repaid value, less the rounding down of the seized amount.
     gain = risk.value_down(seized, 135 * 10**17, 18) - repaid * 10**12
-    assert repaid * 10**12 * MAX_DISC // WAD - 135 * 10**17 // 10**18 - 1 <= gain <= repaid * 10**12 * MAX_DISC // WAD
-    # 4,635 USD of LINK at 13.5: 343.333... LINK, rounded down.
-    assert seized == 4_635 * 10**18 * 10**18 // (135 * 10**17)
+    assert repaid * 10**12 * BAND_DISC // WAD - 135 * 10**17 // 10**18 - 1 <= gain <= repaid * 10**12 * BAND_DISC // WAD
+    # 4,522.5 USD of LINK at 13.5: 335 LINK exactly.
+    assert seized == 4_5225 * 10**17 * 10**18 // (135 * 10**17)
 
 
 def test_a_smaller_request_is_repaid_as_asked(system: Any, pm: Any, bob: Any, liquidator: Any, banded: int) -> None:
@@ -525,7 +577,7 @@ def test_seize_beyond_the_balance_is_refused(system: Any, pm: Any, bob: Any, liq
     open_position(system, bob, 0, {"WETH": units("WETH", 0.1)})  # $200 of WETH; health stays in the band
     h = health(system, bob, 0)
     assert WAD <= h < MAX_PRE
-    seized = seized_for(system, 4_500 * 10**6, MAX_DISC, "WETH")
+    seized = seized_for(system, 4_500 * 10**6, BAND_DISC, "WETH")
     with reverts_with(pm.SeizeExceedsBalance, seized=seized, balance=units("WETH", 0.1)):
         pm.preLiquidate(bob, 0, system.weth, MAX_UINT, 0, liquidator, sender=liquidator)
 
@@ -554,17 +606,15 @@ def test_dust_rule(system: Any, pm: Any, bob: Any, liquidator: Any, banded: int)
 def test_pre_liquidation_must_improve_health(
     system: Any, pm: Any, bob: Any, admin: Any, liquidator: Any, banded: int
 ) -> None:
-    """With LINK's lt raised to 0.96 and a 5 % discount, lt·(1 + d) = 1.008: at health 1.004 seizing LINK lowers
-    health, so the call is refused with both figures."""
+    """With LINK's lt raised to 0.996 and the band's 0.5 %, lt·(1 + d) = 1.00098: at health 1.0005 seizing LINK
+    lowers health, so the call is refused with both figures."""
     cfg = system.engine.assetConfig(system.link)
-    system.engine.setAssetConfig(system.link, 90 * PCT, 96 * PCT, 1 * PCT, 10_000_000 * 10**18, sender=admin)
-    pm.setPreLiquidationBounds(MAX_PRE, 5 * PCT, MAX_SHARE, sender=admin)
-    pm.setPreLiquidation(0, MAX_PRE, 5 * PCT, MAX_SHARE, sender=bob)
-    set_link_price_wad(system, -(-9_036 * 10**18 // 960))  # 960·p ≈ 9,036: health 1.004
+    system.engine.setAssetConfig(system.link, 90 * PCT, 996 * PCT // 10, 0, 10_000_000 * 10**18, sender=admin)
+    set_link_price_wad(system, -(-9_0045 * 10**17 // 996))  # 996·p ≈ 9,004.5: health 1.0005
     before = health(system, bob, 0)
-    assert WAD < before < 1008 * WAD // 1000
+    assert WAD < before < 1_000_98 * WAD // 100_000
     repaid = 4_500 * 10**6
-    seized = seized_for(system, repaid, 5 * PCT, "LINK")
+    seized = seized_for(system, repaid, BAND_DISC, "LINK")
     after = mirror(system, bob, 0, {"LINK": -seized}, repaid=repaid).health
     assert after < before
     with reverts_with(pm.PreLiquidationMustImprove, healthBefore=before, healthAfter=after):
@@ -575,23 +625,23 @@ def test_pre_liquidation_must_improve_health(
 def test_tightened_bounds_clamp_existing_opt_ins(
     system: Any, pm: Any, bob: Any, admin: Any, liquidator: Any, banded: int
 ) -> None:
-    """bob opted in at (1.10, 3 %, 50 %); governance tightens to (1.04, 1 %, 25 %): at health 1.05 he is now
-    outside the band; at 1.03 a pre-liquidation repays 25 % at 1 %. His stored opt-in is unchanged."""
-    pm.setPreLiquidationBounds(104 * PCT, 1 * PCT, 25 * PCT, sender=admin)
+    """bob opted in at (1.10, 3 %, 50 %); governance tightens to (1.04, 0.2 %, 25 %): at health 1.05 he is now
+    outside the band; at 1.03 a pre-liquidation repays 25 % at 0.2 %. His stored opt-in is unchanged."""
+    pm.setPreLiquidationBounds(104 * PCT, 2 * PCT // 10, 25 * PCT, sender=admin)
     assert tuple(pm.preLiquidationOf(bob, 0)) == (MAX_PRE, MAX_DISC, MAX_SHARE)
-    assert tuple(pm.effectivePreLiquidation(bob, 0)) == (104 * PCT, 1 * PCT, 25 * PCT)
+    assert tuple(pm.effectivePreLiquidation(bob, 0)) == (104 * PCT, 2 * PCT // 10, 25 * PCT)
     with reverts_with(pm.NotInPreLiquidationBand, health=banded, preThreshold=104 * PCT):
         pm.preLiquidate(bob, 0, system.link, MAX_UINT, 0, liquidator, sender=liquidator)
     set_link_price_wad(system, 13_242_857_142_857_142_858)  # 700·p / 9,000 = 1.03
     h = health(system, bob, 0)
     assert WAD <= h < 104 * PCT
-    seized = seized_for(system, 2_250 * 10**6, 1 * PCT, "LINK")
+    seized = seized_for(system, 2_250 * 10**6, 2 * PCT // 10, "LINK")
     tx = pm.preLiquidate(bob, 0, system.link, MAX_UINT, 0, liquidator, sender=liquidator)
     ev = events(tx, pm.PreLiquidated)[0]
-    assert (ev["repaid"], ev["seized"], ev["discount"]) == (2_250 * 10**6, seized, 1 * PCT)
-    # Loosening again restores the owner's own choice.
+    assert (ev["repaid"], ev["seized"], ev["discount"]) == (2_250 * 10**6, seized, 2 * PCT // 10)
+    # Loosening again restores the owner's own choice, as far as the engine's minDiscount allows.
     pm.setPreLiquidationBounds(MAX_PRE, MAX_DISC, MAX_SHARE, sender=admin)
-    assert tuple(pm.effectivePreLiquidation(bob, 0)) == (MAX_PRE, MAX_DISC, MAX_SHARE)
+    assert tuple(pm.effectivePreLiquidation(bob, 0)) == (MAX_PRE, BAND_DISC, MAX_SHARE)
 
 
 def test_pre_liquidation_costs_the_user_less_than_the_liquidation_it_prevents(
@@ -620,15 +670,33 @@ def test_pre_liquidation_costs_the_user_less_than_the_liquidation_it_prevents(
     assert pre_penalty < liq_penalty
 
 
-def test_pre_liquidation_costs_more_than_a_liquidation_just_below_one_when_its_discount_is_higher(
-    system: Any, pm: Any, bob: Any, liquidator: Any, banded: int
+def test_lifting_an_account_into_the_band_never_costs_it_more_than_the_liquidation(
+    system: Any, chain: Any, pm: Any, bob: Any, liquidator: Any, admin: Any, banded: int
 ) -> None:
-    """The honest other side: just below health 1 the engine's discount is minDiscount (0.5 %) + (1 - health),
-    below the 3 % band maximum. A pre-liquidation saves the user money only against a liquidation deeper than
-    health 1 - (discount - minDiscount) = 0.975 here, or one that closes more than the share."""
-    q = system.engine.previewLiquidation
-    set_link_price_wad(system, -(-9_000 * 10**18 // 700) - 10**12)  # health just below 1
-    assert q(bob, 0, system.link, MAX_UINT).discount < MAX_DISC
+    """Issue 12 item 4: bob is just below health 1, where the engine's liquidation would pay minDiscount + (1 -
+    health). A liquidator deposits a few wei of LINK to lift him to 1 and pre-liquidates instead: the band pays
+    at most the engine's minDiscount, so per dollar repaid bob pays no more than the liquidation would have charged
+    (before: the band's 3 %, 4.3 times more). It holds for any minDiscount governance sets."""
+    for min_discount in (5 * PCT // 10, 2 * PCT):
+        snapshot = chain.snapshot()
+        rp = system.engine.riskParams()
+        system.engine.setRiskParams((min_discount, rp.fullCloseHealth, rp.fullCloseDebtValue, rp.minDebt),
+                                    sender=admin)  # fmt: skip
+        set_link_price_wad(system, 9_000 * 10**18 // 700 - 10**15)  # health just below 1
+        h = health(system, bob, 0)
+        assert WAD - 10**14 < h < WAD
+        engine = system.engine.previewLiquidation(bob, 0, system.link, 1_000 * 10**6)
+        lift = 1
+        while mirror(system, bob, 0, {"LINK": lift}).health < WAD:
+            lift *= 2
+        fund(system, liquidator, "LINK", lift)
+        system.engine.deposit(bob, 0, system.link, lift, sender=liquidator)
+        assert health(system, bob, 0) >= WAD
+        tx = pm.preLiquidate(bob, 0, system.link, 1_000 * 10**6, 0, liquidator, sender=liquidator)
+        pre = events(tx, pm.PreLiquidated)[0]
+        assert pre["discount"] == min(MAX_DISC, min_discount) <= engine.discount
+        assert pre["seized"] <= engine.seized  # the same repayment buys no more in the band
+        chain.restore(snapshot)
 
 
 # ----------------------------------------------------------------------------------------------------------------- fuzz
