@@ -47,6 +47,8 @@ class Sub:
     sub_id: int
     balances: dict[K, int]
     scaled_debt: int
+    band: int = 0  # WAD: the sub-account's own pre-liquidation threshold (0 when not opted in); as a donor it
+    # never gives below it, or the operator could move it into its own band (the module's rule)
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,18 @@ def _donor_ok(book: Book, h: risk.Health, floor: int) -> bool:
     return h.health >= floor and h.ltv_weighted >= h.debt_value
 
 
+
 def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], ceiling: int, floor: int | None = None) -> Move | None:
     """The single move that lifts `receiver` the most without passing `ceiling`, from any donor and asset, every
-    donor keeping `floor` (default: the ceiling; the module's rule is ceiling = floor = target)."""
+    donor keeping `floor` (default: the ceiling; the module's rule is ceiling = floor = target) and its own band
+    threshold with the same headroom ((floor - ceiling) / 2) above it."""
     floor = ceiling if floor is None else floor
+    headroom = (floor - ceiling) // 2
     candidates: list[Move] = []
     for donor in donors:
         if donor.sub_id == receiver.sub_id:
             continue
+        donor_floor = max(floor, donor.band + headroom) if donor.band else floor
         for asset, balance in donor.balances.items():
             if balance == 0 or asset not in book.assets:
                 continue
@@ -88,9 +94,9 @@ def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], ceiling: int, fl
                 take[asset] = take.get(asset, 0) + amount
                 return book.health(take, receiver.scaled_debt), book.health(give, donor.scaled_debt)
 
-            def ok(amount: int) -> bool:
+            def ok(amount: int, donor_floor: int = donor_floor) -> bool:
                 r, g = after(amount)
-                return r.health <= ceiling and _donor_ok(book, g, floor)
+                return r.health <= ceiling and _donor_ok(book, g, donor_floor)
 
             amount = risk.largest(1, balance, ok) if balance > 0 and ok(1) else 0
             if amount == 0:
@@ -124,7 +130,7 @@ def plan_rebalances(
     `exclude` receive nothing."""
     headroom = min(headroom, (target - WAD) // 4)
     ceiling, floor = target - headroom, target + headroom
-    work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt) for s in subs}
+    work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt, s.band) for s in subs}
     moves: list[Move] = []
 
     def health(s: Sub) -> int:
@@ -156,7 +162,7 @@ def plan_rebalances(
 
 def apply_moves(subs: Sequence[Sub], moves: Sequence[Move]) -> dict[int, Sub]:
     """The owner's sub-accounts after `moves`, by sub-account id (copies; `subs` is unchanged)."""
-    work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt) for s in subs}
+    work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt, s.band) for s in subs}
     for m in moves:
         _apply(work, m)
     return work

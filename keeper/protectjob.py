@@ -85,10 +85,15 @@ class Protector:
         self._targets[owner] = (target, head)
         return target
 
-    @staticmethod
-    def _sub(market: Market, a: Account) -> pr.Sub:
+    def _sub(self, market: Market, a: Account, head: int | None = None) -> pr.Sub:
+        """The planner's view of a sub-account; with `head`, also its own band threshold (the module keeps a giver
+        out of it), read only for sub-accounts with debt."""
         balances = {market.assets[i].address: a.balances[i] for i in a.held()}
-        return pr.Sub(a.sub_id, balances, a.scaled_debt)
+        band = 0
+        if head is not None and a.scaled_debt:
+            cfg = self._optin(a.owner, a.sub_id, head)
+            band = cfg.pre_threshold if cfg.active else 0
+        return pr.Sub(a.sub_id, balances, a.scaled_debt, band)
 
     # ---------------------------------------------------------------- the block
 
@@ -114,7 +119,7 @@ class Protector:
             target = self._target(owner, head)
             if target <= WAD:
                 continue
-            states = [self._sub(market, a) for a in subs]
+            states = [self._sub(market, a, head) for a in subs]
             try:
                 moves, rescued = pr.plan_rescue(book, states, target, at_risk_of[owner], self.max_moves, PLAN_HEADROOM)
             except (risk.PriceUnavailable, risk.AssetNotListed):  # the module could not price it either
@@ -217,6 +222,7 @@ class Protector:
                 continue
             # An account being liquidated this block receives nothing: that would change the liquidation in flight.
             busy = frozenset(a.sub_id for a in subs if (owner, a.sub_id) in liquidatable)
+            states = [self._sub(market, a, head) for a in subs]  # with each giver's own band threshold
             moves = pr.plan_rebalances(book, states, target, self.max_moves, PLAN_HEADROOM, busy)
             if moves and self._send_moves(owner, moves, head, rescue=False):
                 lifted |= {(owner, m.to_sub) for m in moves}

@@ -475,9 +475,10 @@ def valuation(
     return Valuation(Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health), cover, unpriced)
 
 
-def _written_off(v: Valuation, scaled_debt: int, index: int, debt_price: int, debt_decimals: int) -> tuple[int, Health]:
+def written_off(v: Valuation, scaled_debt: int, index: int, debt_price: int, debt_decimals: int) -> tuple[int, Health]:
     """`MarginEngine._writeOffScaled`: the scaled debt an insolvency write-off removes (0 when covered) and the
-    health figures of the written-off position."""
+    health figures of the written-off position (what a liquidation's limits are computed on). Only applies when
+    every held price is valid (`v.unpriced is None`); the caller checks."""
     h = v.health
     if v.cover >= h.debt_value:
         return 0, h
@@ -509,7 +510,7 @@ def write_off(
         raise PriceUnavailable(v.unpriced)
     off = 0
     if debt_price is not None:  # None only without debt (valuation raised otherwise): nothing to write off
-        off, _ = _written_off(v, scaled_debt, index, debt_price, debt_decimals)
+        off, _ = written_off(v, scaled_debt, index, debt_price, debt_decimals)
     if off == 0:
         raise NotInsolvent(v.cover, v.health.debt_value)
     return off, to_assets_up(off, index)
@@ -583,7 +584,7 @@ def liquidation(
     degraded = v.unpriced is not None and v.cover < h.debt_value
     bad_scaled = 0
     if v.unpriced is None:
-        bad_scaled, h = _written_off(v, scaled_debt, index, debt_price, debt_decimals)
+        bad_scaled, h = written_off(v, scaled_debt, index, debt_price, debt_decimals)
     scaled = scaled_debt - bad_scaled
 
     q = repay_limits(h, requested, cfg, params)

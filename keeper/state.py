@@ -175,6 +175,46 @@ def mirror_inputs(account: Account, market: Market) -> MirrorInputs | None:
     return balances, prices, assets
 
 
+def liquidation_inputs(account: Account, market: Market) -> MirrorInputs | None:
+    """What the engine's liquidation values an account with (its lenient valuation): balances and configs of every
+    asset it holds, and the prices the router accepts; a held asset whose price is refused is left out of the
+    prices and counts at zero. None only when the account has debt and the debt asset's price is refused."""
+    if account.debt and not market.debt_price.ok:
+        return None
+    balances: dict[int, int] = {}
+    prices: dict[int, int] = {}
+    assets: dict[int, risk.AssetRisk] = {}
+    for i in account.held():
+        view = market.assets[i]
+        balances[i] = account.balances[i]
+        assets[i] = view.risk
+        if view.price.ok:
+            prices[i] = view.price.price
+    return balances, prices, assets
+
+
+def liquidation_valuation(account: Account, market: Market) -> risk.Valuation | None:
+    """The account as `liquidate` values it (unpriceable collateral at zero), or None when it cannot be valued
+    (the debt asset's price is refused, or the contract's arithmetic would overflow)."""
+    inputs = liquidation_inputs(account, market)
+    if inputs is None:
+        return None
+    balances, prices, assets = inputs
+    try:
+        return risk.valuation(
+            balances,
+            prices,
+            assets,
+            account.scaled_debt,
+            market.index,
+            market.debt_price.price if market.debt_price.ok else None,
+            market.debt_decimals,
+            market.params.min_discount,
+        )
+    except risk.ContractRevert:
+        return None
+
+
 def health_of(account: Account, market: Market) -> risk.Health | None:
     """The account's health by the mirror, or None when a price it needs is one the router refuses."""
     inputs = mirror_inputs(account, market)

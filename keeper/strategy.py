@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from keeper import risk
-from keeper.state import Account, Market, health_of, mirror_inputs
+from keeper.state import Account, Market, liquidation_inputs, liquidation_valuation
 
 # Gas of one liquidation used for profit estimates before the exact estimate (measured: 160-210k with one to
 # three collateral assets; see docs/gas.md). The transaction itself is sent with eth_estimateGas.
@@ -77,23 +77,33 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
     """The best liquidation of one account, a Skip saying why there is none, or None when it is healthy."""
     if account.debt == 0:
         return None
-    health = health_of(account, market)
-    if health is None:
+    # Valued as `liquidate` values it: a held asset whose price the router refuses counts at zero, so a dust of it
+    # cannot hide an account from the keeper (it cannot be seized itself).
+    valuation = liquidation_valuation(account, market)
+    if valuation is None:
         return Skip(account.owner, account.sub_id, "a price it needs is refused by the router")
+    health = valuation.health
     if not risk.is_liquidatable(health):
         return None
+    if valuation.unpriced is None and market.debt_price.ok:
+        # An insolvent account is written off first: the close factor and the dust rule apply to what is left.
+        _, health = risk.written_off(
+            valuation, account.scaled_debt, market.index, market.debt_price.price, market.debt_decimals
+        )
     request = _request_cap(account, market, health, limits)
     if request <= 0:
         return Skip(account.owner, account.sub_id, "no inventory or repay limit too small")
     # Repaying the whole debt: ask for "everything" on-chain, because interest accrues between the block read
     # here and the block that includes the transaction, and the exact figure read now would leave dust.
     onchain_request = risk.MAX_UINT if request == health.debt else request
-    inputs = mirror_inputs(account, market)
-    assert inputs is not None  # health_of returned a health, so every needed price is valid
+    inputs = liquidation_inputs(account, market)
+    assert inputs is not None  # the valuation succeeded, so the debt asset's price is valid
     balances, prices, assets = inputs
     best: Plan | None = None
     gas_usd = gas_cost_usd(LIQUIDATION_GAS_ESTIMATE, limits)
     for i in account.held():
+        if i not in prices:
+            continue  # no price to be seized at
         try:
             quote = risk.liquidation_quote(
                 balances,
@@ -125,6 +135,8 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
                 profit_usd=profit,
             )
     if best is None:
+        if not any(i in prices for i in account.held()):
+            return Skip(account.owner, account.sub_id, "a price it needs is refused by the router (no held collateral)")
         return Skip(account.owner, account.sub_id, "no collateral can be seized")
     if best.profit_usd < limits.min_profit_usd:
         return Skip(account.owner, account.sub_id, f"profit {best.profit_usd / 1e18:.2f} USD below minimum")

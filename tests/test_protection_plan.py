@@ -201,3 +201,17 @@ def test_rescue_sends_nothing_into_an_account_it_cannot_save() -> None:
     assert moves
     assert {m.to_sub for m in moves} == {1}
     assert pr.plan_rebalances(BOOK, subs, TARGET, max_moves=1)[0].to_sub == 0
+
+
+def test_a_donor_is_never_planned_into_its_own_band() -> None:
+    """A donor opted into a pre-liquidation band at 1.5 gives only down to 1.5 (plus the headroom), not to the
+    target 1.2: the module refuses a giver left in its own band."""
+    donor = sub(1, 2.0, 2125)  # health 1.6: it could give 0.165 WETH down to the target, 0.124 down to its band
+    donor.band = 150 * 10**16
+    subs = [sub(0, 1.0, 1650), donor]
+    moves = pr.plan_rebalances(BOOK, subs, TARGET, headroom=10**15)
+    assert len(moves) == 1
+    after = apply(subs, moves)
+    assert 150 * 10**16 + 10**15 <= health(after[1]) < 151 * 10**16  # as far as the band allows, no further
+    unbanded = pr.plan_rebalances(BOOK, [sub(0, 1.0, 1650), sub(1, 2.0, 2125)], TARGET, headroom=10**15)
+    assert moves[0].amount < unbanded[0].amount

@@ -144,3 +144,37 @@ def test_plan_all_orders_by_profit() -> None:
     plans, skips = plan_all([small, big], market, _limits())
     assert [p.owner for p in plans] == [big.owner, small.owner]
     assert skips == []
+
+
+def test_an_unpriceable_dust_does_not_hide_a_liquidatable_account() -> None:
+    """1 wei of an asset whose price the router refuses counts at zero, as on-chain: the account is planned and
+    its priced collateral seized, exactly as the mirror quotes it without the dust."""
+    market = _market(_asset(0, 18, 1000, 0.80, 0.10), _asset(1, 18, 5, 0.70, 0.10, ok=False))
+    with_dust = plan_account(_account((100 * 10**18, 1), 90_000), market, _limits())
+    alone = plan_account(_account((100 * 10**18, 0), 90_000), market, _limits())
+    assert isinstance(with_dust, Plan)
+    assert isinstance(alone, Plan)
+    assert with_dust.collateral_index == 0
+    assert with_dust.quote == alone.quote
+
+
+def test_an_insolvent_account_is_planned_on_its_written_off_debt() -> None:
+    """$80,000 of collateral against 90,000 USDC: the engine first writes the debt down to the cover value
+    80,000 / 1.005 = 79,601.99 USDC, then the close factor and the repayment apply to that; the plan's quote says
+    how much is written off and repays the rest in full."""
+    market = _market(_asset(0, 18, 800, 0.80, 0.10))
+    plan = plan_account(_account((100 * 10**18,), 90_000), market, _limits())
+    assert isinstance(plan, Plan)
+    target = -(-80_000 * WAD * WAD // (WAD + PARAMS.min_discount) // 10**12)
+    assert plan.quote.bad_debt == 90_000 * USDC - target
+    assert plan.quote.repaid == target
+    assert plan.request == risk.MAX_UINT
+
+
+def test_a_collateral_whose_seizure_would_lower_health_is_not_chosen() -> None:
+    """A high-lt collateral (0.90) in an account at health 0.856: seizing it lowers health at any discount, so the
+    engine refuses it; the planner takes the 0.80 one."""
+    market = _market(_asset(0, 18, 100, 0.80, 0.10), _asset(1, 18, 300, 0.90, 0.05))
+    plan = plan_account(_account((10 * 10**18, 10**18), 1_250), market, _limits())
+    assert isinstance(plan, Plan)
+    assert plan.collateral_index == 0
