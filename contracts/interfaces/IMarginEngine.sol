@@ -15,20 +15,22 @@ pragma solidity 0.8.28;
 /// - `health = Σ wMulDown(value_down(c_i), lt_i) / debtValue` (rounded down); liquidatable iff debt > 0 and
 ///   health < 1.
 /// - Borrow, withdraw and collateral moves must leave `Σ wMulDown(value_down(c_i), ltv_i) >= debtValue`.
-/// - Liquidation discount `d = min(maxDiscount_c, minDiscount + (1 - health))`: a reverse Dutch auction in health.
+/// - Liquidation (rules in full on `liquidate`): discount `d = min(maxDiscount_c, minDiscount + (1 - health),
+///   health / lt_c - 1)`, a reverse Dutch auction in health that never lowers health; an insolvent account's
+///   shortfall is written off before and after, so a certain loss lands on the vault's lenders at once.
 /// - Close factor: 100 % when `health < fullCloseHealth` or `debtValue <= fullCloseDebtValue`, else 50 %; the 50 %
 ///   limit is raised to the whole debt when it would leave less than `minDebt`.
 /// - Seized collateral `= repaid value * (1 + d) / price`, rounded down; when it exceeds the balance, the whole
-///   balance is seized and the repayment lowered to its value / (1 + d), rounded up. No liquidation leaves
-///   `0 < debt < minDebt` unless it takes the last collateral (then the rest is bad debt).
+///   balance is seized and the repayment lowered to its value / (1 + d), rounded up. A repayment that leaves part
+///   of the collateral must leave 0 or at least `minDebt`; one that takes a whole collateral may leave less.
 /// - A sub-account left with debt and no collateral has the remainder realised as bad debt in the same call.
 /// - Every health and margin figure uses each asset's *effective* lt: its stored lt, or while a ramp runs
 ///   (`block.timestamp < rampEnd`) the value on the line from the ramp's `ltFrom` to the stored lt (see
 ///   `updateRiskParams`), rounded down.
 ///
-/// Known risks: withdrawals and borrows need valid prices (fail closed); liquidation needs valid prices of the
-/// debt asset and the seized collateral, so a broken feed freezes liquidations of that asset until it recovers.
-/// An account with no debt can always withdraw everything without any price.
+/// Known risks: withdrawals and borrows need valid prices of everything the account holds (fail closed).
+/// Liquidation needs valid prices of the debt asset and of the seized collateral; any other held asset without a
+/// valid price counts at zero. An account with no debt can always withdraw everything without any price.
 interface IMarginEngine {
     /// @notice Per-asset risk configuration.
     struct AssetConfig {
@@ -276,10 +278,12 @@ interface IMarginEngine {
     /// @notice Current debt of a sub-account including pending interest, rounded up.
     function debtOf(address owner, uint8 subId) external view returns (uint256);
 
-    /// @notice Risk figures at current prices; reverts when a needed price is invalid.
+    /// @notice Risk figures at current prices; reverts when a needed price is invalid (the strict valuation of new
+    /// risk: liquidation values an asset without a valid price at zero instead, see `liquidate`).
     function accountHealth(address owner, uint8 subId) external view returns (AccountHealth memory);
 
-    /// @notice What `liquidate` would repay and seize now for `repayAssets` requested.
+    /// @notice What `liquidate` would repay, seize and write off now for `repayAssets` requested (`badDebt`: the
+    /// insolvency write-off plus what the last collateral or the liquidation's own discount leaves uncovered).
     function previewLiquidation(address owner, uint8 subId, address collateral, uint256 repayAssets)
         external
         view
