@@ -245,7 +245,9 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         uint256 index = _vault.accrue();
         Position memory p = _positions[owner][subId];
         Valuation memory v = _valuation(_balances[owner][subId], p, index, address(0), true);
-        // A missing price could hide collateral worth the debt: forgiving debt on a guess is never safe.
+        // A missing price could hide collateral worth the debt: forgiving debt on a guess is never safe. The call
+        // only reverts, with the router's reason.
+        // slither-disable-next-line unused-return
         if (v.unpriced != address(0)) _oracle.price(v.unpriced);
         uint256 scaledOff = _writeOffScaled(v, p.scaledDebt, index);
         // An exact integer check, not a time comparison (see _effectiveLt).
@@ -297,8 +299,8 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
         if (v.wantBalance == 0) revert NothingSeized();
-        // Seizing needs the collateral's own price: revert with the router's reason for it.
-        // slither-disable-next-line incorrect-equality
+        // Seizing needs the collateral's own price: the call only reverts, with the router's reason for it.
+        // slither-disable-next-line incorrect-equality,unused-return
         if (v.wantPrice == 0) _oracle.price(collateral);
 
         // An insolvent account first loses the debt its collateral cannot cover, so that the loss lands on the

@@ -85,7 +85,7 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         if (moves.length == 0) revert NoMoves();
         uint256 target = _targetFor(owner);
         // Receivers that were liquidatable when the batch first moved into them: each must end it healthy.
-        uint256 rescued; // bit i set for sub-account i (256 bits, one per subId)
+        uint256 rescued = 0; // bit i set for sub-account i (256 bits, one per subId)
         for (uint256 i; i < moves.length; ++i) {
             Move calldata m = moves[i];
             if (_rebalance(owner, target, m.fromSubId, m.toSubId, m.asset, m.amount)) rescued |= 1 << m.toSubId;

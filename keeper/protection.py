@@ -71,7 +71,6 @@ def _donor_ok(book: Book, h: risk.Health, floor: int) -> bool:
     return h.health >= floor and h.ltv_weighted >= h.debt_value
 
 
-
 def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], ceiling: int, floor: int | None = None) -> Move | None:
     """The single move that lifts `receiver` the most without passing `ceiling`, from any donor and asset, every
     donor keeping `floor` (default: the ceiling; the module's rule is ceiling = floor = target) and its own band

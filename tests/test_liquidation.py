@@ -669,9 +669,7 @@ def test_bad_debt_realised_when_last_collateral_seized(system: Any, market: Mark
     assert system.vault.totalAssets() == total_assets - (last.bad_debt - covered)
 
 
-def test_no_bad_debt_while_the_collateral_covers_the_debt(
-    system: Any, market: Market, alice: Any, payer: Any
-) -> None:
+def test_no_bad_debt_while_the_collateral_covers_the_debt(system: Any, market: Market, alice: Any, payer: Any) -> None:
     """A solvent account (collateral worth more than its debt x (1 + minDiscount)) is never written off: seizing a
     whole collateral leaves the rest of the debt in place."""
     balances, debt = {"WETH": WAD, "WBTC": 10**7}, 3000 * USDC

@@ -427,7 +427,8 @@ def test_write_off_hand_computed() -> None:
     )
     # At index 1.5 the scaled figures differ: 600 scaled = 900 USDC; the target 796.019901 USDC is
     # ceil(796.019901 / 1.5) = 530.679934 scaled; 69.320066 scaled written off = ceil(103.980099) USDC.
-    off, assets = risk.write_off({"C": 10 * E18}, {"C": 80 * WAD}, QUOTE_ASSETS, 600 * USD, 3 * RAY // 2, WAD, 6, PARAMS)
+    balances, prices = {"C": 10 * E18}, {"C": 80 * WAD}
+    off, assets = risk.write_off(balances, prices, QUOTE_ASSETS, 600 * USD, 3 * RAY // 2, WAD, 6, PARAMS)
     assert off == 600 * USD - 530_679_934
     assert assets == risk.mul_div_up(off, 3, 2)
 
