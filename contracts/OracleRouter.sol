@@ -37,8 +37,23 @@ contract OracleRouter is IOracleRouter, AccessControl {
     // ---------------------------------------------------------------- prices
 
     /// @inheritdoc IOracleRouter
-    function price(address asset) external view returns (uint256) {
-        return _price(asset);
+    function price(address asset) external view returns (uint256 p) {
+        bytes memory failure;
+        (p, failure) = _price(asset);
+        if (failure.length != 0) {
+            // `failure` is the ABI encoding of one of this contract's typed errors with its arguments.
+            assembly ("memory-safe") {
+                revert(add(failure, 0x20), mload(failure))
+            }
+        }
+    }
+
+    /// @inheritdoc IOracleRouter
+    function tryPrice(address asset) external view returns (bool ok, uint256 p) {
+        bytes memory failure;
+        (p, failure) = _price(asset);
+        if (failure.length != 0) return (false, 0);
+        ok = true;
     }
 
     /// @inheritdoc IOracleRouter
@@ -54,55 +69,71 @@ contract OracleRouter is IOracleRouter, AccessControl {
         }
     }
 
-    function _price(address asset) internal view returns (uint256) {
+    /// @dev The validated price of `asset`, or `failure` = the exact revert data `price(asset)` reverts with (a
+    /// typed error and its arguments; empty when the price is valid). Never reverts because of a feed or the
+    /// configuration; reverts only for lack of gas (`_readFeed`, `_readShareRate`).
+    function _price(address asset) internal view returns (uint256, bytes memory failure) {
         // The common case reads two slots: the feed config. Share and secondary configs are read only when
         // there is no feed (a share) or the flag says a secondary exists.
         FeedConfig memory cfg = _feeds[asset];
         if (cfg.feed == address(0)) {
             ShareConfig storage share = _shares[asset];
-            if (share.underlying == address(0)) revert AssetNotConfigured(asset);
+            if (share.underlying == address(0)) {
+                return (0, abi.encodeWithSelector(AssetNotConfigured.selector, asset));
+            }
             return _sharePrice(asset, share);
         }
-        uint256 primary = _validatedPrice(asset, cfg.feed, cfg.maxStaleness, cfg.feedDecimals);
-        if (primary <= cfg.minPrice || primary >= cfg.maxPrice) revert PriceOutOfBounds(asset, primary);
+        uint256 primary;
+        (primary, failure) = _validatedPrice(asset, cfg.feed, cfg.maxStaleness, cfg.feedDecimals);
+        if (failure.length != 0) return (0, failure);
+        if (primary <= cfg.minPrice || primary >= cfg.maxPrice) {
+            return (0, abi.encodeWithSelector(PriceOutOfBounds.selector, asset, primary));
+        }
 
         if (cfg.hasSecondary) {
             SecondaryConfig memory sec = _secondaries[asset];
-            uint256 secondary = _validatedPrice(asset, sec.feed, sec.maxStaleness, sec.feedDecimals);
+            uint256 secondary;
+            (secondary, failure) = _validatedPrice(asset, sec.feed, sec.maxStaleness, sec.feedDecimals);
+            if (failure.length != 0) return (0, failure);
             uint256 gap = primary > secondary ? primary - secondary : secondary - primary;
             // Deviation relative to the primary, rounded up so a borderline disagreement is refused.
-            if (gap.wDivUp(primary) > sec.maxDeviation) revert PriceDeviationTooHigh(asset, primary, secondary);
+            if (gap.wDivUp(primary) > sec.maxDeviation) {
+                return (0, abi.encodeWithSelector(PriceDeviationTooHigh.selector, asset, primary, secondary));
+            }
         }
-        return primary;
+        return (primary, failure);
     }
 
     /// @dev Share price = underlying price * min(exchange rate, cap) / 10**underlyingDecimals, rounded down.
-    function _sharePrice(address share, ShareConfig storage cfg) internal view returns (uint256) {
-        uint256 underlyingPrice = _price(cfg.underlying);
+    function _sharePrice(address share, ShareConfig storage cfg) internal view returns (uint256, bytes memory) {
+        (uint256 underlyingPrice, bytes memory failure) = _price(cfg.underlying);
+        if (failure.length != 0) return (0, failure);
         uint256 cap = cfg.snapshotRate
             + RiskMath.mulDivDown(
                 cfg.snapshotRate, uint256(cfg.maxYearlyGrowth) * (block.timestamp - cfg.snapshotTime), RiskMath.WAD * RiskMath.YEAR
             );
-        try IERC4626(share).convertToAssets{gas: FEED_CALL_GAS}(10 ** cfg.shareDecimals) returns (uint256 rate) {
-            return RiskMath.mulDivDown(underlyingPrice, rate.min(cap), 10 ** cfg.underlyingDecimals);
-        } catch {
-            revert FeedCallFailed(share, share);
-        }
+        (bool ok, uint256 rate) = _readShareRate(share, 10 ** cfg.shareDecimals);
+        if (!ok) return (0, abi.encodeWithSelector(FeedCallFailed.selector, share, share));
+        return (RiskMath.mulDivDown(underlyingPrice, rate.min(cap), 10 ** cfg.underlyingDecimals), failure);
     }
 
-    /// @dev Reads one feed and applies the answer guards; returns the price scaled to WAD.
+    /// @dev Reads one feed and applies the answer guards; returns the price scaled to WAD, or the failure.
     function _validatedPrice(address asset, address feed, uint32 maxStaleness, uint8 feedDecimals)
         internal
         view
-        returns (uint256)
+        returns (uint256, bytes memory failure)
     {
         (bool ok, int256 answer,, uint256 updatedAt) = _readFeed(feed);
-        if (!ok) revert FeedCallFailed(asset, feed);
-        if (answer <= 0) revert NonPositivePrice(asset, answer);
-        if (updatedAt == 0 || updatedAt > block.timestamp) revert InvalidUpdateTime(asset, updatedAt);
-        if (block.timestamp - updatedAt > maxStaleness) revert StalePrice(asset, updatedAt, maxStaleness);
+        if (!ok) return (0, abi.encodeWithSelector(FeedCallFailed.selector, asset, feed));
+        if (answer <= 0) return (0, abi.encodeWithSelector(NonPositivePrice.selector, asset, answer));
+        if (updatedAt == 0 || updatedAt > block.timestamp) {
+            return (0, abi.encodeWithSelector(InvalidUpdateTime.selector, asset, updatedAt));
+        }
+        if (block.timestamp - updatedAt > maxStaleness) {
+            return (0, abi.encodeWithSelector(StalePrice.selector, asset, updatedAt, uint256(maxStaleness)));
+        }
         // feedDecimals <= 18 is enforced when the feed is set, so the scaling is exact.
-        return uint256(answer) * 10 ** (18 - feedDecimals);
+        return (uint256(answer) * 10 ** (18 - feedDecimals), failure);
     }
 
     /// @dev Calls `latestRoundData` with a fixed gas budget and copies at most five words back, so a reverting,
@@ -112,7 +143,7 @@ contract OracleRouter is IOracleRouter, AccessControl {
         view
         returns (bool ok, int256 answer, uint256 startedAt, uint256 updatedAt)
     {
-        if (gasleft() < FEED_GAS_FLOOR) revert InsufficientGasForOracle(gasleft());
+        _requireFeedCallGas();
         bytes4 selector = AggregatorV3Interface.latestRoundData.selector;
         uint256 size;
         assembly ("memory-safe") {
@@ -125,6 +156,29 @@ contract OracleRouter is IOracleRouter, AccessControl {
             updatedAt := mload(add(ptr, 0x60))
         }
         ok = ok && size >= ROUND_DATA_SIZE;
+    }
+
+    /// @dev `convertToAssets(shareUnit)` of an ERC-4626 share under the same rules as a feed call: a fixed gas
+    /// budget, one word copied back, and `ok = false` for a revert, a gas burn or a short answer.
+    function _readShareRate(address share, uint256 shareUnit) internal view returns (bool ok, uint256 rate) {
+        _requireFeedCallGas();
+        bytes4 selector = IERC4626.convertToAssets.selector;
+        uint256 size;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, selector)
+            mstore(add(ptr, 0x04), shareUnit)
+            ok := staticcall(FEED_CALL_GAS, share, ptr, 0x24, ptr, 0x20)
+            size := returndatasize()
+            rate := mload(ptr)
+        }
+        ok = ok && size >= 0x20;
+    }
+
+    /// @dev Refuses to make an external oracle call that could not get its full `FEED_CALL_GAS`: a failure must
+    /// be the callee's own, never the caller's choice of gas limit.
+    function _requireFeedCallGas() internal view {
+        if (gasleft() < FEED_GAS_FLOOR) revert InsufficientGasForOracle(gasleft());
     }
 
     // ---------------------------------------------------------------- views

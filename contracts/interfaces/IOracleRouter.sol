@@ -9,9 +9,13 @@ pragma solidity 0.8.28;
 /// `0 < updatedAt <= block.timestamp`; `block.timestamp - updatedAt <= maxStaleness`; the scaled price lies strictly
 /// between `minPrice` and `maxPrice` (a feed pinned at its circuit-breaker bound is refused, the LUNA lesson); with
 /// a secondary feed, the two prices differ by at most `maxDeviation` relative to the primary.
-/// An ERC-4626 share whose `convertToAssets` reverts or exceeds `FEED_CALL_GAS` gives `FeedCallFailed(share, share)`.
-/// Known attack: a caller that forwards too little gas could make a healthy feed call fail. The router refuses to
-/// call a feed unless enough gas remains for the full `FEED_CALL_GAS` budget, so a failure is the feed's own.
+/// An ERC-4626 share whose `convertToAssets` reverts, exceeds `FEED_CALL_GAS` or returns less than one word gives
+/// `FeedCallFailed(share, share)`.
+/// `tryPrice` reports the same failures as `ok = false` instead of reverting, for callers that must go on without
+/// the price (e.g. valuing an unpriceable collateral at zero).
+/// Known attack: a caller that forwards too little gas could make a healthy feed call fail, and with `tryPrice`
+/// make a valid price look unavailable. The router refuses to call a feed or a share unless enough gas remains for
+/// the full `FEED_CALL_GAS` budget and reverts `InsufficientGasForOracle` instead, so a failure is the feed's own.
 interface IOracleRouter {
     /// @notice Configuration of an asset's primary feed.
     struct FeedConfig {
@@ -78,7 +82,22 @@ interface IOracleRouter {
     function FEED_CALL_GAS() external view returns (uint256);
 
     /// @notice Validated price of `asset`, WAD USD per whole token. Reverts with a typed error when invalid.
+    /// @param asset A token with a feed (`setFeed`) or an ERC-4626 share (`setShareAsset`).
+    /// @return The price, WAD USD per whole token of `asset`.
     function price(address asset) external view returns (uint256);
+
+    /// @notice The price `price(asset)` would return, or `ok = false` (price 0) wherever `price(asset)` would revert
+    /// because of the feed or the configuration: no feed configured, unreadable/reverting/short answer, answer <= 0,
+    /// bad or future update time, stale, out of bounds, secondary feed disagreeing or unreadable, share rate
+    /// unreadable. It reverts only for lack of gas (`InsufficientGasForOracle`, or an out-of-gas), so a caller can
+    /// never make a price look unavailable by limiting the gas it forwards.
+    /// @dev Both functions run the same validation, which reports a failure instead of reverting; `price` reverts
+    /// with that failure's typed error, `tryPrice` returns false. Every external oracle call (a feed's
+    /// `latestRoundData`, a share's `convertToAssets`) is made only when a full `FEED_CALL_GAS` budget is left.
+    /// @param asset A token with a feed (`setFeed`) or an ERC-4626 share (`setShareAsset`).
+    /// @return ok True when the price is valid.
+    /// @return price The validated price (WAD USD per whole token) when `ok`, else 0.
+    function tryPrice(address asset) external view returns (bool ok, uint256 price);
 
     /// @notice Reverts with `SequencerDown` or `SequencerGracePeriod` when new risk must not be taken.
     /// Returns silently when no sequencer feed is configured. Never used on the liquidation path.
