@@ -18,6 +18,14 @@ contract OracleRouter is IOracleRouter, AccessControl {
     /// @dev Gas the router needs left before a feed call: EIP-150 forwards at most 63/64 of what remains, so this
     /// much guarantees the call its full budget, plus a margin for the work after it.
     uint256 internal constant FEED_GAS_FLOOR = (FEED_CALL_GAS * 64) / 63 + 10_000;
+    /// @dev Gas given to a feed's `decimals()` call, read with every answer (a Chainlink proxy forwards it to its
+    /// current aggregator: a few thousand gas).
+    uint256 internal constant DECIMALS_CALL_GAS = 30_000;
+    /// @dev As FEED_GAS_FLOOR, for the `decimals()` call. Made right after `latestRoundData`, it never binds for a
+    /// feed whose answer took less than ~60k of its 100k budget, so it does not raise what callers must forward.
+    uint256 internal constant DECIMALS_GAS_FLOOR = (DECIMALS_CALL_GAS * 64) / 63 + 10_000;
+    /// @dev Largest feed decimals the router scales exactly (10**(18 - decimals)).
+    uint256 internal constant MAX_FEED_DECIMALS = 18;
     /// @dev Bytes of a well-formed `latestRoundData` answer: five 32-byte words.
     uint256 internal constant ROUND_DATA_SIZE = 160;
     /// @dev Sequencer-uptime feeds answer 0 when the sequencer is up and 1 when it is down.
@@ -84,7 +92,7 @@ contract OracleRouter is IOracleRouter, AccessControl {
             return _sharePrice(asset, share);
         }
         uint256 primary;
-        (primary, failure) = _validatedPrice(asset, cfg.feed, cfg.maxStaleness, cfg.feedDecimals);
+        (primary, failure) = _validatedPrice(asset, cfg.feed, cfg.maxStaleness);
         if (failure.length != 0) return (0, failure);
         if (primary <= cfg.minPrice || primary >= cfg.maxPrice) {
             return (0, abi.encodeWithSelector(PriceOutOfBounds.selector, asset, primary));
@@ -93,7 +101,7 @@ contract OracleRouter is IOracleRouter, AccessControl {
         if (cfg.hasSecondary) {
             SecondaryConfig memory sec = _secondaries[asset];
             uint256 secondary;
-            (secondary, failure) = _validatedPrice(asset, sec.feed, sec.maxStaleness, sec.feedDecimals);
+            (secondary, failure) = _validatedPrice(asset, sec.feed, sec.maxStaleness);
             if (failure.length != 0) return (0, failure);
             uint256 gap = primary > secondary ? primary - secondary : secondary - primary;
             // Deviation relative to the primary, rounded up so a borderline disagreement is refused.
@@ -117,8 +125,9 @@ contract OracleRouter is IOracleRouter, AccessControl {
         return (RiskMath.mulDivDown(underlyingPrice, rate.min(cap), 10 ** cfg.underlyingDecimals), failure);
     }
 
-    /// @dev Reads one feed and applies the answer guards; returns the price scaled to WAD, or the failure.
-    function _validatedPrice(address asset, address feed, uint32 maxStaleness, uint8 feedDecimals)
+    /// @dev Reads one feed and applies the answer guards; returns the price scaled to WAD with the decimals the
+    /// feed reports now (a proxy's decimals follow its current aggregator), or the failure.
+    function _validatedPrice(address asset, address feed, uint32 maxStaleness)
         internal
         view
         returns (uint256, bytes memory failure)
@@ -132,8 +141,13 @@ contract OracleRouter is IOracleRouter, AccessControl {
         if (block.timestamp - updatedAt > maxStaleness) {
             return (0, abi.encodeWithSelector(StalePrice.selector, asset, updatedAt, uint256(maxStaleness)));
         }
-        // feedDecimals <= 18 is enforced when the feed is set, so the scaling is exact.
-        return (uint256(answer) * 10 ** (18 - feedDecimals), failure);
+        (bool decOk, uint256 decimals) = _readDecimals(feed);
+        if (!decOk) return (0, abi.encodeWithSelector(FeedCallFailed.selector, asset, feed));
+        if (decimals > MAX_FEED_DECIMALS) {
+            return (0, abi.encodeWithSelector(UnsupportedFeedDecimals.selector, asset, feed, decimals));
+        }
+        // answer > 0 and decimals <= 18: the scaling is exact (an int256 times at most 1e18 fits a uint256).
+        return (uint256(answer) * 10 ** (MAX_FEED_DECIMALS - decimals), failure);
     }
 
     /// @dev Calls `latestRoundData` with a fixed gas budget and copies at most five words back, so a reverting,
@@ -143,7 +157,7 @@ contract OracleRouter is IOracleRouter, AccessControl {
         view
         returns (bool ok, int256 answer, uint256 startedAt, uint256 updatedAt)
     {
-        _requireFeedCallGas();
+        _requireGas(FEED_GAS_FLOOR);
         bytes4 selector = AggregatorV3Interface.latestRoundData.selector;
         uint256 size;
         assembly ("memory-safe") {
@@ -161,7 +175,7 @@ contract OracleRouter is IOracleRouter, AccessControl {
     /// @dev `convertToAssets(shareUnit)` of an ERC-4626 share under the same rules as a feed call: a fixed gas
     /// budget, one word copied back, and `ok = false` for a revert, a gas burn or a short answer.
     function _readShareRate(address share, uint256 shareUnit) internal view returns (bool ok, uint256 rate) {
-        _requireFeedCallGas();
+        _requireGas(FEED_GAS_FLOOR);
         bytes4 selector = IERC4626.convertToAssets.selector;
         uint256 size;
         assembly ("memory-safe") {
@@ -175,10 +189,26 @@ contract OracleRouter is IOracleRouter, AccessControl {
         ok = ok && size >= 0x20;
     }
 
-    /// @dev Refuses to make an external oracle call that could not get its full `FEED_CALL_GAS`: a failure must
-    /// be the callee's own, never the caller's choice of gas limit.
-    function _requireFeedCallGas() internal view {
-        if (gasleft() < FEED_GAS_FLOOR) revert InsufficientGasForOracle(gasleft());
+    /// @dev A feed's `decimals()` under the same rules: a fixed budget, one word back, `ok = false` for a revert,
+    /// a gas burn or a short answer.
+    function _readDecimals(address feed) internal view returns (bool ok, uint256 decimals) {
+        _requireGas(DECIMALS_GAS_FLOOR);
+        bytes4 selector = AggregatorV3Interface.decimals.selector;
+        uint256 size;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, selector)
+            ok := staticcall(DECIMALS_CALL_GAS, feed, ptr, 4, ptr, 0x20)
+            size := returndatasize()
+            decimals := mload(ptr)
+        }
+        ok = ok && size >= 0x20;
+    }
+
+    /// @dev Refuses to make an external oracle call that could not get its full budget: a failure must be the
+    /// callee's own, never the caller's choice of gas limit. `floor` = budget * 64/63 (EIP-150) + a margin.
+    function _requireGas(uint256 floor) internal view {
+        if (gasleft() < floor) revert InsufficientGasForOracle(gasleft());
     }
 
     // ---------------------------------------------------------------- views

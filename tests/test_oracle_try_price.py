@@ -24,9 +24,10 @@ GREEDY_SHARE_GAS = 85_000
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def feed_code(answer: int, returned: int, decimals: int = 8) -> bytes:
-    """Runtime code of a minimal feed: `decimals()` answers `decimals`; any other call answers a round
-    (1, answer, now, now, 0) but returns only its first `returned` bytes (160 is a full `latestRoundData`)."""
+def feed_code(answer: int, returned: int, decimals: int | None = 8) -> bytes:
+    """Runtime code of a minimal feed: `decimals()` answers `decimals` (reverts when None); any other call answers
+    a round (1, answer, now, now, 0) but returns only its first `returned` bytes (160 is a full
+    `latestRoundData`)."""
     push32, mstore, timestamp = b"\x7f", b"\x52", b"\x42"
     body = b"".join(
         [
@@ -46,7 +47,8 @@ def feed_code(answer: int, returned: int, decimals: int = 8) -> bytes:
             bytes([0x60, dec_at, 0x57]),  # jumpi(dec_at)
         ]
     )
-    tail = b"\x5b" + bytes([0x60, decimals]) + b"\x60\x00" + mstore + b"\x60\x20\x60\x00\xf3"  # return(decimals)
+    return_decimals = bytes([0x60, decimals or 0]) + b"\x60\x00" + mstore + b"\x60\x20\x60\x00\xf3"
+    tail = b"\x5b" + (REVERT_CODE if decimals is None else return_decimals)
     code = head + body + tail
     assert len(head) == head_len
     assert code[dec_at] == 0x5B
@@ -147,6 +149,11 @@ def _code(c: Ctx, code: bytes) -> tuple[str, bytes]:
     return c.weth, c.err("FeedCallFailed", c.weth, c.feed.address)
 
 
+def _decimals_above_18(c: Ctx) -> tuple[str, bytes]:
+    c.chain.provider.set_code(c.feed.address, feed_code(2000 * 10**19, 160, decimals=19))
+    return c.weth, c.err("UnsupportedFeedDecimals", c.weth, c.feed.address, 19)
+
+
 def _answer(c: Ctx, answer: int) -> tuple[str, bytes]:
     c.feed.setAnswer(answer, sender=c.admin)
     if answer <= 0:
@@ -200,6 +207,8 @@ FAILURES: dict[str, Callable[[Ctx], tuple[str, bytes]]] = {
     "gas_bomb": lambda c: _fault(c, "setGasBomb", True),
     "no_code": lambda c: _code(c, b""),
     "short_answer": lambda c: _code(c, feed_code(2000 * 10**8, 128)),
+    "decimals_unreadable": lambda c: _code(c, feed_code(2000 * 10**8, 160, decimals=None)),
+    "decimals_above_18": _decimals_above_18,
     "zero": lambda c: _answer(c, 0),
     "negative": lambda c: _answer(c, -1),
     "zero_update_time": _zero_update_time,

@@ -6,9 +6,17 @@ pragma solidity 0.8.28;
 /// `value = amount * price / 10**tokenDecimals`. Nothing is ever priced with an answer that failed a guard: every
 /// failure reverts with a typed error, so callers fail closed.
 /// @dev Guards per feed, in order: the call succeeds within `FEED_CALL_GAS` and returns a full round; `answer > 0`;
-/// `0 < updatedAt <= block.timestamp`; `block.timestamp - updatedAt <= maxStaleness`; the scaled price lies strictly
+/// `0 < updatedAt <= block.timestamp`; `block.timestamp - updatedAt <= maxStaleness`; the feed's `decimals()` answers
+/// (else `FeedCallFailed`) with at most 18 (else `UnsupportedFeedDecimals`); the scaled price lies strictly
 /// between `minPrice` and `maxPrice` (a feed pinned at its circuit-breaker bound is refused, the LUNA lesson); with
 /// a secondary feed, the two prices differ by at most `maxDeviation` relative to the primary.
+/// Decimals: the answer is scaled with the decimals the feed reports at the same read, not with those cached at
+/// `setFeed`. A Chainlink proxy's decimals are its current aggregator's, and a phase change
+/// (`proposeAggregator`/`confirmAggregator`) may bring an aggregator with other decimals: such an answer is priced
+/// right at once, without governance. (Refusing it instead would stop borrowing and, for a caller that values an
+/// unpriceable collateral at zero, liquidate every holder of the asset during a routine feed migration; the feed's
+/// owner, who can change its decimals, can change its answer anyway.) Cost: one `decimals()` call per feed read,
+/// ~1k gas against a mock, ~2k through a Chainlink proxy.
 /// An ERC-4626 share whose `convertToAssets` reverts, exceeds `FEED_CALL_GAS` or returns less than one word gives
 /// `FeedCallFailed(share, share)`.
 /// `tryPrice` reports the same failures as `ok = false` instead of reverting, for callers that must go on without
@@ -21,7 +29,7 @@ interface IOracleRouter {
     struct FeedConfig {
         address feed; // AggregatorV3Interface; address(0) = asset not configured
         uint32 maxStaleness; // seconds an answer stays valid after `updatedAt`
-        uint8 feedDecimals; // decimals of the feed's answer (<= 18), read from the feed when configured
+        uint8 feedDecimals; // decimals the feed reported when set (<= 18); prices use the decimals it reports now
         bool hasSecondary; // a secondary feed is set (saves reading its slots when there is none)
         uint128 minPrice; // exclusive lower bound, WAD USD per whole token
         uint128 maxPrice; // exclusive upper bound, WAD USD per whole token
@@ -55,6 +63,9 @@ interface IOracleRouter {
     error PriceOutOfBounds(address asset, uint256 price);
     /// @notice The feed call reverted, ran out of its gas budget or returned malformed data.
     error FeedCallFailed(address asset, address feed);
+    /// @notice The feed reports more than 18 decimals now (it had at most 18 when it was set: a proxy whose new
+    /// aggregator has more). Point the asset at a feed with at most 18 decimals.
+    error UnsupportedFeedDecimals(address asset, address feed, uint256 decimals);
     /// @notice Less gas remained than a full feed call budget needs; retry with more gas.
     error InsufficientGasForOracle(uint256 gasLeft);
     /// @notice The primary and secondary prices disagree beyond the maximum deviation.
@@ -116,7 +127,8 @@ interface IOracleRouter {
     function sequencer() external view returns (address feed, uint32 gracePeriod);
 
     /// @notice Sets the primary feed of `asset` (not an ERC-4626 share set with `setShareAsset`). Admin only.
-    /// Reads the feed's decimals (must be <= 18). Keeps a secondary feed already set.
+    /// Reads the feed's decimals (must be <= 18; stored for information, every price read re-reads them). Keeps a
+    /// secondary feed already set.
     function setFeed(address asset, address feed, uint32 maxStaleness, uint128 minPrice, uint128 maxPrice) external;
 
     /// @notice Sets or removes (feed = address(0)) the secondary feed of `asset`. Admin only.
