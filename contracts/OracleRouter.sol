@@ -15,6 +15,10 @@ contract OracleRouter is IOracleRouter, AccessControl {
 
     /// @inheritdoc IOracleRouter
     uint256 public constant FEED_CALL_GAS = 100_000;
+    /// @inheritdoc IOracleRouter
+    uint256 public constant SHARE_REFRESH_INTERVAL = 1 days;
+    /// @inheritdoc IOracleRouter
+    uint256 public constant SHARE_CAP_MAX_AGE = 30 days;
     /// @dev Gas the router needs left before a feed call: EIP-150 forwards at most 63/64 of what remains, so this
     /// much guarantees the call its full budget, plus a margin for the work after it.
     uint256 internal constant FEED_GAS_FLOOR = (FEED_CALL_GAS * 64) / 63 + 10_000;
@@ -116,13 +120,19 @@ contract OracleRouter is IOracleRouter, AccessControl {
     function _sharePrice(address share, ShareConfig storage cfg) internal view returns (uint256, bytes memory) {
         (uint256 underlyingPrice, bytes memory failure) = _price(cfg.underlying);
         if (failure.length != 0) return (0, failure);
-        uint256 cap = cfg.snapshotRate
-            + RiskMath.mulDivDown(
-                cfg.snapshotRate, uint256(cfg.maxYearlyGrowth) * (block.timestamp - cfg.snapshotTime), RiskMath.WAD * RiskMath.YEAR
-            );
+        uint256 cap = _shareRateCapDown(cfg);
         (bool ok, uint256 rate) = _readShareRate(share, 10 ** cfg.shareDecimals);
         if (!ok) return (0, abi.encodeWithSelector(FeedCallFailed.selector, share, share));
         return (RiskMath.mulDivDown(underlyingPrice, rate.min(cap), 10 ** cfg.underlyingDecimals), failure);
+    }
+
+    /// @dev The highest exchange rate a share may be priced at now: the snapshot grown linearly by
+    /// `maxYearlyGrowth` over the time since it was taken, at most `SHARE_CAP_MAX_AGE` of it; rounded down.
+    function _shareRateCapDown(ShareConfig storage cfg) internal view returns (uint256) {
+        uint256 snapshot = cfg.snapshotRate;
+        uint256 elapsed = (block.timestamp - cfg.snapshotTime).min(SHARE_CAP_MAX_AGE);
+        return snapshot
+            + RiskMath.mulDivDown(snapshot, uint256(cfg.maxYearlyGrowth) * elapsed, RiskMath.WAD * RiskMath.YEAR);
     }
 
     /// @dev Reads one feed and applies the answer guards; returns the price scaled to WAD with the decimals the
@@ -292,6 +302,22 @@ contract OracleRouter is IOracleRouter, AccessControl {
             snapshotRate: rate
         });
         emit ShareAssetSet(share, underlying, rate, maxYearlyGrowth);
+    }
+
+    /// @inheritdoc IOracleRouter
+    function refreshShareRate(address share) external returns (uint256 snapshot) {
+        ShareConfig storage cfg = _shares[share];
+        if (cfg.underlying == address(0)) revert AssetNotConfigured(share);
+        uint256 nextAllowed = uint256(cfg.snapshotTime) + SHARE_REFRESH_INTERVAL;
+        if (block.timestamp < nextAllowed) revert ShareRefreshTooSoon(share, nextAllowed);
+        (bool ok, uint256 rate) = _readShareRate(share, 10 ** cfg.shareDecimals);
+        // A zero rate would pin the cap at zero for good: it is left to governance (`setShareAsset`).
+        if (!ok || rate == 0) revert FeedCallFailed(share, share);
+        // Never above the cap: a donation made since the last snapshot is not carried into the next one.
+        snapshot = rate.min(_shareRateCapDown(cfg));
+        cfg.snapshotRate = snapshot;
+        cfg.snapshotTime = uint64(block.timestamp);
+        emit ShareRateRefreshed(share, rate, snapshot);
     }
 
     /// @inheritdoc IOracleRouter

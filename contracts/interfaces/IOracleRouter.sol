@@ -50,7 +50,7 @@ interface IOracleRouter {
         uint8 underlyingDecimals;
         uint64 snapshotTime; // when `snapshotRate` was taken
         uint64 maxYearlyGrowth; // WAD per year, e.g. 0.15e18: the cap rises linearly by 15 % of the snapshot a year
-        uint256 snapshotRate; // underlying units per whole share at `snapshotTime`
+        uint256 snapshotRate; // underlying units per whole share at `snapshotTime` (at most the cap then)
     }
 
     /// @notice The primary feed answered with a value that is zero or negative.
@@ -77,6 +77,8 @@ interface IOracleRouter {
     /// @notice The L2 sequencer came back up less than the grace period ago (or reports an invalid status time:
     /// zero or in the future).
     error SequencerGracePeriod(uint256 upSince, uint256 gracePeriod);
+    /// @notice `refreshShareRate` was called less than `SHARE_REFRESH_INTERVAL` after the share's last snapshot.
+    error ShareRefreshTooSoon(address share, uint256 nextAllowed);
     /// @notice A configuration value is invalid (zero address, bounds inverted, decimals > 18, ...).
     error InvalidConfig();
 
@@ -86,11 +88,20 @@ interface IOracleRouter {
     event SecondaryFeedSet(address indexed asset, address feed, uint32 maxStaleness, uint64 maxDeviation);
     /// @notice `share` is priced as an ERC-4626 share of `underlying`.
     event ShareAssetSet(address indexed share, address indexed underlying, uint256 snapshotRate, uint64 maxYearlyGrowth);
+    /// @notice The share's snapshot moved to `snapshotRate` = min(`rate`, the cap at that time).
+    event ShareRateRefreshed(address indexed share, uint256 rate, uint256 snapshotRate);
     /// @notice The sequencer-uptime feed was set (address(0) disables the gate).
     event SequencerFeedSet(address indexed feed, uint32 gracePeriod);
 
     /// @notice Gas given to one feed call.
     function FEED_CALL_GAS() external view returns (uint256);
+
+    /// @notice Least time between two snapshots of a share's exchange rate (1 day).
+    function SHARE_REFRESH_INTERVAL() external view returns (uint256);
+
+    /// @notice Longest time the share-rate cap keeps growing after its snapshot (30 days): with no refresh for
+    /// longer, the cap stays at `snapshot * (1 + maxYearlyGrowth * 30 days / YEAR)`.
+    function SHARE_CAP_MAX_AGE() external view returns (uint256);
 
     /// @notice Validated price of `asset`, WAD USD per whole token. Reverts with a typed error when invalid.
     /// @param asset A token with a feed (`setFeed`) or an ERC-4626 share (`setShareAsset`).
@@ -134,10 +145,28 @@ interface IOracleRouter {
     /// @notice Sets or removes (feed = address(0)) the secondary feed of `asset`. Admin only.
     function setSecondaryFeed(address asset, address feed, uint32 maxStaleness, uint64 maxDeviation) external;
 
-    /// @notice Prices ERC-4626 `share` (which must have no feed of its own) through `underlying`'s feed, snapshotting the current exchange rate; the
-    /// rate used is capped at `snapshot * (1 + maxYearlyGrowth * elapsed / YEAR)`. Admin only; call again to
-    /// refresh the snapshot.
+    /// @notice Prices ERC-4626 `share` (which must have no feed of its own) through `underlying`'s feed,
+    /// snapshotting the current exchange rate; the rate used is capped at
+    /// `snapshot * (1 + maxYearlyGrowth * min(elapsed, SHARE_CAP_MAX_AGE) / YEAR)`, `elapsed` counted from the last
+    /// snapshot (this call or `refreshShareRate`). Admin only; calling it again resets the snapshot to the current
+    /// rate, whatever it is (governance's override, e.g. after a slashing or to accept a real jump).
     function setShareAsset(address share, address underlying, uint64 maxYearlyGrowth) external;
+
+    /// @notice Moves `share`'s snapshot to min(its current exchange rate, the cap now) and its time to now, so the
+    /// cap keeps measuring growth from a recent rate. Anyone may call it, at most once per
+    /// `SHARE_REFRESH_INTERVAL`; a keeper should, daily. Reverts `AssetNotConfigured`, `ShareRefreshTooSoon`, or
+    /// `FeedCallFailed(share, share)` when the rate cannot be read or is zero.
+    /// @dev Why the cap needs this: measured from an old snapshot, the cap has drifted above the real rate by the
+    /// allowed growth the share did not use, and a one-block donation up to that headroom was priced at once (15 %
+    /// a year after a snapshot of a share that does not grow). Refreshed daily, the headroom is one day's allowed
+    /// growth above the real rate. The refresh cannot carry a donation in: the new snapshot is at most the cap, so
+    /// repeated refreshes let a donated rate in no faster than `maxYearlyGrowth` (compounded daily). If nobody
+    /// refreshes, the cap stops growing `SHARE_CAP_MAX_AGE` after the last snapshot: the share is then priced at most
+    /// 30 days of allowed growth above it (below its real rate once it has really grown more), which fails safe
+    /// for the protocol and gives every holder a reason to call it.
+    /// @param share An ERC-4626 share set with `setShareAsset`.
+    /// @return snapshot The new snapshot rate, underlying units per whole share.
+    function refreshShareRate(address share) external returns (uint256 snapshot);
 
     /// @notice Sets the L2 sequencer-uptime feed; address(0) disables the gate. Admin only.
     function setSequencerFeed(address feed, uint32 gracePeriod) external;
