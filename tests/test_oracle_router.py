@@ -550,7 +550,8 @@ def test_share_price_uses_exchange_rate_rounded_down(
 
 def test_donation_is_capped_by_yearly_growth(system: Any, admin: Any, alice: Any, chain: Any, share: Any) -> None:
     """A donation raises convertToAssets at once, but the router uses at most
-    snapshot * (1 + maxYearlyGrowth * elapsed / YEAR); once the cap has grown past the rate, the rate applies."""
+    snapshot * (1 + maxYearlyGrowth * elapsed / YEAR); once the cap has grown past the rate, the rate applies.
+    (With no refresh the cap stops growing 30 days after the snapshot: tests/test_oracle_share_cap.py.)"""
     growth = 15 * WAD // 100
     system.router.setShareAsset(share, system.weth, growth, sender=admin)
     snapshot_time = head_time(chain)
@@ -569,11 +570,19 @@ def test_donation_is_capped_by_yearly_growth(system: Any, admin: Any, alice: Any
     assert system.router.price(share) == 2000 * WAD * cap // WAD
     assert system.router.price(share) < 2000 * WAD * donated_rate // WAD
 
-    chain.pending_timestamp = snapshot_time + 4 * YEAR
+    small_rate = _oz_rate(15 * WAD + 10**15, 10 * WAD)  # a rate the cap reaches within its 30 days
+    system.weth.mint(alice, 10**15, sender=alice)
+    system.weth.transfer(share, 10**15, sender=alice)
+    system.router.setShareAsset(share, system.weth, growth, sender=admin)  # governance accepts the donated rate
+    snapshot_time, snapshot_rate = head_time(chain), small_rate
+    system.weth.mint(alice, 10**15, sender=alice)
+    system.weth.transfer(share, 10**15, sender=alice)
+    rate = _oz_rate(15 * WAD + 2 * 10**15, 10 * WAD)
+    chain.pending_timestamp = snapshot_time + 20 * 86400
     system.set_price("WETH", 2000)
     elapsed = head_time(chain) - snapshot_time
-    assert snapshot_rate + snapshot_rate * growth * elapsed // (WAD * YEAR) > donated_rate
-    assert system.router.price(share) == 2000 * WAD * donated_rate // WAD
+    assert snapshot_rate + snapshot_rate * growth * elapsed // (WAD * YEAR) > rate
+    assert system.router.price(share) == 2000 * WAD * rate // WAD
 
 
 def test_share_price_inherits_underlying_guards(system: Any, admin: Any, chain: Any, share: Any) -> None:

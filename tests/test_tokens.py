@@ -223,6 +223,7 @@ def test_reentry_from_token_hook_reverts(
 # ---------------------------------------------------------------- interest-bearing collateral
 
 GROWTH = 10 * 10**16  # the share's exchange rate may grow 10 % a year
+SHARE_CAP_MAX_AGE = 30 * 24 * 3600  # the cap stops growing 30 days after the router's last snapshot
 SHARE = Asset(18, 75 * 10**16, 80 * 10**16, 8 * 10**16)
 
 
@@ -234,8 +235,10 @@ class Shares:
 
 
 def share_price(weth_price: int, rate: int, s: Shares, now: int) -> int:
-    """Documented share price: WETH price * min(rate, snapshot * (1 + growth * elapsed / YEAR)), rounded down."""
-    cap = s.snapshot_rate + s.snapshot_rate * GROWTH * (now - s.snapshot_time) // (WAD * YEAR)
+    """Documented share price: WETH price * min(rate, snapshot * (1 + growth * min(elapsed, 30 days) / YEAR)),
+    rounded down."""
+    elapsed = min(now - s.snapshot_time, SHARE_CAP_MAX_AGE)
+    cap = s.snapshot_rate + s.snapshot_rate * GROWTH * elapsed // (WAD * YEAR)
     return weth_price * min(rate, cap) // WAD
 
 
@@ -284,9 +287,9 @@ def test_share_borrowing_power_follows_exchange_rate(
     assert system.engine.accountHealth(alice, 0).ltvWeighted == borrowing_power(share_price(wad(2000), WAD, s, now))
     assert borrowing_power(share_price(wad(2000), WAD, s, now)) == 15_000 * WAD
 
-    _travel(system, chain, YEAR // 5)  # the cap is now 2 % above the snapshot
-    system.weth.transfer(s.share, WAD, sender=admin)  # 1 % yield: 111 WETH behind 110 shares
-    rate = oz_rate(111 * WAD, 110 * WAD)
+    _travel(system, chain, 20 * 24 * 3600)  # the cap is now 0.55 % above the snapshot
+    system.weth.transfer(s.share, WAD // 2, sender=admin)  # 0.45 % yield: 110.5 WETH behind 110 shares
+    rate = oz_rate(110 * WAD + WAD // 2, 110 * WAD)
     assert s.share.convertToAssets(WAD) == rate
     now = chain.blocks.head.timestamp
     price = share_price(wad(2000), rate, s, now)
@@ -306,7 +309,7 @@ def test_donation_cannot_inflate_borrowing_power(
     """Donating 110 WETH doubles convertToAssets, but the price uses the capped rate, so borrowing power only
     grows by the allowed 10 %/year and a borrow against the donated value reverts InsufficientMargin."""
     s = shares
-    _travel(system, chain, YEAR // 5)
+    _travel(system, chain, 20 * 24 * 3600)
     system.weth.transfer(s.share, 110 * WAD, sender=admin)
     rate = oz_rate(220 * WAD, 110 * WAD)
     assert s.share.convertToAssets(WAD) == rate
@@ -314,7 +317,7 @@ def test_donation_cannot_inflate_borrowing_power(
 
     now = chain.blocks.head.timestamp
     capped = share_price(wad(2000), rate, s, now)
-    assert capped < wad(2000) * 103 // 100  # about 2 % above the snapshot after a fifth of a year
+    assert capped < wad(2000) * 1006 // 1000  # about 0.55 % above the snapshot after 20 days
     power = system.engine.accountHealth(alice, 0).ltvWeighted
     assert power == borrowing_power(capped)
     assert borrowing_power(wad(2000) * rate // WAD) > power * 19 // 10  # what the donated rate would give
