@@ -207,17 +207,19 @@ def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:
     b.measure_view("lens_accounts_100", s.lens.accounts, [o for o, _ in pairs], [i for _, i in pairs], sender=user)
 
     # Liquidations. At WETH = $1,700 both victims sit between health 0.95 and 1 (close factor 50 %); at $1,000 the
-    # third one's collateral is worth less than its debt, so the remainder is realised as bad debt.
+    # third one's collateral is worth less than its debt: the liquidation writes the shortfall off first and repays
+    # the rest; its second sub-account, identical, is written off alone (`writeOff`).
     victims: dict[int, tuple[dict[str, float], int]] = {
         VICTIM_1: ({"WETH": 10}, 15_000),  # health 14,450 / 15,000 = 0.963
         VICTIM_3: ({"WETH": 10, "WBTC": 0.1, "LINK": 400}, 24_000),  # (14,450 + 4,800 + 4,200) / 24,000 = 0.977
         VICTIM_BAD: ({"WETH": 1}, 1_590),
     }
     for index, (collateral, debt) in victims.items():
-        for symbol, tokens in collateral.items():
-            b.fund(accounts[index], symbol, tokens, eng)
-            b.deposit(accounts[index], 0, symbol, tokens)
-        b.borrow(accounts[index], 0, debt)
+        for sub_id in (0, 1) if index == VICTIM_BAD else (0,):
+            for symbol, tokens in collateral.items():
+                b.fund(accounts[index], symbol, tokens, eng)
+                b.deposit(accounts[index], sub_id, symbol, tokens)
+            b.borrow(accounts[index], sub_id, debt)
     b.fund(liquidator, "USDC", 100_000, eng)
     b.fund(liquidator, "WETH", 1, eng)
     b.set_price("WETH", 1_700)
@@ -227,9 +229,13 @@ def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:
         _expect(eng.debtOf(accounts[index], 0) > 0 and eng.collateralOf(accounts[index], 0, weth) > 0, f"{name} closed")
     b.set_price("WETH", 1_000)
     args = (accounts[VICTIM_BAD], 0, weth, MAX_UINT, 0, liquidator, b"")
+    paid = s.usdc.balanceOf(liquidator)
     b.measure("liquidate_bad_debt", eng.liquidate, *args, sender=liquidator)
-    _expect(eng.debtOf(accounts[VICTIM_BAD], 0) == 0, "liquidate_bad_debt left debt: no bad debt was realised")
-    _expect(eng.position(accounts[VICTIM_BAD], 0).assetMask == 0, "liquidate_bad_debt left collateral")
+    paid -= s.usdc.balanceOf(liquidator)
+    _expect(eng.debtOf(accounts[VICTIM_BAD], 0) == 0, "liquidate_bad_debt left debt")
+    _expect(paid < units(1_000, 6), "liquidate_bad_debt wrote nothing off")
+    b.measure("write_off", eng.writeOff, accounts[VICTIM_BAD], 1, sender=liquidator)
+    _expect(eng.debtOf(accounts[VICTIM_BAD], 1) < units(1_000, 6), "write_off wrote nothing off")
 
     # Protection (ProtectionModule). The user authorises OTHER as its rebalancer (target 1.5) and moves 100 LINK
     # from a safe sub-account (4: 2,000 LINK, 1,000 USDC) to one at 1.3125 (3: 1,000 LINK, 8,000 USDC), which ends

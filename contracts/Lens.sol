@@ -78,6 +78,23 @@ contract Lens is ILens {
         }
     }
 
+    /// @inheritdoc ILens
+    function liquidationHealths(address[] calldata owners, uint8[] calldata subIds)
+        external
+        view
+        returns (HealthData[] memory out)
+    {
+        if (owners.length != subIds.length) revert LengthMismatch();
+        out = new HealthData[](owners.length);
+        for (uint256 i; i < owners.length; ++i) {
+            try engine.liquidationHealth(owners[i], subIds[i]) returns (IMarginEngine.AccountHealth memory h) {
+                out[i] = HealthData(true, h);
+            } catch {
+                out[i].ok = false;
+            }
+        }
+    }
+
     function _price(IOracleRouter router, address asset) internal view returns (PriceData memory p) {
         p.asset = asset;
         try router.price(asset) returns (uint256 value) {

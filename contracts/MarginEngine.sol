@@ -590,6 +590,11 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
     }
 
     /// @inheritdoc IMarginEngine
+    function liquidationHealth(address owner, uint8 subId) external view returns (AccountHealth memory) {
+        return _valuation(_balances[owner][subId], _positions[owner][subId], _vault.borrowIndex(), address(0), true).h;
+    }
+
+    /// @inheritdoc IMarginEngine
     function previewLiquidation(address owner, uint8 subId, address collateral, uint256 repayAssets)
         external
         view

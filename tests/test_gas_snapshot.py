@@ -36,6 +36,7 @@ REQUIRED = {
     "repay_full",
     "liquidate_partial",
     "liquidate_bad_debt",
+    "write_off",
     "health_view_1_asset",
     "health_view_3_assets",
     "lens_accounts_100",

@@ -165,6 +165,19 @@ def test_a_dust_of_an_unpriceable_asset_does_not_freeze_liquidation(
     break_link(system)
     with reverts_with(system.router.PriceOutOfBounds, asset=system.link, price=10**15):
         liquidate(system, payer, alice, "LINK", MAX_UINT)  # the dust itself has no price to be seized at
+    # What liquidation values the account at, as the keeper and the drills read it: LINK at zero; the strict
+    # valuation of new risk refuses it.
+    bal, prices, cfgs = market_inputs(system, alice)
+    valued = risk.valuation(bal, prices, cfgs, int(system.engine.position(alice, 0).scaledDebt),
+                            int(system.vault.borrowIndex()), WAD, 6, params(system).min_discount)  # fmt: skip
+    assert valued.unpriced == "LINK"
+    assert tuple(system.engine.liquidationHealth(alice, 0)) == tuple(
+        getattr(valued.health, f)
+        for f in ("collateral_value", "lt_weighted", "ltv_weighted", "debt", "debt_value", "health")  # fmt: skip
+    )
+    [lenient] = system.lens.liquidationHealths([alice], [0])
+    [strict] = system.lens.healths([alice], [0])
+    assert (lenient.ok, lenient.health.health, strict.ok) == (True, valued.health.health, False)
     quote = mirror_quote(system, alice, "WETH", MAX_UINT)
     preview = system.engine.previewLiquidation(alice, 0, system.weth, MAX_UINT)
     assert (preview.repaid, preview.seized, preview.discount, preview.badDebt) == (

@@ -496,14 +496,17 @@ class Campaign:
         t.check("router prices", prices, [("ok", known[k]) if known.get(k) else ("FeedCallFailed", self.feed_of[k])
                                           for k in [*self.tokens, risk.DEBT_ASSET]])  # fmt: skip
         chain = node.calls([self.engine("accountHealth", a.owner, a.sub) for a in self.accounts])
+        lenient_chain = node.calls([self.engine("liquidationHealth", a.owner, a.sub) for a in self.accounts])
         previews: list[tuple[Call, Acct, str, int]] = []
         write_offs: list[tuple[Call, Acct]] = []
-        for acct, got in zip(self.accounts, chain, strict=True):
+        for acct, got, got_lenient in zip(self.accounts, chain, lenient_chain, strict=True):
             want = mirror(lambda a=acct: self.health(a), self.feed_of)
             t.states += 1
             t.seen(f"health:{want[0]}")
             t.check(f"accountHealth {acct.owner[:8]}/{acct.sub}", got, want)
             lenient = mirror(lambda a=acct: self.valuation(a), self.feed_of)
+            t.check(f"liquidationHealth {acct.owner[:8]}/{acct.sub}", got_lenient,
+                    (lenient[0], lenient[1][0]) if lenient[0] == "ok" else lenient)  # fmt: skip
             if lenient[0] == "ok" and acct.scaled and (lenient[1][1] < lenient[1][0][4] or rng.random() < 0.05):
                 write_offs.append((self.engine("writeOff", acct.owner, acct.sub), acct))
             if lenient[0] != "ok":

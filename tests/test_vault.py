@@ -17,6 +17,8 @@ import pytest
 from ape.exceptions import ContractLogicError
 from conftest import MAX_UINT, RAY, WAD, fund, open_position, reverts_with
 
+from keeper import risk
+
 YEAR = 365 * 24 * 3600
 DAY = 24 * 3600
 USDC = 10**6
@@ -539,19 +541,19 @@ def liquidate_underwater(system: Any, chain: Any, alice: Any, liquidator: Any) -
     return tx, before, scaled, debt
 
 
-def expected_bad_debt(debt: int, scaled: int, index: int) -> tuple[int, int, int]:
-    """(repaid, scaled repaid, bad debt) for seizing 1 WETH worth $1000 (lt 85 %, max discount 10 %) from a
-    $`debt` account priced with USDC at $1: the whole balance is sold at the capped discount, rounded up."""
-    coll_value = 1_000 * WAD
-    debt_value = div_up(debt * WAD, USDC)
-    health = (coll_value * 85 // 100) * WAD // debt_value
-    discount = min(10**17, 5 * 10**15 + WAD - health)
-    assert health < 95 * WAD // 100
-    assert discount == 10**17
-    assert (debt * WAD // USDC) * (WAD + discount) // WAD * 10**18 // coll_value > 10**18  # wants more than held
-    repaid = min(div_up(div_up(coll_value * WAD, WAD + discount) * USDC, WAD), debt)
-    scaled_repaid = repaid * RAY // index
-    return repaid, scaled_repaid, debt_up(scaled - scaled_repaid, index)
+def expected_bad_debt(debt: int, scaled: int, index: int) -> tuple[int, int, int, int, int]:
+    """(repaid, scaled repaid, bad debt, scaled written off, seized) for liquidating 1 WETH worth $1000 (lt 85 %,
+    max discount 10 %) from a $`debt` account priced with USDC at $1: insolvent, so the debt is first written off
+    to the cover value $1000 / 1.005 and the rest repaid at the health-neutral discount. Figures from keeper.risk,
+    the engine's integer mirror (checked against it to the wei by tests/test_risk_differential.py); this file
+    checks what the vault books of them."""
+    weth = risk.AssetRisk(decimals=18, ltv=80 * WAD // 100, lt=85 * WAD // 100, max_discount=WAD // 10)
+    params = risk.RiskParams(5 * WAD // 1000, 95 * WAD // 100, 100 * WAD, 10 * USDC)
+    assert debt == risk.to_assets_up(scaled, index)
+    s = risk.liquidation({"WETH": 10**18}, {"WETH": 1_000 * WAD}, {"WETH": weth}, scaled, index, WAD, 6, "WETH",
+                         MAX_UINT, params)  # fmt: skip
+    assert s.scaled_written_off > 0  # the account is insolvent
+    return s.quote.repaid, s.scaled_repaid, s.quote.bad_debt, s.scaled_written_off, s.quote.seized
 
 
 def check_write_off(
@@ -559,7 +561,7 @@ def check_write_off(
 ) -> tuple[int, int, int]:
     """Asserts the engine's and the vault's events and the vault's books after the write-off."""
     v, eng = system.vault, system.engine
-    repaid, scaled_repaid, bad = expected_bad_debt(debt, scaled, before.index)
+    repaid, scaled_repaid, bad, scaled_off, seized = expected_bad_debt(debt, scaled, before.index)
     covered = min(bad, before.reserve)
     assert bad > 0
     noted = only_event(tx, v.RepaymentNoted)
@@ -568,10 +570,9 @@ def check_write_off(
     assert (engine_log.owner, engine_log.subId, engine_log.assets) == (alice.address, 0, bad)
     vault_log = only_event(tx, v.BadDebtRealized)
     assert (vault_log.assets, vault_log.coveredByReserve, vault_log.socialized) == (bad, covered, bad - covered)
-    assert eng.debtOf(alice, 0) == 0
-    assert eng.position(alice, 0).scaledDebt == 0
-    assert eng.collateralOf(alice, 0, system.weth) == 0
-    left = before.scaled - scaled
+    assert eng.position(alice, 0).scaledDebt == scaled - scaled_repaid - scaled_off
+    assert eng.collateralOf(alice, 0, system.weth) == 10**18 - seized
+    left = before.scaled - scaled_repaid - scaled_off
     assert v.totalScaledDebt() == left
     assert v.idle() == before.idle + repaid
     assert v.reserve() == before.reserve - covered
@@ -615,6 +616,7 @@ def test_bad_debt_beyond_the_reserve_is_socialised(
     tx, before, scaled, debt = liquidate_underwater(system, chain, alice, liquidator)
     assert scaled == before.scaled  # alice is the only borrower
     _, bad, covered = check_write_off(system, alice, tx, before, scaled, debt)
+    assert system.engine.debtOf(alice, 0) == 0  # what the write-off left was repaid in full
     socialised = bad - covered
     assert 0 < covered == before.reserve < bad
     assert v.reserve() == 0

@@ -51,6 +51,14 @@ interface ILens {
     /// @notice Every listed asset's configuration and price, the debt asset's price and the borrow index.
     function market() external view returns (MarketData memory);
 
-    /// @notice The engine's own health figures for each account (one engine view call per account).
+    /// @notice The engine's own health figures for each account (one engine view call per account): the strict
+    /// valuation of new risk, `ok = false` when any needed price is invalid.
     function healths(address[] calldata owners, uint8[] calldata subIds) external view returns (HealthData[] memory);
+
+    /// @notice Each account as `liquidate` values it (`MarginEngine.liquidationHealth`: a held asset without a valid
+    /// price counts at zero); `ok = false` only when the debt asset's price is invalid or the figures overflow.
+    function liquidationHealths(address[] calldata owners, uint8[] calldata subIds)
+        external
+        view
+        returns (HealthData[] memory);
 }

@@ -282,6 +282,11 @@ interface IMarginEngine {
     /// risk: liquidation values an asset without a valid price at zero instead, see `liquidate`).
     function accountHealth(address owner, uint8 subId) external view returns (AccountHealth memory);
 
+    /// @notice Risk figures as `liquidate` values the account (lenient): a held asset without a valid price counts
+    /// at zero. Liquidatable iff debt > 0 and `ltWeighted < debtValue` here. Reverts only when the debt asset's
+    /// price is invalid (with debt) or on arithmetic overflow.
+    function liquidationHealth(address owner, uint8 subId) external view returns (AccountHealth memory);
+
     /// @notice What `liquidate` would repay, seize and write off now for `repayAssets` requested (`badDebt`: the
     /// insolvency write-off plus what the last collateral or the liquidation's own discount leaves uncovered).
     function previewLiquidation(address owner, uint8 subId, address collateral, uint256 repayAssets)
