@@ -173,7 +173,7 @@ def test_a_dust_of_an_unpriceable_asset_does_not_freeze_liquidation(
     assert valued.unpriced == "LINK"
     assert tuple(system.engine.liquidationHealth(alice, 0)) == tuple(
         getattr(valued.health, f)
-        for f in ("collateral_value", "lt_weighted", "ltv_weighted", "debt", "debt_value", "health")  # fmt: skip
+        for f in ("collateral_value", "lt_weighted", "ltv_weighted", "debt", "debt_value", "health")
     )
     [lenient] = system.lens.liquidationHealths([alice], [0])
     [strict] = system.lens.healths([alice], [0])
