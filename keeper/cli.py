@@ -178,6 +178,12 @@ def _drill_options(parser: argparse.ArgumentParser, accounts_default: int | None
         metavar="SYMBOL=LTV/LT",
         help="embedded target: deploy this collateral with these ratios instead of the template's (repeatable)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a setting of the keeper under drill, e.g. max_fee_gwei=200 (repeatable; KEEPER_* variables are not read)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

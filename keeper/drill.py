@@ -42,6 +42,7 @@ from typing import Any
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
+from pydantic import ValidationError
 from web3 import Web3
 from web3.contract import Contract
 
@@ -93,6 +94,8 @@ class DrillOptions:
     project: Path | None = None  # the checkout holding ape-config.yaml (to deploy); found from here by default
     settle_blocks: int | None = None
     risk: dict[str, tuple[float, float]] | None = None  # embedded only: symbol -> (ltv, lt) instead of the template's
+    keeper_settings: dict[str, Any] = field(default_factory=dict)  # settings of the keeper under drill (`--set`)
+    anvil: Path | None = None  # the Anvil binary (the `anvil` setting, KEEPER_ANVIL); None: .venv/bin, then PATH
     on_block: Callable[[Progress], None] | None = None
     on_phase: Callable[[str], None] | None = None
 
@@ -1004,12 +1007,14 @@ def _target(opts: DrillOptions, stack: ExitStack) -> tuple[Rpc, Path, str]:
         origin_chain = origin.chain_id()
         record = opts.deployment or Path("deployments") / f"{origin_chain}.json"
         _phase(opts, f"starting Anvil forking chain {origin_chain}")
-        node = AnvilProcess(["--fork-url", opts.fork_url, "--chain-id", "31337"], log_path=out / "anvil.log")
+        node = AnvilProcess(
+            ["--fork-url", opts.fork_url, "--chain-id", "31337"], log_path=out / "anvil.log", anvil=opts.anvil
+        )
         stack.callback(node.stop)
         return node.rpc, _local_copy(record, origin_chain, 31337, out), "fork"
     project = find_project(opts.project)
     _phase(opts, "starting Anvil")
-    node = AnvilProcess(["--chain-id", "31337", "--accounts", "4"], log_path=out / "anvil.log")
+    node = AnvilProcess(["--chain-id", "31337", "--accounts", "4"], log_path=out / "anvil.log", anvil=opts.anvil)
     stack.callback(node.stop)
     _phase(opts, "deploying the contracts (ape run deploy)")
     return node.rpc, deploy_embedded(opts.scenario, node.url, out, project, opts.risk), "embedded"
@@ -1052,24 +1057,70 @@ def _check_scenario(scenario: Scenario, system: System) -> None:
         )
 
 
+# Settings the drill sets for the keeper under drill itself; `--set` may give any other.
+DRILL_OWNED_SETTINGS = frozenset(
+    {
+        "rpc_url",
+        "submit_url",
+        "chain_id",
+        "deployment",
+        "keystore",
+        "password_file",
+        "dev_account_index",
+        "private_key",
+        "state_db",
+        "anvil",
+        "rebalance_enabled",
+        "pre_liquidation_enabled",
+    }
+)
+
+
+def keeper_settings(
+    url: str, chain_id: int, record: Path, out: Path, bt: int, protect: bool, extra: dict[str, Any]
+) -> Settings:
+    """The settings of the keeper under drill: the drill's own (node, record, dev key, journal, loop timing) and
+    `extra` (`--set NAME=VALUE`). Nothing comes from the caller's environment (Settings reads none)."""
+    owned = sorted(set(extra) & DRILL_OWNED_SETTINGS)
+    if owned:
+        raise DrillError(f"--set {', '.join(owned)}: the drill sets this for its keeper itself")
+    unknown = sorted(set(extra) - set(Settings.model_fields))
+    if unknown:
+        raise DrillError(f"--set {', '.join(unknown)}: not a keeper setting (see docs/keeper.md for the list)")
+    values: dict[str, Any] = {
+        "poll_interval_s": float(bt),
+        "stale_node_s": float(max(60, 10 * bt)),
+        **extra,
+        "rebalance_enabled": protect,
+        "pre_liquidation_enabled": protect,
+        "rpc_url": url,
+        "chain_id": chain_id,
+        "deployment": record,
+        "dev_account_index": KEEPER_INDEX,
+        "state_db": out / "keeper-state.db",
+    }
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise DrillError(f"the keeper's settings for the drill are invalid ({problems}); fix --set") from None
+
+
 def _keeper(
-    url: str, rpc: Rpc, record: Path, out: Path, clock: DrillClock, bt: int, protect: bool = False
+    url: str,
+    rpc: Rpc,
+    record: Path,
+    out: Path,
+    clock: DrillClock,
+    bt: int,
+    protect: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Keeper, str]:
     chain_id = rpc.chain_id()
-    settings = Settings(
-        rebalance_enabled=protect,
-        pre_liquidation_enabled=protect,
-        rpc_url=url,
-        chain_id=chain_id,
-        deployment=record,
-        dev_account_index=KEEPER_INDEX,
-        state_db=out / "keeper-state.db",
-        poll_interval_s=float(bt),
-        stale_node_s=float(max(60, 10 * bt)),
-        keystore=None,
-        password_file=None,
-        private_key=None,
-    )
+    settings = keeper_settings(url, chain_id, record, out, bt, protect, extra or {})
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 10}, exception_retry_configuration=None))
     dep = load_deployment(record, chain_id)
     signer = load_signer(settings, chain_id)
@@ -1127,7 +1178,9 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             keeper_url = relay.url
         clock = DrillClock(float(int(rpc.block()["timestamp"], 16)))
         protect = scenario.accounts.protected > 0
-        keeper, address = _keeper(keeper_url, rpc, record_path, opts.out, clock, scenario.block_time_s, protect)
+        keeper, address = _keeper(
+            keeper_url, rpc, record_path, opts.out, clock, scenario.block_time_s, protect, opts.keeper_settings
+        )
         stack.callback(keeper.store.close)
         assert address == keeper_address
         record = DrillRecord(
