@@ -181,6 +181,29 @@ class SequencerSpec(_Strict):
         return v if v == "none" else _check_source(v)
 
 
+class NativeSpec(_Strict):
+    """Where the keeper gets the chain's native token's USD price, to price gas: a listed asset priced like it
+    (`asset`, e.g. WETH on Ethereum) or an AggregatorV3Interface feed answering USD per native token (`feed`)."""
+
+    asset: str | None = None
+    feed: str | None = None
+
+    @field_validator("feed")
+    @classmethod
+    def _feed(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v == "mock" or not _is_address(v):
+            raise ValueError("must be a 0x-prefixed 20-byte address")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> NativeSpec:
+        if (self.asset is None) == (self.feed is None):
+            raise ValueError("give exactly one of asset (a listed [[asset]] symbol) or feed (a feed address)")
+        return self
+
+
 class RolesSpec(_Strict):
     admin: str = "deployer"
     risk_keeper: str = "none"
@@ -218,6 +241,7 @@ class DeployConfig(_Strict):
     sequencer: SequencerSpec = SequencerSpec()
     roles: RolesSpec = RolesSpec()
     protection: ProtectionSpec = ProtectionSpec()
+    native: NativeSpec | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> DeployConfig:
@@ -225,6 +249,13 @@ class DeployConfig(_Strict):
         dupes = {s for s in symbols if symbols.count(s) > 1}
         if dupes:
             raise ValueError(f"asset symbols must be unique; repeated: {', '.join(sorted(dupes))}")
+        if self.native is not None and self.native.asset is not None:
+            listed = [a.symbol for a in self.asset]
+            if self.native.asset not in listed:
+                raise ValueError(
+                    f"native.asset {self.native.asset} is not a listed [[asset]] ({', '.join(listed)}); name one of "
+                    "those or give native.feed"
+                )
         return self
 
 
@@ -264,6 +295,7 @@ class Deployment:
     assets: list[dict[str, Any]] = field(default_factory=list)
     debt: dict[str, Any] = field(default_factory=dict)
     sequencer: dict[str, Any] = field(default_factory=dict)
+    native: dict[str, Any] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     roles: dict[str, str | None] = field(default_factory=dict)
     abis: dict[str, Any] = field(default_factory=dict)
@@ -281,6 +313,7 @@ class Deployment:
                 "debt_asset": self.debt,
                 "assets": self.assets,
                 "sequencer": self.sequencer,
+                "native": self.native,
                 "parameters": self.parameters,
                 "roles": self.roles,
                 "abis": self.abis,
@@ -440,6 +473,8 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
             c.grantRole(role, admin, sender=deployer)
             c.renounceRole(role, deployer.address, sender=deployer)
 
+    if cfg.native is not None:
+        out.native = {"asset": cfg.native.asset} if cfg.native.asset else {"feed": cfg.native.feed}
     out.parameters = {"risk": r.model_dump(), "vault": v.model_dump(), "protection": pc.model_dump()}
     out.roles = {"admin": admin, "risk_keeper": keeper_role}
     out.abis = {name: [abi.model_dump(mode="json") for abi in project[name].contract_type.abi] for name in KEEPER_ABIS}
