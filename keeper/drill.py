@@ -51,7 +51,7 @@ from keeper.deployment import Deployment, contract, load_deployment
 from keeper.errors import DeploymentError, KeeperError
 from keeper.node import AnvilProcess, Rpc, deal, find_balance_slot
 from keeper.relay import FlakyRelay
-from keeper.runner import Keeper, build_keeper
+from keeper.runner import Keeper, NativePrice, build_keeper
 from keeper.scenario import FEED_FAULTS, Fault, Scenario
 from keeper.signer import load_signer
 from keeper.state import read_market
@@ -177,7 +177,7 @@ class DrillRecord:
     liquidations: list[LiquidationRecord] = field(default_factory=list)
     bad_debt: list[tuple[int, str, int, float]] = field(default_factory=list)  # block, owner, sub, usd
     keeper_txs: dict[str, KeeperTx] = field(default_factory=dict)
-    eth_usd: dict[int, float] = field(default_factory=dict)  # block -> ETH price used for gas costs
+    eth_usd: dict[int, float] = field(default_factory=dict)  # block -> native token's USD price (gas costs); 0: none
     wall_s: float = 0.0
     tick_s: list[float] = field(default_factory=list)  # wall time of the keeper's turn after each block
     start_totals: dict[str, float] = field(default_factory=dict)  # collateral, borrowing power, debt (USD) at start
@@ -318,6 +318,11 @@ def deploy_config(scenario: Scenario, template: Path, risk: dict[str, tuple[floa
             spec["ltv"], spec["lt"] = risk[a.symbol]
         assets.append(spec)
     raw["asset"] = assets
+    native = raw.get("native") or {}
+    if native.get("asset") and native["asset"] not in {a["symbol"] for a in assets}:
+        # The template prices gas through an asset this scenario does not deploy: the drill's keeper then runs with
+        # gas unpriced (a local chain), unless --set native_price names another source.
+        del raw["native"]
     if any(f.kind == "sequencer_down" for f in scenario.faults):
         raw.setdefault("sequencer", {})["feed"] = "mock"
     lines = [f"# made by keeper drill for scenario {scenario.name!r} from {template.name}"]
@@ -686,6 +691,8 @@ class Replay:
         self.active: list[Fault] = []
         self.symbol_of: dict[str, str] = {Web3.to_checksum_address(t): s for s, t in system.tokens.items()}
         self.liquidated_accounts: set[tuple[str, int]] = set()
+        # The native token's USD price, to value the keeper's fees: the keeper's own source (deployment or setting).
+        self.native = NativePrice(system.w3, keeper.native.source)
         self.settle_blocks = opts.settle_blocks or max(SETTLE_MIN_BLOCKS, math.ceil(SETTLE_MIN_S / self.bt))
         self.liq_event = system.engine.events.Liquidated()
         self.bad_event = system.engine.events.BadDebtRealized()
@@ -775,8 +782,7 @@ class Replay:
         oracle: dict[str, float | None] = {}
         for view in (market.debt_price, *[a.price for a in market.assets]):
             oracle[self.symbol_of[view.asset]] = view.price / WAD if view.ok else None
-        eth = oracle.get("WETH") or self.market.get("WETH") or 0.0
-        self.rec.eth_usd[number] = eth
+        self.rec.eth_usd[number] = self.native.read(market, number) / WAD
         for raw in self.rpc.logs(self.sys.engine.address, number, number):
             topic = str(raw["topics"][0])
             if topic == self.topic_liq:

@@ -15,8 +15,10 @@ Definitions (also in docs/drills.md):
 - `duplicate_submissions`: keeper transactions seen in the node's pool for an account while another pending keeper
   transaction with a different nonce already targeted it (replacements share a nonce and are not counted).
 - `user_penalty_usd`: seized value minus repaid value, at the oracle prices of the liquidation's block, summed.
-- `keeper_profit_usd`: the same for the keeper's own liquidations, minus the keeper's gas (every transaction it got
-  mined, reverted ones included) valued at the block's ETH price.
+- `keeper_profit_usd`: the same for the keeper's own liquidations, minus the keeper's fees.
+- `keeper_fees_paid_eth`, `keeper_fees_paid_usd`: what the keeper paid for gas (gas used x effective gas price of every
+  transaction it got mined, reverted ones included), in the native token and at its USD price in that block (the
+  keeper's native-price source; 0 USD when the deployment names none).
 - `max_underwater_s`: the longest time any account stayed liquidatable in one episode, in chain seconds.
 """
 
@@ -171,6 +173,7 @@ def build(rec: DrillRecord) -> dict[str, Any]:
     last = tl.liq[-1] if tl.liq else []
     missed = [i for i, v in enumerate(last) if v]
     keeper_txs = [t for t in rec.keeper_txs.values() if t.mined_block is not None]
+    fees_eth = sum(t.gas_cost_wei for t in keeper_txs) / 1e18
     gas_usd = sum(t.gas_cost_wei / 1e18 * rec.eth_usd.get(t.mined_block or 0, 0.0) for t in keeper_txs)
     reverted = sum(1 for t in keeper_txs if t.status == 0 and t.account is not None)
     summary = {
@@ -187,6 +190,8 @@ def build(rec: DrillRecord) -> dict[str, Any]:
         "user_penalty_usd": round(sum(x.seized_usd - x.repaid_usd for x in rec.liquidations), 6),
         "keeper_profit_usd": round(keeper_gross - gas_usd, 6),
         "keeper_gas_used": sum(t.gas_used for t in keeper_txs),
+        "keeper_fees_paid_eth": round(fees_eth, 9),
+        "keeper_fees_paid_usd": round(gas_usd, 6),
         "max_underwater_s": tl.longest_run_s(),
         **protection_summary(rec),
     }
@@ -262,6 +267,8 @@ SUMMARY_ROWS = [
     ("user_penalty_usd", "users' liquidation penalty (USD)"),
     ("keeper_profit_usd", "keeper profit after gas (USD)"),
     ("keeper_gas_used", "keeper gas used"),
+    ("keeper_fees_paid_eth", "keeper fees paid (native token)"),
+    ("keeper_fees_paid_usd", "keeper fees paid (USD)"),
     ("max_underwater_s", "longest time liquidatable (s)"),
 ]
 
