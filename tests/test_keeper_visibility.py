@@ -22,6 +22,7 @@ from conftest import ROOT, WAD, fund, open_position
 from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
 from web3 import Web3
 
+from keeper.deployment import standard_abi
 from keeper.runner import Keeper
 
 USDC = 10**6
@@ -238,3 +239,27 @@ def test_keeper_run_logs_no_line_per_scheduler_run(system: Any, chain: Any, tmp_
     assert "running on chain" in text
     assert not re.search(r"Running job|executed successfully", text), text[-2000:]
     assert text.count("\n") < 40, text
+
+
+@pytest.mark.parametrize(
+    ("shipped", "compiled"), [("ERC20", "MockERC20"), ("AggregatorV3Interface", "AggregatorV3Interface")]
+)
+def test_shipped_abis_match_the_standard_interfaces(project: Any, shipped: str, compiled: str) -> None:
+    """The keeper's own minimal ABIs (keeper/abi/) declare exactly what the compiled standard implementations have:
+    same names, input and output types, mutability, for every function the keeper may call."""
+
+    def signatures(abi: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+        return {
+            f["name"]: (
+                tuple(i["type"] for i in f["inputs"]),
+                tuple(o["type"] for o in f["outputs"]),
+                f["stateMutability"],
+            )
+            for f in abi
+            if f.get("type") == "function"
+        }
+
+    ours = signatures(standard_abi(shipped))
+    theirs = signatures([a.model_dump(mode="json") for a in project[compiled].contract_type.abi])
+    assert ours
+    assert {name: theirs.get(name) for name in ours} == ours
