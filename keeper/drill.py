@@ -48,6 +48,7 @@ from web3.contract import Contract
 
 from keeper.config import Settings
 from keeper.deployment import Deployment, contract, load_deployment
+from keeper.discovery import Discovery, MemoryStore
 from keeper.errors import DeploymentError, KeeperError
 from keeper.node import AnvilProcess, Rpc, deal, find_balance_slot
 from keeper.relay import FlakyRelay
@@ -173,6 +174,8 @@ class DrillRecord:
     initial_health: list[float]
     start_block: int  # the block at scenario time 0
     replay_blocks: int
+    seeded: int = 0  # the first `seeded` of `accounts` are the drill's; the rest were on the engine before it
+    liquidatable_at_start: set[int] = field(default_factory=set)  # indexes of accounts liquidatable at the start
     blocks: list[BlockRecord] = field(default_factory=list)
     liquidations: list[LiquidationRecord] = field(default_factory=list)
     bad_debt: list[tuple[int, str, int, float]] = field(default_factory=list)  # block, owner, sub, usd
@@ -472,17 +475,19 @@ class SeedPlan:
     health: float  # drawn target
 
 
-def _owner(seed: int, i: int) -> str:
-    return Web3.to_checksum_address(keccak(f"collateral-keeper drill owner {seed} {i}".encode())[12:])
+def _owner(seed: int, i: int, salt: str = "") -> str:
+    return Web3.to_checksum_address(keccak(f"collateral-keeper drill owner {seed} {i}{salt}".encode())[12:])
 
 
-def plan_seeding(scenario: Scenario, system: System, count: int, seed: int) -> list[SeedPlan]:
+def plan_seeding(scenario: Scenario, system: System, count: int, seed: int, salt: str = "") -> list[SeedPlan]:
+    """The accounts to seed, a pure function of the scenario, the seed and `salt` (empty but on a node where the
+    seed's owners already hold accounts, from an earlier drill: see run_drill)."""
     rng = random.Random(seed)
     lo, hi = scenario.accounts.health
     quote = scenario.quote
     plans = []
     for i in range(count):
-        owner, sub = _owner(seed, i // SUBS_PER_OWNER), i % SUBS_PER_OWNER
+        owner, sub = _owner(seed, i // SUBS_PER_OWNER, salt), i % SUBS_PER_OWNER
         k = rng.randint(1, len(scenario.accounts.assets))
         mix = rng.sample(list(scenario.accounts.assets), k)
         collateral: dict[str, int] = {}
@@ -1163,16 +1168,29 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         rpc.set_automine(False)
         stack.callback(lambda: rpc.set_automine(was_automine))
 
-        _phase(opts, f"seeding {count} accounts (seed {seed})")
+        # Accounts already on the engine (an earlier drill on this node, a fork's users): measured like the seeded
+        # ones, since the keeper finds and liquidates them too.
+        found = MemoryStore()
+        Discovery(w3, found, dep.engine, dep.abis["MarginEngine"], dep.start_block, confirmations=0).scan()
+        preexisting = found.accounts()
         plans = plan_seeding(scenario, system, count, seed)
+        taken = {owner for owner, _ in preexisting}
+        if any(p.owner in taken for p in plans):
+            # The seed's owners already hold accounts here (an earlier drill with this seed): seeding on top of them
+            # would not give the drawn healths. Draw the same plan for fresh owners instead.
+            salt = f" at block {rpc.block_number()}"
+            _phase(opts, f"the seed's owners already have accounts on this node: new owners (salt {salt.strip()!r})")
+            plans = plan_seeding(scenario, system, count, seed, salt)
+        _phase(opts, f"seeding {count} accounts (seed {seed})")
         keeper_address = Web3.to_checksum_address(accounts_[KEEPER_INDEX])
         seed_accounts(driver, scenario, plans, keeper_address)
         owners = protected_owners(plans, scenario.accounts.protected, seed)
         opt_in(driver, plans, owners, keeper_address)
-        accounts = [(p.owner, p.sub) for p in plans]
+        seeded = [(p.owner, p.sub) for p in plans]
+        accounts = seeded + [a for a in preexisting if a not in set(seeded)]
         start_rows = _health_rows(rpc, system.lens.address, accounts, rpc.block_number())
         ok, health, debt = split_rows(start_rows)
-        if not all(ok):
+        if not all(ok[: len(seeded)]):
             raise DrillError("after seeding, some accounts have no valid price: the feeds did not take the prices")
 
         relay = None
@@ -1199,7 +1217,11 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             initial_health=[h / WAD if d else math.inf for h, d in zip(health, debt, strict=True)],
             start_block=0,
             replay_blocks=math.ceil(scenario.duration_s / scenario.block_time_s) + 1,
-            start_totals=totals(start_rows),
+            seeded=len(seeded),
+            liquidatable_at_start={
+                i for i, (o, h, d) in enumerate(zip(ok, health, debt, strict=True)) if liquidatable(o, h, d)
+            },
+            start_totals=totals(start_rows[: len(seeded)]),
             start_debt_usd=debts_usd(start_rows),
             risk={s: {"ltv": system.ltv[s], "lt": system.lt[s]} for s in system.ltv},
             protected={(p.owner, p.sub) for p in plans if p.owner in owners},

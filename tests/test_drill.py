@@ -687,6 +687,72 @@ def test_fork_drill_leaves_the_origin_alone(tmp_path: Path) -> None:
     assert debt == [0] * len(rec.accounts)  # seeded on the fork only
 
 
+# ---------------------------------------------------------------------------------------------- a node with history
+
+
+DEEPER = (DRILLS / "crash.toml").read_text(encoding="utf-8").replace("1500.0", "1150.0").replace("45000.0", "34000.0")
+
+
+def test_drill_on_a_node_with_earlier_borrowers_counts_every_account_consistently(tmp_path: Path) -> None:
+    """`keeper drill --rpc-url` on a node earlier drills left borrowers on. A drill with the first one's seed: its
+    owners would collide with the earlier, still open positions, so it seeds fresh ones with the same draw instead
+    of piling onto them. Then a drill with another seed and a deeper crash: the keeper liquidates the earlier drills'
+    accounts too, and the report counts them (each liquidated account is counted as liquidatable; the earlier
+    accounts are reported apart, the seeded ones alone make `accounts` and the protection groups)."""
+    deeper = tmp_path / "deeper.toml"
+    deeper.write_text(DEEPER, encoding="utf-8")
+    with AnvilProcess(["--chain-id", "31337", "--accounts", "4"], log_path=tmp_path / "anvil.log") as node:
+        (tmp_path / "deployed").mkdir()
+        record = deploy_embedded(scenario("crash"), node.url, tmp_path / "deployed", ROOT)
+
+        def run(sc: Scenario, name: str, seed: int) -> DrillRecord:
+            opts = DrillOptions(
+                scenario=sc,
+                out=tmp_path / name,
+                rpc_url=node.url,
+                deployment=record,
+                accounts=8,
+                seed=seed,
+                settle_blocks=3,
+            )
+            return run_drill(opts)
+
+        first = run(scenario("crash"), "first", 42)
+        again = run(scenario("crash"), "again", 42)
+        deep = run(load_scenario(str(deeper)), "deep", 43)
+
+    first_seeded = set(first.accounts[: first.seeded])
+    assert len(first_seeded) == first.seeded == 8
+    assert any(first.blocks[-1].debt[:8]), "the first drill left no open position: the collision tests nothing"
+    again_seeded = set(again.accounts[: again.seeded])
+    assert again_seeded.isdisjoint(first_seeded)
+    assert first_seeded <= set(again.accounts[again.seeded :])
+    # The same draw as the first drill: the same debts and healths at the start, not the open positions plus
+    # another copy of them.
+    assert again.start_debt_usd[:8] == pytest.approx(first.start_debt_usd[:8], rel=1e-6)
+    assert again.initial_health[:8] == pytest.approx(first.initial_health[:8], abs=1e-3)
+
+    earlier = first_seeded | again_seeded
+    doc = report.build(deep)
+    report.validate(doc)
+    summary = doc["summary"]
+    liquidated = {(x.owner, x.sub_id) for x in deep.liquidations}
+    assert earlier.isdisjoint(deep.accounts[: deep.seeded])
+    assert liquidated & earlier, "the deeper crash liquidated none of the earlier accounts: nothing tested"
+    assert liquidated <= set(deep.accounts)  # every liquidation the chain has is of a measured account
+    assert earlier <= set(deep.accounts[deep.seeded :])
+    assert summary["liquidated_accounts"] == len(liquidated) <= summary["liquidatable_accounts"]
+    # Recount: accounts liquidatable at the start or at the end of some block, plus every liquidated one.
+    ever = {deep.accounts[i] for b in deep.blocks for i in range(len(deep.accounts)) if liquidatable(b, i)}
+    ever |= {deep.accounts[i] for i in deep.liquidatable_at_start}
+    assert summary["liquidatable_accounts"] == len(ever | liquidated)
+    pre = doc["drill"]["preexisting"]
+    assert pre["accounts"] == len(deep.accounts) - 8 >= 16
+    assert pre["liquidated"] == len(liquidated & earlier)
+    assert doc["accounts"] == 8
+    assert summary["unprotected"]["accounts"] == 8  # the groups are the seeded accounts
+
+
 # ---------------------------------------------------------------------------------------------- seeded below 1
 
 
