@@ -17,7 +17,7 @@ from web3 import Web3
 
 from keeper import __version__
 from keeper.config import Settings, load_settings
-from keeper.deployment import Deployment, check_chain, connect, load_deployment
+from keeper.deployment import Deployment, check_chain, connect, load_deployment, native_source
 from keeper.errors import KeeperError
 from keeper.signer import load_signer
 
@@ -55,19 +55,26 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    # APScheduler logs every run of every job ("Running job ...", "... executed successfully") at info: once a
+    # second with the default poll interval. Those lines are for debugging the scheduler, not for operators.
+    logging.getLogger("apscheduler.executors").setLevel(
+        logging.DEBUG if settings.log_level == "debug" else logging.WARNING
+    )
 
 
-def _startup(config: Path | None) -> tuple[Settings, Deployment, Web3]:
+def _startup(config: Path | None, sending: bool = False) -> tuple[Settings, Deployment, Web3]:
     settings = load_settings(config)
     configure_logging(settings)
     dep = load_deployment(settings.deployment, settings.chain_id)
+    if sending:
+        native_source(settings.native_price, dep)  # gas must be priceable off a local chain: fail before connecting
     w3 = connect(settings.rpc_url, settings.rpc_timeout_s)
     check_chain(w3, settings, dep)
     return settings, dep, w3
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings, dep, w3 = _startup(args.config)
+    settings, dep, w3 = _startup(args.config, sending=True)
     signer = load_signer(settings, dep.chain_id)
     log.info("signing as %s on chain %d", signer.address, dep.chain_id)
     from keeper import runner  # imported here: `keeper status` does not need the scheduler
@@ -177,6 +184,12 @@ def _drill_options(parser: argparse.ArgumentParser, accounts_default: int | None
         action="append",
         metavar="SYMBOL=LTV/LT",
         help="embedded target: deploy this collateral with these ratios instead of the template's (repeatable)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a setting of the keeper under drill, e.g. max_fee_gwei=200 (repeatable; KEEPER_* variables are not read)",
     )
 
 

@@ -5,6 +5,10 @@ Precedence, highest first: keyword overrides passed to `load_settings`, then `KE
 then the TOML file, then the defaults below. Unknown keys in the file and unknown `KEEPER_*` variables are errors, so
 a typo never falls back to a default silently. Relative paths in the file are relative to the file's folder; relative
 paths from the environment or overrides are relative to the working directory.
+
+Only `load_settings` (and `anvil_from_environment`, for the commands that start an Anvil) read the environment: a
+`Settings(...)` built directly, as the drills and the tests do, holds exactly what it was given and the defaults, so a
+caller's `KEEPER_*` variables never leak into it.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from eth_utils.address import is_checksum_address
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from keeper.errors import ConfigError
 
@@ -25,7 +30,8 @@ ENV_PREFIX = "KEEPER_"
 CONFIG_ENV = "KEEPER_CONFIG"  # the config file's path, when --config is not given
 DEFAULT_CONFIG = Path("keeper.toml")
 LOCAL_CHAIN_IDS = frozenset({31337, 1337})  # Anvil/Hardhat and Ganache/Geth --dev
-PATH_FIELDS = ("deployment", "keystore", "password_file", "state_db")
+PATH_FIELDS = ("deployment", "keystore", "password_file", "state_db", "anvil")
+ANVIL_ENV = ENV_PREFIX + "ANVIL"
 URL_SCHEMES = ("http", "https", "ws", "wss")
 
 
@@ -56,6 +62,29 @@ def _check_readable_file(path: Path) -> Path:
     if not os.access(path, os.R_OK):
         raise ValueError(f"not readable by this user: {path}")
     return path
+
+
+def _check_executable(path: Path) -> Path:
+    if not path.exists():
+        raise ValueError(f"file not found: {path}; point it at the Anvil binary (make setup links one into .venv/bin)")
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise ValueError(f"not an executable file: {path}")
+    return path
+
+
+def _check_native_price(value: str) -> str:
+    """A listed asset's symbol, or the 0x address of a feed (EIP-55 checksummed when in mixed case)."""
+    text = value.strip()
+    if text.lower().startswith("0x"):
+        digits = text[2:]
+        if len(digits) != 40 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise ValueError(f"{text!r} is neither an asset symbol nor a 0x address of 20 bytes")
+        if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(text):
+            raise ValueError(f"{text} has a bad EIP-55 checksum (a typo?); copy the feed address from its source")
+        return text
+    if not text:
+        raise ValueError("is empty; give a listed asset's symbol (e.g. WETH) or a feed address")
+    return text
 
 
 def _check_state_db(path: Path) -> Path:
@@ -91,13 +120,19 @@ class Settings(BaseSettings):
     confirmations: int = Field(default=2, ge=0, le=64)
     stale_node_s: float = Field(default=60.0, gt=0, description="alert when the head has not moved for this long")
     # --- transactions
-    max_fee_gwei: float = Field(default=200.0, gt=0, description="cap on maxFeePerGas, replacements included")
+    max_fee_gwei: float | None = Field(
+        default=None, gt=0, description="operator ceiling on maxFeePerGas for every transaction; unset: none"
+    )
     priority_fee_gwei: float = Field(default=1.5, ge=0)
     replace_after_blocks: int = Field(default=3, ge=1, le=1000)
     # --- strategy
     min_profit_usd: float = Field(default=0.0, ge=0)
     max_repay_usd: float | None = Field(default=None, gt=0)
     low_balance_eth: float = Field(default=0.05, ge=0)
+    low_inventory: float = Field(default=1000.0, ge=0, description="warn below this many debt-asset tokens")
+    native_price: str | None = Field(
+        default=None, description="the native token's price: a listed asset's symbol or a USD feed address"
+    )
     # --- opt-in protection (docs/protection.md); needs a deployment with the ProtectionModule
     rebalance_enabled: bool = Field(default=False, description="rebalance owners' sub-accounts that authorised us")
     pre_liquidation_enabled: bool = Field(default=False, description="pre-liquidate opted-in accounts in the band")
@@ -116,6 +151,20 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # --- tools
+    anvil: Path | None = Field(default=None, description="the Anvil binary the drills start (KEEPER_ANVIL)")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The values given and nothing else: load_settings reads the file and the environment itself.
+        return (init_settings,)
 
     @field_validator("rpc_url", "submit_url")
     @classmethod
@@ -144,6 +193,16 @@ class Settings(BaseSettings):
     def _state_db(cls, value: Path) -> Path:
         return _check_state_db(value)
 
+    @field_validator("anvil")
+    @classmethod
+    def _anvil(cls, value: Path | None) -> Path | None:
+        return None if value is None else _check_executable(value)
+
+    @field_validator("native_price")
+    @classmethod
+    def _native_price(cls, value: str | None) -> str | None:
+        return None if value is None else _check_native_price(value)
+
     @field_validator("private_key")
     @classmethod
     def _key_shape(cls, value: SecretStr | None) -> SecretStr | None:
@@ -156,7 +215,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_field(self) -> Settings:
-        if self.priority_fee_gwei > self.max_fee_gwei:
+        if self.max_fee_gwei is not None and self.priority_fee_gwei > self.max_fee_gwei:
             raise ValueError(
                 f"priority_fee_gwei: {self.priority_fee_gwei} is above max_fee_gwei {self.max_fee_gwei}; "
                 "the tip must fit under the fee cap"
@@ -278,3 +337,15 @@ def load_settings(path: Path | None = None, **overrides: object) -> Settings:
         lines = [_describe(err, origin, path) for err in exc.errors(include_url=False, include_input=False)]
         source = f"config file {path}" if path is not None else "the settings (no config file)"
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(f"  {line}" for line in lines)) from None
+
+
+def anvil_from_environment() -> Path | None:
+    """The Anvil binary named by KEEPER_ANVIL (validated like the `anvil` setting), or None. `keeper drill` and
+    `keeper demo` read nothing else from the environment: the keeper they run is configured by the drill alone."""
+    value = os.environ.get(ANVIL_ENV)
+    if not value:
+        return None
+    try:
+        return _check_executable(Path(value).expanduser())
+    except ValueError as exc:
+        raise ConfigError(f"{ANVIL_ENV}: {exc}") from None

@@ -1,6 +1,7 @@
 """The deployment record (`deployments/<chainId>.json`, written by `ape run deploy`), the node connection, and the
-start-up checks that the node, the config and the record agree. The keeper never compiles: contracts are built
-from the ABIs in the record."""
+start-up checks that the node, the config and the record agree. The keeper never compiles: the protocol's contracts
+are built from the ABIs in the record, and the tokens and feeds it reads from the minimal ERC-20 and
+AggregatorV3Interface ABIs shipped in this package (keeper/abi/), whatever contracts the deployment uses there."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -18,11 +21,13 @@ from web3 import HTTPProvider, LegacyWebSocketProvider, Web3
 from web3.contract import Contract
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
 
-from keeper.config import Settings
-from keeper.errors import ChainMismatchError, DeploymentError, NodeUnreachableError, redact_url
+from keeper.config import Settings, is_local_chain
+from keeper.errors import ChainMismatchError, ConfigError, DeploymentError, NodeUnreachableError, redact_url
 
 RECORD_FORMAT = 1
-REQUIRED_ABIS = ("MarginEngine", "OracleRouter", "Vault", "Lens", "MockAggregator", "MockERC20")
+REQUIRED_ABIS = ("MarginEngine", "OracleRouter", "Vault", "Lens")
+# The standard interfaces the keeper calls on contracts that are not the protocol's (keeper/abi/<name>.json).
+STANDARD_ABIS = ("ERC20", "AggregatorV3Interface")
 CORE_CONTRACTS = ("MarginEngine", "Vault", "OracleRouter", "Lens")
 REDEPLOY = "regenerate it with `ape run deploy`"
 
@@ -38,6 +43,19 @@ class AssetInfo:
 
 
 @dataclass(frozen=True)
+class NativeSource:
+    """Where the chain's native token (what gas is paid in) gets its USD price: a listed asset priced by the router
+    like the native token (`asset`, its symbol, and `token`), or an AggregatorV3Interface feed (`feed`)."""
+
+    asset: str | None = None
+    token: str | None = None
+    feed: str | None = None
+
+    def describe(self) -> str:
+        return f"asset {self.asset}" if self.asset else f"feed {self.feed}"
+
+
+@dataclass(frozen=True)
 class Deployment:
     chain_id: int
     engine: str
@@ -50,6 +68,7 @@ class Deployment:
     start_block: int = 0  # the engine's deployment block: event scans start here
     source: Path | None = None  # the file it was read from
     protection: str | None = None  # the ProtectionModule; None in records written before it existed
+    native: NativeSource | None = None  # the native token's price source; None when the deploy config named none
 
     def address_of(self, name: str) -> str | None:
         """The address of a deployed contract by its ABI name (MarginEngine, Vault, OracleRouter, Lens,
@@ -76,6 +95,11 @@ class _Asset(BaseModel):
     decimals: int = Field(ge=0, le=77)
 
 
+class _Native(BaseModel):
+    asset: str | None = None
+    feed: str | None = None
+
+
 class _Record(BaseModel):
     format: int
     chain_id: int = Field(gt=0)
@@ -83,6 +107,7 @@ class _Record(BaseModel):
     debt_asset: _Asset
     assets: list[_Asset]
     abis: dict[str, list[dict[str, Any]]]
+    native: _Native | None = None
 
 
 def _checksum(path: Path, where: str, value: str) -> str:
@@ -145,6 +170,23 @@ def load_deployment(path: Path, expected_chain_id: int | None = None) -> Deploym
     addr = {n: _checksum(path, f"contracts.{n}.address", rec.contracts[n].address) for n in CORE_CONTRACTS}
     module = rec.contracts.get("ProtectionModule")
     protection = None if module is None else _checksum(path, "contracts.ProtectionModule.address", module.address)
+    assets = [_asset(path, f"assets.{i}", a) for i, a in enumerate(rec.assets)]
+    native = None
+    if rec.native is not None and (rec.native.asset or rec.native.feed):
+        if rec.native.asset and rec.native.feed:
+            raise DeploymentError(
+                f"deployment file {path} is malformed: native has both an asset and a feed; {REDEPLOY}"
+            )
+        if rec.native.feed:
+            native = NativeSource(feed=_checksum(path, "native.feed", rec.native.feed))
+        else:
+            token = next((a.token for a in assets if a.symbol == rec.native.asset), None)
+            if token is None:
+                raise DeploymentError(
+                    f"deployment file {path} is malformed: native.asset {rec.native.asset} is not a listed asset; "
+                    f"{REDEPLOY}"
+                )
+            native = NativeSource(asset=rec.native.asset, token=token)
     return Deployment(
         chain_id=rec.chain_id,
         engine=addr["MarginEngine"],
@@ -152,12 +194,53 @@ def load_deployment(path: Path, expected_chain_id: int | None = None) -> Deploym
         router=addr["OracleRouter"],
         lens=addr["Lens"],
         debt=_asset(path, "debt_asset", rec.debt_asset),
-        assets=[_asset(path, f"assets.{i}", a) for i, a in enumerate(rec.assets)],
+        assets=assets,
         abis=rec.abis,
         start_block=rec.contracts["MarginEngine"].block or 0,
         source=path,
         protection=protection,
+        native=native,
     )
+
+
+def native_source(setting: str | None, dep: Deployment) -> NativeSource | None:
+    """The native token's price source: the `native_price` setting (a listed asset's symbol or a feed address) when
+    given, else the deployment record's. ConfigError for a symbol the deployment does not list, and, on a chain that
+    is not local, when neither names one (gas could not be priced, so no fee ceiling could be computed)."""
+    if setting is not None:
+        if setting.lower().startswith("0x"):
+            return NativeSource(feed=Web3.to_checksum_address(setting))
+        token = next((a.token for a in dep.assets if a.symbol == setting), None)
+        if token is None:
+            listed = ", ".join(a.symbol for a in dep.assets)
+            raise ConfigError(
+                f"native_price: {setting} is not an asset of the deployment (it lists {listed}); give one of those "
+                "or the address of a USD feed of the native token"
+            )
+        return NativeSource(asset=setting, token=token)
+    if dep.native is None and not is_local_chain(dep.chain_id):
+        raise ConfigError(
+            f"no price for the native token of chain {dep.chain_id}: the keeper prices gas in USD to bid each "
+            f"liquidation up to what it earns, and neither the deployment record {dep.source} (`native`) nor the "
+            "native_price setting names one; set native_price to a listed asset priced like the native token "
+            "(e.g. WETH) or to a USD feed address of it, or redeploy with a [native] section in the deploy config"
+        )
+    return dep.native
+
+
+@cache
+def standard_abi(name: str) -> list[dict[str, Any]]:
+    """A minimal standard ABI shipped with the package: ERC20 or AggregatorV3Interface."""
+    if name not in STANDARD_ABIS:
+        raise ValueError(f"no standard ABI {name!r}; there are {', '.join(STANDARD_ABIS)}")
+    text = resources.files("keeper").joinpath("abi", f"{name}.json").read_text(encoding="utf-8")
+    abi: list[dict[str, Any]] = json.loads(text)
+    return abi
+
+
+def standard_contract(w3: Web3, name: str, address: str) -> Contract:
+    """A web3 contract at `address` with the standard ABI `name` (ERC20 or AggregatorV3Interface)."""
+    return w3.eth.contract(address=Web3.to_checksum_address(address), abi=standard_abi(name))
 
 
 def contract(w3: Web3, dep: Deployment, name: str, address: str | None = None) -> Contract:

@@ -42,15 +42,17 @@ from typing import Any
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
+from pydantic import ValidationError
 from web3 import Web3
 from web3.contract import Contract
 
 from keeper.config import Settings
 from keeper.deployment import Deployment, contract, load_deployment
+from keeper.discovery import Discovery, MemoryStore
 from keeper.errors import DeploymentError, KeeperError
 from keeper.node import AnvilProcess, Rpc, deal, find_balance_slot
 from keeper.relay import FlakyRelay
-from keeper.runner import Keeper, build_keeper
+from keeper.runner import Keeper, NativePrice, build_keeper
 from keeper.scenario import FEED_FAULTS, Fault, Scenario
 from keeper.signer import load_signer
 from keeper.state import read_market
@@ -93,6 +95,8 @@ class DrillOptions:
     project: Path | None = None  # the checkout holding ape-config.yaml (to deploy); found from here by default
     settle_blocks: int | None = None
     risk: dict[str, tuple[float, float]] | None = None  # embedded only: symbol -> (ltv, lt) instead of the template's
+    keeper_settings: dict[str, Any] = field(default_factory=dict)  # settings of the keeper under drill (`--set`)
+    anvil: Path | None = None  # the Anvil binary (the `anvil` setting, KEEPER_ANVIL); None: .venv/bin, then PATH
     on_block: Callable[[Progress], None] | None = None
     on_phase: Callable[[str], None] | None = None
 
@@ -170,11 +174,13 @@ class DrillRecord:
     initial_health: list[float]
     start_block: int  # the block at scenario time 0
     replay_blocks: int
+    seeded: int = 0  # the first `seeded` of `accounts` are the drill's; the rest were on the engine before it
+    liquidatable_at_start: set[int] = field(default_factory=set)  # indexes of accounts liquidatable at the start
     blocks: list[BlockRecord] = field(default_factory=list)
     liquidations: list[LiquidationRecord] = field(default_factory=list)
     bad_debt: list[tuple[int, str, int, float]] = field(default_factory=list)  # block, owner, sub, usd
     keeper_txs: dict[str, KeeperTx] = field(default_factory=dict)
-    eth_usd: dict[int, float] = field(default_factory=dict)  # block -> ETH price used for gas costs
+    eth_usd: dict[int, float] = field(default_factory=dict)  # block -> native token's USD price (gas costs); 0: none
     wall_s: float = 0.0
     tick_s: list[float] = field(default_factory=list)  # wall time of the keeper's turn after each block
     start_totals: dict[str, float] = field(default_factory=dict)  # collateral, borrowing power, debt (USD) at start
@@ -315,6 +321,11 @@ def deploy_config(scenario: Scenario, template: Path, risk: dict[str, tuple[floa
             spec["ltv"], spec["lt"] = risk[a.symbol]
         assets.append(spec)
     raw["asset"] = assets
+    native = raw.get("native") or {}
+    if native.get("asset") and native["asset"] not in {a["symbol"] for a in assets}:
+        # The template prices gas through an asset this scenario does not deploy: the drill's keeper then runs with
+        # gas unpriced (a local chain), unless --set native_price names another source.
+        del raw["native"]
     if any(f.kind == "sequencer_down" for f in scenario.faults):
         raw.setdefault("sequencer", {})["feed"] = "mock"
     lines = [f"# made by keeper drill for scenario {scenario.name!r} from {template.name}"]
@@ -464,17 +475,19 @@ class SeedPlan:
     health: float  # drawn target
 
 
-def _owner(seed: int, i: int) -> str:
-    return Web3.to_checksum_address(keccak(f"collateral-keeper drill owner {seed} {i}".encode())[12:])
+def _owner(seed: int, i: int, salt: str = "") -> str:
+    return Web3.to_checksum_address(keccak(f"collateral-keeper drill owner {seed} {i}{salt}".encode())[12:])
 
 
-def plan_seeding(scenario: Scenario, system: System, count: int, seed: int) -> list[SeedPlan]:
+def plan_seeding(scenario: Scenario, system: System, count: int, seed: int, salt: str = "") -> list[SeedPlan]:
+    """The accounts to seed, a pure function of the scenario, the seed and `salt` (empty but on a node where the
+    seed's owners already hold accounts, from an earlier drill: see run_drill)."""
     rng = random.Random(seed)
     lo, hi = scenario.accounts.health
     quote = scenario.quote
     plans = []
     for i in range(count):
-        owner, sub = _owner(seed, i // SUBS_PER_OWNER), i % SUBS_PER_OWNER
+        owner, sub = _owner(seed, i // SUBS_PER_OWNER, salt), i % SUBS_PER_OWNER
         k = rng.randint(1, len(scenario.accounts.assets))
         mix = rng.sample(list(scenario.accounts.assets), k)
         collateral: dict[str, int] = {}
@@ -683,6 +696,8 @@ class Replay:
         self.active: list[Fault] = []
         self.symbol_of: dict[str, str] = {Web3.to_checksum_address(t): s for s, t in system.tokens.items()}
         self.liquidated_accounts: set[tuple[str, int]] = set()
+        # The native token's USD price, to value the keeper's fees: the keeper's own source (deployment or setting).
+        self.native = NativePrice(system.w3, keeper.native.source)
         self.settle_blocks = opts.settle_blocks or max(SETTLE_MIN_BLOCKS, math.ceil(SETTLE_MIN_S / self.bt))
         self.liq_event = system.engine.events.Liquidated()
         self.bad_event = system.engine.events.BadDebtRealized()
@@ -772,8 +787,7 @@ class Replay:
         oracle: dict[str, float | None] = {}
         for view in (market.debt_price, *[a.price for a in market.assets]):
             oracle[self.symbol_of[view.asset]] = view.price / WAD if view.ok else None
-        eth = oracle.get("WETH") or self.market.get("WETH") or 0.0
-        self.rec.eth_usd[number] = eth
+        self.rec.eth_usd[number] = self.native.read(market, number) / WAD
         for raw in self.rpc.logs(self.sys.engine.address, number, number):
             topic = str(raw["topics"][0])
             if topic == self.topic_liq:
@@ -1004,12 +1018,14 @@ def _target(opts: DrillOptions, stack: ExitStack) -> tuple[Rpc, Path, str]:
         origin_chain = origin.chain_id()
         record = opts.deployment or Path("deployments") / f"{origin_chain}.json"
         _phase(opts, f"starting Anvil forking chain {origin_chain}")
-        node = AnvilProcess(["--fork-url", opts.fork_url, "--chain-id", "31337"], log_path=out / "anvil.log")
+        node = AnvilProcess(
+            ["--fork-url", opts.fork_url, "--chain-id", "31337"], log_path=out / "anvil.log", anvil=opts.anvil
+        )
         stack.callback(node.stop)
         return node.rpc, _local_copy(record, origin_chain, 31337, out), "fork"
     project = find_project(opts.project)
     _phase(opts, "starting Anvil")
-    node = AnvilProcess(["--chain-id", "31337", "--accounts", "4"], log_path=out / "anvil.log")
+    node = AnvilProcess(["--chain-id", "31337", "--accounts", "4"], log_path=out / "anvil.log", anvil=opts.anvil)
     stack.callback(node.stop)
     _phase(opts, "deploying the contracts (ape run deploy)")
     return node.rpc, deploy_embedded(opts.scenario, node.url, out, project, opts.risk), "embedded"
@@ -1052,24 +1068,70 @@ def _check_scenario(scenario: Scenario, system: System) -> None:
         )
 
 
+# Settings the drill sets for the keeper under drill itself; `--set` may give any other.
+DRILL_OWNED_SETTINGS = frozenset(
+    {
+        "rpc_url",
+        "submit_url",
+        "chain_id",
+        "deployment",
+        "keystore",
+        "password_file",
+        "dev_account_index",
+        "private_key",
+        "state_db",
+        "anvil",
+        "rebalance_enabled",
+        "pre_liquidation_enabled",
+    }
+)
+
+
+def keeper_settings(
+    url: str, chain_id: int, record: Path, out: Path, bt: int, protect: bool, extra: dict[str, Any]
+) -> Settings:
+    """The settings of the keeper under drill: the drill's own (node, record, dev key, journal, loop timing) and
+    `extra` (`--set NAME=VALUE`). Nothing comes from the caller's environment (Settings reads none)."""
+    owned = sorted(set(extra) & DRILL_OWNED_SETTINGS)
+    if owned:
+        raise DrillError(f"--set {', '.join(owned)}: the drill sets this for its keeper itself")
+    unknown = sorted(set(extra) - set(Settings.model_fields))
+    if unknown:
+        raise DrillError(f"--set {', '.join(unknown)}: not a keeper setting (see docs/keeper.md for the list)")
+    values: dict[str, Any] = {
+        "poll_interval_s": float(bt),
+        "stale_node_s": float(max(60, 10 * bt)),
+        **extra,
+        "rebalance_enabled": protect,
+        "pre_liquidation_enabled": protect,
+        "rpc_url": url,
+        "chain_id": chain_id,
+        "deployment": record,
+        "dev_account_index": KEEPER_INDEX,
+        "state_db": out / "keeper-state.db",
+    }
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise DrillError(f"the keeper's settings for the drill are invalid ({problems}); fix --set") from None
+
+
 def _keeper(
-    url: str, rpc: Rpc, record: Path, out: Path, clock: DrillClock, bt: int, protect: bool = False
+    url: str,
+    rpc: Rpc,
+    record: Path,
+    out: Path,
+    clock: DrillClock,
+    bt: int,
+    protect: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Keeper, str]:
     chain_id = rpc.chain_id()
-    settings = Settings(
-        rebalance_enabled=protect,
-        pre_liquidation_enabled=protect,
-        rpc_url=url,
-        chain_id=chain_id,
-        deployment=record,
-        dev_account_index=KEEPER_INDEX,
-        state_db=out / "keeper-state.db",
-        poll_interval_s=float(bt),
-        stale_node_s=float(max(60, 10 * bt)),
-        keystore=None,
-        password_file=None,
-        private_key=None,
-    )
+    settings = keeper_settings(url, chain_id, record, out, bt, protect, extra or {})
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 10}, exception_retry_configuration=None))
     dep = load_deployment(record, chain_id)
     signer = load_signer(settings, chain_id)
@@ -1106,16 +1168,29 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         rpc.set_automine(False)
         stack.callback(lambda: rpc.set_automine(was_automine))
 
-        _phase(opts, f"seeding {count} accounts (seed {seed})")
+        # Accounts already on the engine (an earlier drill on this node, a fork's users): measured like the seeded
+        # ones, since the keeper finds and liquidates them too.
+        found = MemoryStore()
+        Discovery(w3, found, dep.engine, dep.abis["MarginEngine"], dep.start_block, confirmations=0).scan()
+        preexisting = found.accounts()
         plans = plan_seeding(scenario, system, count, seed)
+        taken = {owner for owner, _ in preexisting}
+        if any(p.owner in taken for p in plans):
+            # The seed's owners already hold accounts here (an earlier drill with this seed): seeding on top of them
+            # would not give the drawn healths. Draw the same plan for fresh owners instead.
+            salt = f" at block {rpc.block_number()}"
+            _phase(opts, f"the seed's owners already have accounts on this node: new owners (salt {salt.strip()!r})")
+            plans = plan_seeding(scenario, system, count, seed, salt)
+        _phase(opts, f"seeding {count} accounts (seed {seed})")
         keeper_address = Web3.to_checksum_address(accounts_[KEEPER_INDEX])
         seed_accounts(driver, scenario, plans, keeper_address)
         owners = protected_owners(plans, scenario.accounts.protected, seed)
         opt_in(driver, plans, owners, keeper_address)
-        accounts = [(p.owner, p.sub) for p in plans]
+        seeded = [(p.owner, p.sub) for p in plans]
+        accounts = seeded + [a for a in preexisting if a not in set(seeded)]
         start_rows = _health_rows(rpc, system.lens.address, accounts, rpc.block_number())
         ok, health, debt = split_rows(start_rows)
-        if not all(ok):
+        if not all(ok[: len(seeded)]):
             raise DrillError("after seeding, some accounts have no valid price: the feeds did not take the prices")
 
         relay = None
@@ -1127,7 +1202,9 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             keeper_url = relay.url
         clock = DrillClock(float(int(rpc.block()["timestamp"], 16)))
         protect = scenario.accounts.protected > 0
-        keeper, address = _keeper(keeper_url, rpc, record_path, opts.out, clock, scenario.block_time_s, protect)
+        keeper, address = _keeper(
+            keeper_url, rpc, record_path, opts.out, clock, scenario.block_time_s, protect, opts.keeper_settings
+        )
         stack.callback(keeper.store.close)
         assert address == keeper_address
         record = DrillRecord(
@@ -1140,7 +1217,11 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             initial_health=[h / WAD if d else math.inf for h, d in zip(health, debt, strict=True)],
             start_block=0,
             replay_blocks=math.ceil(scenario.duration_s / scenario.block_time_s) + 1,
-            start_totals=totals(start_rows),
+            seeded=len(seeded),
+            liquidatable_at_start={
+                i for i, (o, h, d) in enumerate(zip(ok, health, debt, strict=True)) if liquidatable(o, h, d)
+            },
+            start_totals=totals(start_rows[: len(seeded)]),
             start_debt_usd=debts_usd(start_rows),
             risk={s: {"ltv": system.ltv[s], "lt": system.lt[s]} for s in system.ltv},
             protected={(p.owner, p.sub) for p in plans if p.owner in owners},

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keeper import report
+from keeper.config import anvil_from_environment
 from keeper.drill import DrillError, DrillOptions, DrillRecord, run_drill
 from keeper.drill import Progress as BlockProgress
 from keeper.scenario import Scenario, _library_names, load_scenario
@@ -78,6 +79,7 @@ def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> t
         )
 
     remote = getattr(args, "rpc_url", None) or getattr(args, "fork_url", None)
+    keeper_settings = parse_settings(getattr(args, "set", None) or [])
     opts = DrillOptions(
         scenario=scenario,
         out=out,
@@ -88,6 +90,8 @@ def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> t
         deployment=getattr(args, "deployment", None),
         settle_blocks=args.settle_blocks,
         risk=parse_risk(getattr(args, "risk", None) or [], remote),
+        keeper_settings=keeper_settings,
+        anvil=anvil_from_environment(),
         on_block=on_block,
         on_phase=on_phase,
     )
@@ -96,6 +100,18 @@ def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> t
         progress.update(task, description="writing the report", detail="")
         paths = report.write(record, out)
     return record, paths
+
+
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """`--set NAME=VALUE` flags: settings of the keeper under drill (checked when the keeper is built)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise DrillError(f"--set {item!r}: expected NAME=VALUE, e.g. --set max_fee_gwei=200")
+        out[name] = value.strip()
+    return out
 
 
 def parse_risk(items: list[str], remote: str | None) -> dict[str, tuple[float, float]] | None:

@@ -6,6 +6,25 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+# Why a liquidatable account got no liquidation in a block (the `reason` label of keeper_accounts_skipped):
+# inventory: the keeper's debt-asset balance cannot repay it; fee: the base fee is above what the liquidation can
+# pay and still earn min_profit_usd; profit: it earns less than min_profit_usd before gas; price: the native token's
+# price is unknown, so gas cannot be priced; cooldown: its liquidation reverted a few blocks ago; simulation: eth_call
+# says it reverts; pending: a liquidation of it is in flight; rescued: a rebalance is lifting it instead; paused:
+# the circuit breaker holds sending; rejected: the node refused the transaction.
+SKIP_REASONS = (
+    "inventory",
+    "fee",
+    "profit",
+    "price",
+    "cooldown",
+    "simulation",
+    "pending",
+    "rescued",
+    "paused",
+    "rejected",
+)
+
 
 @dataclass
 class Metrics:
@@ -15,7 +34,20 @@ class Metrics:
         r = self.registry
         self.accounts_tracked = Gauge("keeper_accounts_tracked", "Accounts discovered and read every block", registry=r)
         self.accounts_liquidatable = Gauge(
-            "keeper_accounts_liquidatable", "Accounts the risk mirror finds liquidatable", registry=r
+            "keeper_accounts_liquidatable",
+            "Accounts the risk mirror finds liquidatable, whether or not a liquidation is sent",
+            registry=r,
+        )
+        self.accounts_skipped = Gauge(
+            "keeper_accounts_skipped",
+            "Liquidatable accounts no liquidation was sent for in the last block, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in SKIP_REASONS:
+            self.accounts_skipped.labels(reason=reason).set(0)
+        self.debt_inventory = Gauge(
+            "keeper_debt_inventory", "Debt-asset balance of the signing key, whole tokens", registry=r
         )
         self.accounts_unpriced = Gauge(
             "keeper_accounts_unpriced", "Accounts with debt whose prices the router refuses", registry=r

@@ -154,10 +154,14 @@ class Rpc:
 # ------------------------------------------------------------------------------------------------ Anvil binary
 
 
-def find_anvil() -> str:
-    """The Anvil binary: $KEEPER_ANVIL, the one beside this Python (make setup links it into .venv/bin), or PATH."""
-    candidates = [os.environ.get("KEEPER_ANVIL", ""), str(Path(sys.prefix) / "bin" / "anvil"), shutil.which("anvil")]
-    for c in candidates:
+def find_anvil(anvil: Path | None = None) -> str:
+    """The Anvil binary: `anvil` when given (the `anvil` setting, KEEPER_ANVIL), else the one beside this Python
+    (make setup links it into .venv/bin), else the first on PATH."""
+    if anvil is not None:
+        if not os.access(anvil, os.X_OK) or not anvil.is_file():
+            raise KeeperError(f"anvil {anvil} is not an executable file: fix KEEPER_ANVIL or unset it")
+        return str(anvil)
+    for c in (str(Path(sys.prefix) / "bin" / "anvil"), shutil.which("anvil")):
         if c and os.access(c, os.X_OK):
             return c
     raise KeeperError(
@@ -178,14 +182,21 @@ NO_DISK_STATE = ["--max-persisted-states", "0"]
 class AnvilProcess:
     """An Anvil started on a free local port, stopped on `stop()` (or when used as a context manager).
 
-    `args` are extra flags, e.g. ["--fork-url", url]. The node's output goes to `log_path` (or is discarded)."""
+    `args` are extra flags, e.g. ["--fork-url", url]. The node's output goes to `log_path` (or is discarded). `anvil`
+    names the binary (see `find_anvil`)."""
 
-    def __init__(self, args: Sequence[str] = (), log_path: Path | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        log_path: Path | None = None,
+        timeout_s: float = 60.0,
+        anvil: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # No chain state on disk: Anvil leaves what it persisted in ~/.foundry/anvil/tmp when it stops (bin/anvil).
         keep = [] if any(a in ("--max-persisted-states", "--prune-history") for a in args) else NO_DISK_STATE
-        cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(self.port), *keep, *args]
+        cmd = [find_anvil(anvil), "--host", "127.0.0.1", "--port", str(self.port), *keep, *args]
         self._log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.rpc = Rpc(self.url)

@@ -17,7 +17,7 @@ from web3.types import BlockIdentifier
 
 from keeper import stress, volatility
 from keeper.config import Settings
-from keeper.deployment import AssetInfo, Deployment, contract
+from keeper.deployment import AssetInfo, Deployment, contract, standard_contract
 from keeper.errors import KeeperError
 from keeper.optimizecli import WAD, Measured
 
@@ -161,7 +161,7 @@ def measure(
     a = asset_info(dep, symbol)
     engine = contract(w3, dep, "MarginEngine")
     router = contract(w3, dep, "OracleRouter")
-    feed = contract(w3, dep, "MockAggregator", a.feed)  # only the AggregatorV3Interface part is used
+    feed = standard_contract(w3, "AggregatorV3Interface", a.feed)
     head = w3.eth.get_block("latest")
     since = int(head["timestamp"]) - int(window_s)
     try:

@@ -3,8 +3,14 @@ keeper/schemas/drill-report.schema.json, documented in docs/drills.md), report.m
 
 Definitions (also in docs/drills.md):
 
+- The drill measures every account on the engine: the ones it seeded and any that were there before it (an earlier
+  drill on the same node, a fork's users), which the keeper finds and liquidates too. `accounts` counts the seeded
+  ones; `drill.preexisting` describes the others.
 - An account is *liquidatable* in a block when, at the end of that block, its prices are valid, it has debt and its
-  health is below 1 (what `liquidate` accepts).
+  health is below 1 (what `liquidate` accepts). `liquidatable_accounts` counts the accounts liquidatable at the
+  start or in some block, and every liquidated account (the engine liquidates only accounts below health 1, even
+  one that a price update and a liquidation in the same block leave healthy at its end), so
+  `liquidated_accounts <= liquidatable_accounts` always.
 - An *episode* starts at the first block of a run of blocks in which the account is liquidatable. A liquidation's
   latency is the number of blocks from the start of its episode to the block that holds it (1 = the very next
   block); the latency figures of the summary use each episode's first liquidation.
@@ -15,8 +21,10 @@ Definitions (also in docs/drills.md):
 - `duplicate_submissions`: keeper transactions seen in the node's pool for an account while another pending keeper
   transaction with a different nonce already targeted it (replacements share a nonce and are not counted).
 - `user_penalty_usd`: seized value minus repaid value, at the oracle prices of the liquidation's block, summed.
-- `keeper_profit_usd`: the same for the keeper's own liquidations, minus the keeper's gas (every transaction it got
-  mined, reverted ones included) valued at the block's ETH price.
+- `keeper_profit_usd`: the same for the keeper's own liquidations, minus the keeper's fees.
+- `keeper_fees_paid_eth`, `keeper_fees_paid_usd`: what the keeper paid for gas (gas used x effective gas price of every
+  transaction it got mined, reverted ones included), in the native token and at its USD price in that block (the
+  keeper's native-price source; 0 USD when the deployment names none).
 - `max_underwater_s`: the longest time any account stayed liquidatable in one episode, in chain seconds.
 """
 
@@ -113,8 +121,9 @@ def protection_summary(rec: DrillRecord) -> dict[str, dict[str, float | int]]:
     rest, each with its accounts, debt at the start, users' penalty (liquidations and pre-liquidations), and counts
     of liquidations, pre-liquidations and rebalances (counted on the receiving account)."""
     groups: dict[str, dict[str, float | int]] = {}
+    seeded = rec.accounts[: rec.seeded]
     for name, member in (("protected", True), ("unprotected", False)):
-        accounts = [a for a in rec.accounts if (a in rec.protected) is member]
+        accounts = [a for a in seeded if (a in rec.protected) is member]
         keys = set(accounts)
         debts = dict(zip(rec.accounts, rec.start_debt_usd, strict=False))
         liqs = [x for x in rec.liquidations if (x.owner, x.sub_id) in keys]
@@ -167,15 +176,19 @@ def build(rec: DrillRecord) -> dict[str, Any]:
                 "latency_s": float(rec.blocks[j].timestamp - start_ts),
             }
         )
-    ever = {i for row in tl.liq for i, v in enumerate(row) if v}
+    ever = {i for row in tl.liq for i, v in enumerate(row) if v} | rec.liquidatable_at_start
+    liquidated = {(x.owner, x.sub_id) for x in rec.liquidations}
+    liquidatable_keys = {rec.accounts[i] for i in ever} | liquidated
+    preexisting = set(range(rec.seeded, len(rec.accounts)))
     last = tl.liq[-1] if tl.liq else []
     missed = [i for i, v in enumerate(last) if v]
     keeper_txs = [t for t in rec.keeper_txs.values() if t.mined_block is not None]
+    fees_eth = sum(t.gas_cost_wei for t in keeper_txs) / 1e18
     gas_usd = sum(t.gas_cost_wei / 1e18 * rec.eth_usd.get(t.mined_block or 0, 0.0) for t in keeper_txs)
     reverted = sum(1 for t in keeper_txs if t.status == 0 and t.account is not None)
     summary = {
-        "liquidatable_accounts": len(ever),
-        "liquidated_accounts": len({(x.owner, x.sub_id) for x in rec.liquidations}),
+        "liquidatable_accounts": len(liquidatable_keys),
+        "liquidated_accounts": len(liquidated),
         "missed_liquidations": len(missed),
         "healthy_liquidations": healthy,
         "reverted_liquidations": reverted,
@@ -187,6 +200,8 @@ def build(rec: DrillRecord) -> dict[str, Any]:
         "user_penalty_usd": round(sum(x.seized_usd - x.repaid_usd for x in rec.liquidations), 6),
         "keeper_profit_usd": round(keeper_gross - gas_usd, 6),
         "keeper_gas_used": sum(t.gas_used for t in keeper_txs),
+        "keeper_fees_paid_eth": round(fees_eth, 9),
+        "keeper_fees_paid_usd": round(gas_usd, 6),
         "max_underwater_s": tl.longest_run_s(),
         **protection_summary(rec),
     }
@@ -196,7 +211,7 @@ def build(rec: DrillRecord) -> dict[str, Any]:
         "scenario": sc.name,
         "chain_id": rec.chain_id,
         "seed": rec.seed,
-        "accounts": len(rec.accounts),
+        "accounts": rec.seeded,
         "liquidations": entries,
         "summary": summary,
         "drill": {
@@ -213,6 +228,12 @@ def build(rec: DrillRecord) -> dict[str, Any]:
             "keeper_slow_ticks": sum(1 for t in rec.tick_s if t > bt),
             "faults": [{k: v for k, v in vars(f).items() if v is not None} for f in sc.faults],
             "bad_debt_events": len(rec.bad_debt),
+            "preexisting": {
+                "accounts": len(preexisting),
+                "liquidatable_at_start": len(preexisting & rec.liquidatable_at_start),
+                "liquidatable": len(preexisting & ever),
+                "liquidated": len({rec.accounts[i] for i in preexisting} & liquidated),
+            },
             "risk_params": rec.risk,
             **{k: round(v, 2) for k, v in rec.start_totals.items()},
             "missed": [
@@ -262,6 +283,8 @@ SUMMARY_ROWS = [
     ("user_penalty_usd", "users' liquidation penalty (USD)"),
     ("keeper_profit_usd", "keeper profit after gas (USD)"),
     ("keeper_gas_used", "keeper gas used"),
+    ("keeper_fees_paid_eth", "keeper fees paid (native token)"),
+    ("keeper_fees_paid_usd", "keeper fees paid (USD)"),
     ("max_underwater_s", "longest time liquidatable (s)"),
 ]
 
@@ -284,7 +307,14 @@ def markdown(rec: DrillRecord, doc: dict[str, Any], plots: dict[str, Path]) -> s
         "",
         f"- target: {d['target']} node, chain {doc['chain_id']}; keeper {d['keeper']}",
         f"- {doc['accounts']} accounts seeded with seed {doc['seed']}, health drawn from "
-        f"{sc.accounts.health[0]:g} to {sc.accounts.health[1]:g}, collateral from {', '.join(sc.accounts.assets)}",
+        f"{sc.accounts.health[0]:g} to {sc.accounts.health[1]:g}, collateral from {', '.join(sc.accounts.assets)}"
+        + (
+            f"; {d['preexisting']['accounts']} accounts already on the engine measured too "
+            f"({d['preexisting']['liquidatable_at_start']} liquidatable at the start, "
+            f"{d['preexisting']['liquidated']} liquidated)"
+            if d["preexisting"]["accounts"]
+            else ""
+        ),
         f"- blocks {d['start_block']} to {d['end_block']} ({d['replay_blocks']} replayed, {d['settle_blocks']} to "
         f"settle), {sc.block_time_s} s apart: {d['chain_seconds']:,} s of chain time in {d['wall_seconds']:.1f} s",
         "- collateral ratios: "

@@ -1,10 +1,16 @@
 """The keeper loop: on every new block, discover → read → evaluate → plan → simulate → send → follow receipts.
 
 APScheduler runs two jobs on one worker thread (so they never overlap and share the web3 connection and the store
-safely): the block job (every `poll_interval_s`, `max_instances=1`, coalescing) and housekeeping (signer balance,
-low-balance warning). Each job catches and reports its own errors. After `BREAKER_THRESHOLD` failures in a row the
-circuit breaker pauses sending (reading goes on) and the job backs off exponentially; a stale node (no new block
-for `stale_node_s`) raises an alert and stops sending until blocks flow again. SIGTERM and SIGINT stop it cleanly.
+safely): the block job (every `poll_interval_s`, `max_instances=1`, coalescing) and housekeeping (signer balance and
+debt-asset inventory, low-balance and low-inventory warnings). Each job catches and reports its own errors. After
+`BREAKER_THRESHOLD` failures in a row the circuit breaker pauses sending (reading goes on) and the job backs off
+exponentially; a stale node (no new block for `stale_node_s`) raises an alert and stops sending until blocks flow
+again, except on a local chain that mines only when it gets a transaction (automine), where an idle chain is not a
+stale one. SIGTERM and SIGINT stop it cleanly.
+
+The keeper is never silent when it cannot act: every account the mirror finds liquidatable is counted
+(`keeper_accounts_liquidatable`), each one no liquidation was sent for in a block is counted by reason
+(`keeper_accounts_skipped{reason=...}`), and the reason is logged once per account and state, not every block.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.contract import Contract
 from web3.exceptions import ContractLogicError
-from web3.types import TxParams
+from web3.types import RPCEndpoint, TxParams
 
 from keeper import risk
-from keeper.deployment import Deployment, connect, contract
+from keeper.config import is_local_chain
+from keeper.deployment import Deployment, NativeSource, connect, contract, native_source, standard_contract
 from keeper.discovery import Discovery
-from keeper.metrics import Metrics
+from keeper.metrics import SKIP_REASONS, Metrics
 from keeper.protectjob import Protector
 from keeper.state import Market, read_accounts, read_market
 from keeper.store import Store
@@ -39,8 +47,14 @@ MAX_BACKOFF_S = 30.0
 # Slippage accepted on the seized amount between the read and the mined block.
 SEIZE_SLIPPAGE_BPS = 100
 GWEI = 10**9
+WAD = 10**18
 # 0.1 % of a repayment kept in reserve for interest accrued between reading and inclusion.
 INTEREST_HEADROOM_DIVISOR = 1_000
+LIQUIDATION_PREFIX = "liquidate:"
+# Skip reasons logged as warnings (the operator must do something); the others are logged at info.
+WARN_REASONS = frozenset({"inventory", "price", "rejected"})
+
+Account = tuple[str, int]
 
 
 @dataclass
@@ -52,9 +66,56 @@ class LoopState:
     next_attempt_at: float = 0.0
     breaker_open_until: float = 0.0
     stale: bool = False
-    first_liquidatable: dict[tuple[str, int], int] = field(default_factory=dict)
-    cooldown_until: dict[tuple[str, int], int] = field(default_factory=dict)
-    pending: dict[str, tuple[tuple[str, int], int]] = field(default_factory=dict)  # intent -> (account, profit)
+    automine_noted: bool = False
+    first_liquidatable: dict[Account, int] = field(default_factory=dict)
+    cooldown_until: dict[Account, int] = field(default_factory=dict)
+    pending: dict[str, tuple[Account, int]] = field(default_factory=dict)  # intent -> (account, profit)
+    skip_logged: dict[Account, tuple[str, int]] = field(default_factory=dict)  # account -> (reason, scaled debt)
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """Why no liquidation of a liquidatable account was sent in this block (a reason of SKIP_REASONS)."""
+
+    reason: str
+    detail: str
+    scaled_debt: int
+
+
+class NativePrice:
+    """The native token's USD price (WAD), read on every block from its source (a listed asset's router price, or an
+    AggregatorV3Interface feed). When the source has no valid answer in a block, the last valid one is used; 0 until
+    there has been one, or when there is no source (a local chain whose deployment names none)."""
+
+    def __init__(self, w3: Web3, source: NativeSource | None) -> None:
+        self.source = source
+        self.last = 0
+        self._feed: Contract | None = None
+        self._decimals: int | None = None
+        if source is not None and source.feed is not None:
+            self._feed = standard_contract(w3, "AggregatorV3Interface", source.feed)
+
+    def read(self, market: Market, block: int) -> int:
+        price = 0
+        if self.source is not None and self.source.token is not None:
+            try:
+                view = market.asset(self.source.token).price
+            except KeyError:
+                view = None
+            if view is not None and view.ok:
+                price = view.price
+        elif self._feed is not None:
+            try:
+                if self._decimals is None:
+                    self._decimals = int(self._feed.functions.decimals().call(block_identifier=block))
+                answer = int(self._feed.functions.latestRoundData().call(block_identifier=block)[1])
+            except Exception:
+                answer = 0
+            if answer > 0:
+                price = answer * WAD // 10**self._decimals if self._decimals is not None else 0
+        if price > 0:
+            self.last = price
+        return self.last
 
 
 class Keeper:
@@ -83,7 +144,15 @@ class Keeper:
         self.log = log or logging.getLogger("keeper")
         self.engine = contract(w3, deployment, "MarginEngine")
         self.lens = contract(w3, deployment, "Lens")
-        self.debt_token = contract(w3, deployment, "MockERC20", deployment.debt.token)
+        self.debt_token = standard_contract(w3, "ERC20", deployment.debt.token)
+        self.native = NativePrice(w3, native_source(settings.native_price, deployment))
+        if self.native.source is None:
+            self.log.warning(
+                "no price for the native token on local chain %d (the deployment names none and native_price is "
+                "unset): gas is not priced, so liquidations are not bid by economics and only max_fee_gwei bounds "
+                "their fees",
+                deployment.chain_id,
+            )
         self.discovery = Discovery(
             w3,
             store,
@@ -139,6 +208,19 @@ class Keeper:
                     balance / 1e18,
                     self.settings.low_balance_eth,
                 )
+            inventory = int(self.debt_token.functions.balanceOf(self.signer.address).call())
+            self._inventory(inventory)
+            if inventory < int(self.settings.low_inventory * 10**self.dep.debt.decimals):
+                self.log.warning(
+                    "signer %s holds %s %s, below low_inventory %s: liquidations repay debt from this balance; "
+                    "send %s to %s (docs/keeper.md, Funding a keeper)",
+                    self.signer.address,
+                    self._tokens(inventory),
+                    self.dep.debt.symbol,
+                    f"{self.settings.low_inventory:,.2f}",
+                    self.dep.debt.symbol,
+                    self.signer.address,
+                )
         except Exception as exc:
             self.metrics.rpc_errors.inc()
             self.log.warning("housekeeping failed: %s", exc)
@@ -167,18 +249,26 @@ class Keeper:
         limits = self._limits(market, head)
         self.last_limits = limits
         plans, skips = plan_all(accounts, market, limits)
-        self.metrics.accounts_liquidatable.set(len(plans))
-        self.metrics.accounts_unpriced.set(sum(1 for s in skips if "price" in s.reason))
+        skipped = [s for s in skips if s.liquidatable]
+        # Every account the mirror finds liquidatable, whether or not a liquidation can be sent for it.
+        liquidatable = {(p.owner, p.sub_id) for p in plans} | {(s.owner, s.sub_id) for s in skipped}
+        self.metrics.accounts_liquidatable.set(len(liquidatable))
+        self.metrics.accounts_unpriced.set(sum(1 for s in skips if not s.liquidatable))
+        not_sent = {(s.owner, s.sub_id): NotSent(s.code, s.reason, s.scaled_debt) for s in skipped}
         # When each account was first seen liquidatable, for the latency metric: forgotten once it no longer is
         # (it recovered, or was rescued) unless a liquidation of it is still in flight.
-        liquidatable = {(p.owner, p.sub_id) for p in plans}
         current = liquidatable | {account for account, _ in self.state.pending.values()}
         seen = self.state.first_liquidatable
         self.state.first_liquidatable = {k: v for k, v in seen.items() if k in current}
-        for plan in plans:
-            self.state.first_liquidatable.setdefault((plan.owner, plan.sub_id), head)
-        if self._sending_allowed():
-            rescued: set[tuple[str, int]] = set()
+        for account in liquidatable:
+            self.state.first_liquidatable.setdefault(account, head)
+        if not self._sending_allowed():
+            for plan in plans:
+                not_sent[(plan.owner, plan.sub_id)] = NotSent(
+                    "paused", "sending is paused by the circuit breaker after repeated failures", plan.scaled_debt
+                )
+        else:
+            rescued: set[Account] = set()
             if self.protector is not None:
                 try:
                     rescued = self.protector.rescue(market, accounts, head, liquidatable)
@@ -187,13 +277,27 @@ class Keeper:
                     self.log.exception("rescue planning failed at block %d", head)
             inventory = limits.inventory
             for plan in plans:
-                if (plan.owner, plan.sub_id) in rescued:
-                    continue  # a rescue is on its way; liquidated next block if it does not land
-                # Headroom for the interest that accrues before inclusion (a whole-debt repayment grows with it).
-                if plan.quote.repaid + plan.quote.repaid // INTEREST_HEADROOM_DIVISOR + 1 > inventory:
+                key = (plan.owner, plan.sub_id)
+                if key in rescued:  # a rescue is on its way; liquidated next block if it does not land
+                    not_sent[key] = NotSent(
+                        "rescued", "a rebalance from its owner's other sub-accounts is on its way", plan.scaled_debt
+                    )
                     continue
-                if self._execute(plan, head):
+                # Headroom for the interest that accrues before inclusion (a whole-debt repayment grows with it).
+                need = plan.quote.repaid + plan.quote.repaid // INTEREST_HEADROOM_DIVISOR + 1
+                if need > inventory:
+                    not_sent[key] = NotSent(
+                        "inventory",
+                        f"it needs {self._tokens(need)} {self.dep.debt.symbol} and the keeper has "
+                        f"{self._tokens(inventory)} left to repay with",
+                        plan.scaled_debt,
+                    )
+                    continue
+                refusal = self._execute(plan, head)
+                if refusal is None:
                     inventory -= plan.quote.repaid
+                else:
+                    not_sent[key] = refusal
             if self.protector is not None:
                 try:
                     self.protector.run(market, accounts, head, liquidatable)
@@ -202,27 +306,35 @@ class Keeper:
                     # on the next block.
                     self.metrics.rpc_errors.inc()
                     self.log.exception("protection strategies failed at block %d", head)
+        self._report_not_sent(not_sent, head)
         self._follow(head)
 
     def _limits(self, market: Market, head: int) -> Limits:
         block = self.w3.eth.get_block(head)
-        base_fee = int(block.get("baseFeePerGas", 0))
-        priority = int(self.settings.priority_fee_gwei * GWEI)
-        cap = int(self.settings.max_fee_gwei * GWEI)
-        gas_price = min(cap, 2 * base_fee + priority)
-        native = next((a.price.price for a in market.assets if self._symbol(a.address) in ("WETH", "ETH")), 0)
+        cap = self.settings.max_fee_gwei
         max_repay = None
         if self.settings.max_repay_usd is not None and market.debt_price.ok:
             max_repay = risk.amount_down(
                 int(self.settings.max_repay_usd * 10**18), market.debt_price.price, market.debt_decimals
             )
+        inventory = int(self.debt_token.functions.balanceOf(self.signer.address).call(block_identifier=head))
+        self._inventory(inventory)
         return Limits(
             min_profit_usd=int(self.settings.min_profit_usd * 10**18),
             max_repay=max_repay,
-            inventory=int(self.debt_token.functions.balanceOf(self.signer.address).call(block_identifier=head)),
-            gas_price_wei=gas_price,
-            native_price_usd=native,
+            inventory=inventory,
+            base_fee_wei=int(block.get("baseFeePerGas", 0)),
+            priority_fee_wei=int(self.settings.priority_fee_gwei * GWEI),
+            max_fee_cap_wei=None if cap is None else int(cap * GWEI),
+            native_price_usd=self.native.read(market, head),
+            native_price_required=self.native.source is not None,
         )
+
+    def _inventory(self, units: int) -> None:
+        self.metrics.debt_inventory.set(units / 10**self.dep.debt.decimals)
+
+    def _tokens(self, units: int) -> str:
+        return f"{units / 10**self.dep.debt.decimals:,.2f}"
 
     def _symbol(self, token: str) -> str:
         for a in self.dep.assets:
@@ -230,10 +342,14 @@ class Keeper:
                 return a.symbol
         return ""
 
-    def _execute(self, plan: Plan, head: int) -> bool:
+    def _execute(self, plan: Plan, head: int) -> NotSent | None:
+        """Simulate and send one liquidation; None when it was sent, else why not."""
         key = (plan.owner, plan.sub_id)
-        if self.state.cooldown_until.get(key, -1) > head:
-            return False
+        until = self.state.cooldown_until.get(key, -1)
+        if until > head:
+            return NotSent("cooldown", f"its liquidation reverted; tried again from block {until}", plan.scaled_debt)
+        if self.txm.in_flight(plan.intent_key):
+            return NotSent("pending", "a liquidation of it is in flight", plan.scaled_debt)
         min_seized = plan.quote.seized * (10_000 - SEIZE_SLIPPAGE_BPS) // 10_000
         data = self.engine.encode_abi(
             "liquidate", [plan.owner, plan.sub_id, plan.collateral, plan.request, min_seized, self.signer.address, b""]
@@ -246,15 +362,18 @@ class Keeper:
         except (ContractLogicError, ValueError) as exc:
             self.metrics.simulation_failures.inc()
             self.state.cooldown_until[key] = head + COOLDOWN_BLOCKS
-            self.log.info("not sending liquidation of %s/%d: simulation reverts: %s", plan.owner, plan.sub_id, exc)
-            return False
-        submission = self.txm.submit(plan.intent_key, payload, simulate=True)
-        if submission is None or submission.status != "pending":
-            return False
+            return NotSent("simulation", f"its simulation reverts ({exc})", plan.scaled_debt)
+        submission = self.txm.submit(plan.intent_key, payload, simulate=True, max_fee_wei=plan.fee_ceiling_wei)
+        if submission is None:
+            return NotSent(
+                "simulation", "the transaction manager's simulation or gas estimate reverts", plan.scaled_debt
+            )
+        if submission.status != "pending":
+            return NotSent("rejected", f"the node refused it: {submission.error}", plan.scaled_debt)
         self.metrics.liquidations_sent.inc()
         self.state.pending[plan.intent_key] = (key, plan.profit_usd)
         self.log.info(
-            "liquidating %s/%d: repay %d seize %d of %s, health %.4f, profit %.2f USD",
+            "liquidating %s/%d: repay %d seize %d of %s, health %.4f, profit %.2f USD, fee ceiling %s gwei",
             plan.owner,
             plan.sub_id,
             plan.quote.repaid,
@@ -262,14 +381,49 @@ class Keeper:
             self._symbol(plan.collateral) or plan.collateral,
             plan.health / 1e18,
             plan.profit_usd / 1e18,
+            "none" if plan.fee_ceiling_wei is None else f"{plan.fee_ceiling_wei / GWEI:,.2f}",
         )
-        return True
+        return None
+
+    def _report_not_sent(self, not_sent: dict[Account, NotSent], head: int) -> None:
+        """The skipped gauge by reason, and one log line per account and (reason, state): when an account starts
+        being skipped, or for another reason, or in another state (its debt changed), never again every block."""
+        counts = dict.fromkeys(SKIP_REASONS, 0)
+        for ns in not_sent.values():
+            counts[ns.reason] = counts.get(ns.reason, 0) + 1
+        for reason, n in counts.items():
+            self.metrics.accounts_skipped.labels(reason=reason).set(n)
+        logged = self.state.skip_logged
+        for account in [a for a in logged if a not in not_sent]:
+            del logged[account]
+        for account, ns in not_sent.items():
+            if logged.get(account) == (ns.reason, ns.scaled_debt):
+                continue
+            logged[account] = (ns.reason, ns.scaled_debt)
+            log = self.log.warning if ns.reason in WARN_REASONS else self.log.info
+            hint = ""
+            if ns.reason == "inventory":
+                hint = f"; fund {self.signer.address} with {self.dep.debt.symbol} (docs/keeper.md, Funding a keeper)"
+            log(
+                "liquidatable %s/%d not liquidated at block %d (%s): %s%s",
+                account[0],
+                account[1],
+                head,
+                ns.reason,
+                ns.detail,
+                hint,
+            )
 
     def _follow(self, head: int) -> None:
         for outcome in self.txm.poll(head):
             if self.protector is not None and self.protector.follow(outcome.intent_key, outcome.status, head):
                 continue
             key_profit = self.state.pending.pop(outcome.intent_key, None)
+            if not outcome.intent_key.startswith(LIQUIDATION_PREFIX):
+                # An approval, a risk update or a nonce filler: not a liquidation, whatever its outcome.
+                if outcome.status != "confirmed":
+                    self.log.info("intent %s %s at nonce %d", outcome.intent_key, outcome.status, outcome.nonce)
+                continue
             if outcome.status == "confirmed":
                 self.metrics.liquidations_confirmed.inc()
                 if key_profit is not None:
@@ -294,14 +448,40 @@ class Keeper:
         return self.clock() >= self.state.breaker_open_until
 
     def _check_stale(self, now: float) -> None:
-        if now - self.state.last_block_seen_at > self.settings.stale_node_s and not self.state.stale:
-            self.state.stale = True
-            self.metrics.node_stale.set(1)
-            self.log.error(
-                "node stale: no new block for %.0f s (last %d); not sending until blocks resume",
-                now - self.state.last_block_seen_at,
-                self.state.last_block,
-            )
+        if now - self.state.last_block_seen_at <= self.settings.stale_node_s or self.state.stale:
+            return
+        if self._automining():
+            # A local chain that mines only when it gets a transaction: no traffic, no block. Not staleness.
+            if not self.state.automine_noted:
+                self.state.automine_noted = True
+                self.log.info(
+                    "no new block for %.0f s, but the node mines only on transactions (automine): not stale",
+                    now - self.state.last_block_seen_at,
+                )
+            self.state.last_block_seen_at = now
+            return
+        self.state.stale = True
+        self.metrics.node_stale.set(1)
+        self.log.error(
+            "node stale: no new block for %.0f s (last %d); not sending until blocks resume",
+            now - self.state.last_block_seen_at,
+            self.state.last_block,
+        )
+
+    def _automining(self) -> bool:
+        """True on a local chain whose node says it mines a block for every transaction (Anvil's
+        anvil_getAutomine, Hardhat's hardhat_getAutomine). Never on other chains, and False when the node does not
+        know either method."""
+        if not is_local_chain(self.dep.chain_id):
+            return False
+        for method in ("anvil_getAutomine", "hardhat_getAutomine"):
+            try:
+                reply = self.w3.provider.make_request(RPCEndpoint(method), [])
+            except Exception:
+                return False
+            if isinstance(reply, dict) and "error" not in reply and "result" in reply:
+                return bool(reply["result"])
+        return False
 
     def _failed(self, now: float, exc: Exception) -> None:
         self.metrics.rpc_errors.inc()
@@ -335,8 +515,10 @@ def build_keeper(
     the drills and the tests all use."""
     log = log or logging.getLogger("keeper")
     store = store or Store(settings.state_db)
+    cap = settings.max_fee_gwei
     policy = FeePolicy(
-        max_fee_cap_wei=int(settings.max_fee_gwei * GWEI), priority_fee_wei=int(settings.priority_fee_gwei * GWEI)
+        max_fee_cap_wei=None if cap is None else int(cap * GWEI),
+        priority_fee_wei=int(settings.priority_fee_gwei * GWEI),
     )
     txm = TxManager(
         w3,

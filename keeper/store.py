@@ -8,7 +8,8 @@ at a time and guards itself with a lock anyway.
 
 The journal has two tables. `intents`: one row per thing the keeper wants done (`intent_key`, e.g. a liquidation of
 one account), with the call, the nonce it holds and its status. `attempts`: one row per signed transaction for an
-intent (the raw signed bytes, hash, fees, the head block when it was signed, and its own status). An intent holds
+intent (the raw signed bytes, hash, fees, the head block when it was signed, and its own status). An intent may carry
+a fee ceiling (`max_fee_ceiling`, wei per gas: no attempt of it pays more), kept across restarts. An intent holds
 its nonce while it is open (`pending` or `mined`); at most one open intent per key and per (sender, nonce) is
 enforced by partial unique indexes, so a resolved key can be used again later.
 """
@@ -26,7 +27,7 @@ from typing import Literal, cast
 
 from keeper.errors import KeeperError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: intents.max_fee_ceiling
 
 IntentStatus = Literal["pending", "mined", "confirmed", "reverted", "cancelled", "failed", "dropped"]
 AttemptStatus = Literal["signed", "sent", "rejected"]
@@ -67,7 +68,8 @@ CREATE TABLE IF NOT EXISTS intents (
     tx_hash TEXT,
     block_number INTEGER,
     block_hash TEXT,
-    error TEXT
+    error TEXT,
+    max_fee_ceiling TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS intents_open_key ON intents (intent_key) WHERE status IN ('pending', 'mined');
 CREATE UNIQUE INDEX IF NOT EXISTS intents_open_nonce ON intents (sender, nonce) WHERE status IN ('pending', 'mined');
@@ -118,6 +120,7 @@ class Intent:
     block_number: int | None
     block_hash: str | None
     error: str | None
+    max_fee_ceiling: int | None = None  # wei per gas; None: only the operator's cap, if any
 
     @property
     def is_open(self) -> bool:
@@ -161,6 +164,7 @@ def _intent(row: sqlite3.Row) -> Intent:
         block_number=row["block_number"],
         block_hash=row["block_hash"],
         error=row["error"],
+        max_fee_ceiling=None if row["max_fee_ceiling"] is None else int(row["max_fee_ceiling"]),
     )
 
 
@@ -215,6 +219,9 @@ class Store:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
+            columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(intents)")}
+            if "max_fee_ceiling" not in columns:  # a version 1 file: its intents keep no ceiling of their own
+                self._conn.execute("ALTER TABLE intents ADD COLUMN max_fee_ceiling TEXT")
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -336,15 +343,17 @@ class Store:
         value: int,
         gas: int,
         simulate: bool,
+        max_fee_ceiling: int | None = None,
     ) -> Intent:
-        """Journal a new open (`pending`) intent holding `nonce`. Raises sqlite3.IntegrityError if the key or the
-        nonce is already held by an open intent."""
+        """Journal a new open (`pending`) intent holding `nonce`, with its fee ceiling (wei per gas) if it has one.
+        Raises sqlite3.IntegrityError if the key or the nonce is already held by an open intent."""
         now = self._clock()
+        ceiling = None if max_fee_ceiling is None else str(max_fee_ceiling)
         with self.transaction():
             cur = self._conn.execute(
                 "INSERT INTO intents (intent_key, sender, status, nonce, to_address, data, value, gas, simulate, "
-                "created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (intent_key, sender, nonce, to, data, str(value), gas, int(simulate), now, now),
+                "created_at, updated_at, max_fee_ceiling) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (intent_key, sender, nonce, to, data, str(value), gas, int(simulate), now, now, ceiling),
             )
             assert cur.lastrowid is not None
             return self.intent(cur.lastrowid)

@@ -13,8 +13,12 @@ Rules it keeps:
 - A receipt for any attempt resolves the intent; it is followed to `confirmations` blocks, and goes back to pending
   (and its journalled raw transaction is re-broadcast, same hash) when a reorg removes it.
 - A transaction pending for `replace_after_blocks` blocks is replaced at the same nonce with both fees raised by at
-  least 12.5 % (rounded up, at least 1 wei), never above the fee cap. If the call now reverts in simulation, the
-  replacement is a cancel (a zero-value transfer to self) instead.
+  least 12.5 % (rounded up, at least 1 wei), never above its intent's fee ceiling. If the call now reverts in
+  simulation, the replacement is a cancel (a zero-value transfer to self) instead.
+- Each intent may carry its own fee ceiling (a liquidation's: the fee at which it still earns the minimum profit),
+  journalled with it so that a restarted process keeps it; the operator's cap (`FeePolicy.max_fee_cap_wei`), when
+  set, applies to every intent. Nothing is signed with a max fee above the lower of the two, and an intent whose
+  ceiling is below the current base fee is not sent at all (it could not be mined without a loss).
 """
 
 from __future__ import annotations
@@ -65,10 +69,16 @@ OutcomeStatus = Literal["confirmed", "reverted", "cancelled", "dropped"]
 
 @dataclass(frozen=True)
 class FeePolicy:
-    """EIP-1559 fee settings in wei per gas: the ceiling on `maxFeePerGas` and the tip offered."""
+    """EIP-1559 fee settings in wei per gas: the operator's ceiling on `maxFeePerGas` for every transaction (None:
+    none; intents may carry their own) and the tip offered."""
 
-    max_fee_cap_wei: int
+    max_fee_cap_wei: int | None
     priority_fee_wei: int
+
+    def ceiling(self, intent_ceiling: int | None) -> int | None:
+        """The lower of the policy's cap and an intent's own ceiling; None when neither is set."""
+        given = [c for c in (self.max_fee_cap_wei, intent_ceiling) if c is not None]
+        return min(given) if given else None
 
 
 @dataclass(frozen=True)
@@ -103,21 +113,24 @@ def _ceil_bump(value: int) -> int:
     return max(-(-value * BUMP_NUMERATOR // BUMP_DENOMINATOR), value + 1)
 
 
-def bump_fees(max_fee: int, priority: int, cap: int) -> tuple[int, int] | None:
+def bump_fees(max_fee: int, priority: int, cap: int | None) -> tuple[int, int] | None:
     """Fees for a replacement of a transaction with (`max_fee`, `priority`): each raised to at least
     ceil(old * 1.125) and at least old + 1 wei. None when the new max fee would exceed `cap` (no valid replacement
-    is possible under the cap)."""
+    is possible under the cap); `cap` None: no ceiling."""
     new_max = _ceil_bump(max_fee)
     new_priority = min(_ceil_bump(priority), new_max)
-    if new_max > cap:
+    if cap is not None and new_max > cap:
         return None
     return new_max, new_priority
 
 
-def initial_fees(base_fee: int, policy: FeePolicy) -> tuple[int, int]:
+def initial_fees(base_fee: int, policy: FeePolicy, ceiling: int | None = None) -> tuple[int, int]:
     """(maxFeePerGas, maxPriorityFeePerGas) for a new transaction: the tip from the policy, and a max fee that
-    survives the base fee doubling (2 * base + tip), both within the cap."""
-    max_fee = min(policy.max_fee_cap_wei, 2 * base_fee + policy.priority_fee_wei)
+    survives the base fee doubling (2 * base + tip), both within `ceiling` (default: the policy's cap)."""
+    limit = policy.max_fee_cap_wei if ceiling is None else ceiling
+    max_fee = 2 * base_fee + policy.priority_fee_wei
+    if limit is not None:
+        max_fee = min(limit, max_fee)
     return max_fee, min(policy.priority_fee_wei, max_fee)
 
 
@@ -232,8 +245,8 @@ class TxManager:
         before_send: Callable[[Attempt], None] | None = None,
         after_send: Callable[[Attempt], None] | None = None,
     ) -> None:
-        if policy.priority_fee_wei < 0 or policy.max_fee_cap_wei <= 0:
-            raise ValueError("fee policy needs a positive cap and a non-negative tip")
+        if policy.priority_fee_wei < 0 or (policy.max_fee_cap_wei is not None and policy.max_fee_cap_wei <= 0):
+            raise ValueError("fee policy needs a positive cap (or none) and a non-negative tip")
         self._read = read_w3
         self._submit = submit_w3
         self._signer = signer
@@ -263,10 +276,15 @@ class TxManager:
         with self._lock:
             return self._store.open_intent(intent_key) is not None
 
-    def submit(self, intent_key: str, tx: Mapping[str, Any], simulate: bool = True) -> Submission | None:
-        """Journal and send `tx` (`to`, `data`, optional `value` and `gas`) for `intent_key`. Returns None, having
-        sent nothing, when an open intent has the same key, or when `simulate` is set and eth_call (or gas
-        estimation) says the call reverts."""
+    def submit(
+        self, intent_key: str, tx: Mapping[str, Any], simulate: bool = True, max_fee_wei: int | None = None
+    ) -> Submission | None:
+        """Journal and send `tx` (`to`, `data`, optional `value` and `gas`) for `intent_key`, never paying more than
+        `max_fee_wei` per gas (this intent's ceiling, replacements included; the policy's cap applies too). Returns
+        None, having sent nothing, when an open intent has the same key, when the ceiling is below the current base
+        fee, or when `simulate` is set and eth_call (or gas estimation) says the call reverts."""
+        if max_fee_wei is not None and max_fee_wei <= 0:
+            raise ValueError(f"max_fee_wei must be positive, not {max_fee_wei}")
         with self._lock:
             existing = self._store.open_intent(intent_key)
             if existing is not None:
@@ -299,7 +317,7 @@ class TxManager:
                     self._log.info("not sending %s: gas estimation reverts (%s)", intent_key, exc)
                     return None
                 gas = estimate + estimate * GAS_HEADROOM_PERCENT // 100
-            return self._create(intent_key, to, data, value, int(gas), simulate)
+            return self._create(intent_key, to, data, value, int(gas), simulate, max_fee_wei)
 
     def poll(self, head_block: int) -> list[Outcome]:
         """Follow every open intent at head `head_block`: confirm, detect reorgs, re-broadcast what the node lost,
@@ -339,14 +357,32 @@ class TxManager:
 
     # ------------------------------------------------------------------ creating and sending
 
-    def _create(self, intent_key: str, to: str | None, data: str, value: int, gas: int, simulate: bool) -> Submission:
+    def _create(
+        self,
+        intent_key: str,
+        to: str | None,
+        data: str,
+        value: int,
+        gas: int,
+        simulate: bool,
+        max_fee_wei: int | None = None,
+    ) -> Submission | None:
         block = self._read.eth.get_block("latest")
         head = int(block["number"])
-        max_fee, priority = initial_fees(int(block.get("baseFeePerGas", 0)), self.policy)
+        base_fee = int(block.get("baseFeePerGas", 0))
+        ceiling = self.policy.ceiling(max_fee_wei)
+        if ceiling is not None and ceiling < base_fee:
+            self._log.info(
+                "not sending %s: the base fee %d wei is above its fee ceiling %d wei", intent_key, base_fee, ceiling
+            )
+            return None
+        max_fee, priority = initial_fees(base_fee, self.policy, ceiling)
         chain_nonce = self._chain_nonce()
         nonce = self._free_nonce(chain_nonce)
         with self._store.transaction():
-            intent = self._store.add_intent(intent_key, self.address, nonce, to, data, value, gas, simulate)
+            intent = self._store.add_intent(
+                intent_key, self.address, nonce, to, data, value, gas, simulate, max_fee_ceiling=max_fee_wei
+            )
             attempt = self._sign(intent, "original", max_fee, priority, head)
         moves = 0
         while True:
@@ -574,13 +610,13 @@ class TxManager:
         at_nonce = [a for a in attempts if a.nonce == intent.nonce]
         old_max = max(a.max_fee for a in at_nonce)
         old_priority = max(a.priority_fee for a in at_nonce)
-        cap = self.policy.max_fee_cap_wei
+        cap = self.policy.ceiling(intent.max_fee_ceiling)
         bumped = bump_fees(old_max, old_priority, cap)
         if bumped is None:
             if (intent.id, old_max) not in self._capped:
                 self._capped.add((intent.id, old_max))
                 self._log.warning(
-                    "%s pending since block %d but the fee cap %d wei leaves no room for a 12.5%% bump over %d; "
+                    "%s pending since block %d but its fee ceiling %d wei leaves no room for a 12.5%% bump over %d; "
                     "waiting",
                     intent.intent_key,
                     attempts[-1].sent_at_block,
@@ -589,8 +625,8 @@ class TxManager:
                 )
             return
         block = self._read.eth.get_block("latest")
-        fresh_max, fresh_priority = initial_fees(int(block.get("baseFeePerGas", 0)), self.policy)
-        max_fee = min(cap, max(bumped[0], fresh_max))
+        fresh_max, fresh_priority = initial_fees(int(block.get("baseFeePerGas", 0)), self.policy, cap)
+        max_fee = max(bumped[0], fresh_max) if cap is None else min(cap, max(bumped[0], fresh_max))
         priority = min(max_fee, max(bumped[1], fresh_priority))
         kind: AttemptKind = "replacement"
         if any(a.kind == "cancel" for a in at_nonce):

@@ -17,7 +17,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
+from eth_utils import is_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from web3 import Web3
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = ROOT / "deployments"
@@ -181,6 +183,29 @@ class SequencerSpec(_Strict):
         return v if v == "none" else _check_source(v)
 
 
+class NativeSpec(_Strict):
+    """Where the keeper gets the chain's native token's USD price, to price gas: a listed asset priced like it
+    (`asset`, e.g. WETH on Ethereum) or an AggregatorV3Interface feed answering USD per native token (`feed`)."""
+
+    asset: str | None = None
+    feed: str | None = None
+
+    @field_validator("feed")
+    @classmethod
+    def _feed(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v == "mock" or not _is_address(v):
+            raise ValueError("must be a 0x-prefixed 20-byte address")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> NativeSpec:
+        if (self.asset is None) == (self.feed is None):
+            raise ValueError("give exactly one of asset (a listed [[asset]] symbol) or feed (a feed address)")
+        return self
+
+
 class RolesSpec(_Strict):
     admin: str = "deployer"
     risk_keeper: str = "none"
@@ -218,6 +243,7 @@ class DeployConfig(_Strict):
     sequencer: SequencerSpec = SequencerSpec()
     roles: RolesSpec = RolesSpec()
     protection: ProtectionSpec = ProtectionSpec()
+    native: NativeSpec | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> DeployConfig:
@@ -225,6 +251,13 @@ class DeployConfig(_Strict):
         dupes = {s for s in symbols if symbols.count(s) > 1}
         if dupes:
             raise ValueError(f"asset symbols must be unique; repeated: {', '.join(sorted(dupes))}")
+        if self.native is not None and self.native.asset is not None:
+            listed = [a.symbol for a in self.asset]
+            if self.native.asset not in listed:
+                raise ValueError(
+                    f"native.asset {self.native.asset} is not a listed [[asset]] ({', '.join(listed)}); name one of "
+                    "those or give native.feed"
+                )
         return self
 
 
@@ -250,6 +283,133 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> DeployConfig:
         raise DeployConfigError(f"deploy config {source} is invalid:\n" + "\n".join(lines)) from exc
 
 
+# --------------------------------------------------------------------------------------------- pre-flight
+
+# Selectors of the read-only calls the pre-flight makes: ERC-20 `decimals()`, AggregatorV3Interface `decimals()`
+# (the same) and `latestRoundData()`.
+DECIMALS_SELECTOR = "0x313ce567"
+LATEST_ROUND_SELECTOR = "0xfeaf968c"
+MAX_FEED_DECIMALS = 18  # OracleRouter.setFeed refuses more
+MAX_TOKEN_DECIMALS = 36
+
+
+def _checksum_problem(value: str) -> str | None:
+    """None for an all-lowercase, all-uppercase or correctly EIP-55 checksummed address; else what is wrong."""
+    digits = value[2:]
+    if digits == digits.lower() or digits == digits.upper() or is_checksum_address(value):
+        return None
+    return "has a bad EIP-55 checksum (mixed case that is not the address's checksum): a typo? check it at its source"
+
+
+def _call(web3: Any, address: str, selector: str) -> bytes | None:
+    """The return data of a read-only call, or None when it reverts or the node refuses it."""
+    try:
+        return bytes(web3.eth.call({"to": Web3.to_checksum_address(address), "data": selector}, "latest"))
+    except Exception:
+        return None
+
+
+def _uint_word(data: bytes | None, index: int = 0) -> int | None:
+    if data is None or len(data) < 32 * (index + 1):
+        return None
+    return int.from_bytes(data[32 * index : 32 * (index + 1)], "big")
+
+
+def _int_word(data: bytes | None, index: int) -> int | None:
+    raw = _uint_word(data, index)
+    return None if raw is None else raw - (1 << 256) if raw >> 255 else raw
+
+
+def preflight(cfg: DeployConfig, web3: Any, chain_id: int) -> list[str]:
+    """Every address of the config checked against the chain before anything is sent: an EIP-55 checksum when it is
+    written in mixed case; contract code for tokens and feeds; `decimals()` for tokens; `decimals()` and
+    `latestRoundData()` for feeds (a positive answer, inside the asset's bounds, so the router would take it); the
+    sequencer feed's `latestRoundData()`. The roles' addresses are only checksummed (they may be accounts). Returns
+    every problem found, each as `field address: what is wrong`; empty when all is well."""
+    problems: list[str] = []
+
+    def address_ok(field_name: str, value: str) -> bool:
+        bad = _checksum_problem(value)
+        if bad is not None:
+            problems.append(f"{field_name} {value}: {bad}")
+            return False
+        return True
+
+    def has_code(field_name: str, value: str, what: str) -> bool:
+        try:
+            code = web3.eth.get_code(Web3.to_checksum_address(value))
+        except Exception as exc:
+            problems.append(f"{field_name} {value}: cannot read its code ({exc})")
+            return False
+        if len(code) == 0:
+            problems.append(
+                f"{field_name} {value}: no contract code at this address on chain {chain_id}; give the address of "
+                f'{what} deployed on this chain, or "mock"'
+            )
+            return False
+        return True
+
+    def token(field_name: str, value: str) -> None:
+        if value == "mock" or not address_ok(field_name, value) or not has_code(field_name, value, "the ERC-20"):
+            return
+        decimals = _uint_word(_call(web3, value, DECIMALS_SELECTOR))
+        if decimals is None:
+            problems.append(f"{field_name} {value}: decimals() cannot be read; is it an ERC-20 token?")
+        elif decimals > MAX_TOKEN_DECIMALS:
+            problems.append(f"{field_name} {value}: decimals() is {decimals}, above {MAX_TOKEN_DECIMALS}")
+
+    def feed(field_name: str, value: str, bounds: tuple[float, float] | None) -> None:
+        what = "the Chainlink AggregatorV3Interface feed"
+        if value == "mock" or not address_ok(field_name, value) or not has_code(field_name, value, what):
+            return
+        decimals = _uint_word(_call(web3, value, DECIMALS_SELECTOR))
+        round_data = _call(web3, value, LATEST_ROUND_SELECTOR)
+        answer = _int_word(round_data, 1)
+        if decimals is None or answer is None:
+            missing = " and ".join(n for n, v in (("decimals()", decimals), ("latestRoundData()", answer)) if v is None)
+            problems.append(f"{field_name} {value}: {missing} cannot be read; is it an AggregatorV3Interface feed?")
+            return
+        if bounds is None:
+            return
+        if decimals > MAX_FEED_DECIMALS:
+            problems.append(f"{field_name} {value}: decimals() is {decimals}; the router takes at most 18")
+            return
+        price = Decimal(answer) / (Decimal(10) ** decimals)
+        low, high = bounds
+        if answer <= 0:
+            problems.append(f"{field_name} {value}: answers {answer}; a price feed must answer a positive price")
+        elif not Decimal(str(low)) < price < Decimal(str(high)):
+            problems.append(
+                f"{field_name} {value}: answers {price} USD, outside (min_price, max_price) = ({low}, {high}); the "
+                "router would refuse every price of it: fix the bounds or the feed"
+            )
+
+    token("debt.token", cfg.debt.token)
+    feed("debt.feed", cfg.debt.feed, (cfg.debt.min_price, cfg.debt.max_price))
+    for i, a in enumerate(cfg.asset):
+        token(f"asset.{i}.token ({a.symbol})", a.token)
+        feed(f"asset.{i}.feed ({a.symbol})", a.feed, (a.min_price, a.max_price))
+    if cfg.sequencer.feed not in ("none", "mock"):
+        feed("sequencer.feed", cfg.sequencer.feed, None)
+    if cfg.native is not None and cfg.native.feed is not None:
+        feed("native.feed", cfg.native.feed, (0.0, float("inf")))
+    for field_name, value in (("roles.admin", cfg.roles.admin), ("roles.risk_keeper", cfg.roles.risk_keeper)):
+        if value.startswith("0x"):
+            address_ok(field_name, value)
+    return problems
+
+
+def check_addresses(cfg: DeployConfig, web3: Any, chain_id: int, source: str) -> None:
+    """DeployConfigError listing every problem `preflight` finds; nothing has been sent when it is raised."""
+    problems = preflight(cfg, web3, chain_id)
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise DeployConfigError(
+            f"deploy config {source}: {count} with its addresses on chain {chain_id}; nothing was deployed:\n"
+            + "\n".join(f"  {p}" for p in problems)
+        )
+
+
 # --------------------------------------------------------------------------------------------- deployment
 
 
@@ -264,6 +424,7 @@ class Deployment:
     assets: list[dict[str, Any]] = field(default_factory=list)
     debt: dict[str, Any] = field(default_factory=dict)
     sequencer: dict[str, Any] = field(default_factory=dict)
+    native: dict[str, Any] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     roles: dict[str, str | None] = field(default_factory=dict)
     abis: dict[str, Any] = field(default_factory=dict)
@@ -281,6 +442,7 @@ class Deployment:
                 "debt_asset": self.debt,
                 "assets": self.assets,
                 "sequencer": self.sequencer,
+                "native": self.native,
                 "parameters": self.parameters,
                 "roles": self.roles,
                 "abis": self.abis,
@@ -298,8 +460,12 @@ def _meta(instance: Any, chain: Any) -> dict[str, Any]:
     return {"address": instance.address, "tx": tx, "block": block}
 
 
-def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, network: str) -> Deployment:
-    """Deploy tokens/feeds (mocks where asked), router, vault, engine and lens; wire and configure them."""
+def deploy_system(
+    project: Any, chain: Any, deployer: Any, cfg: DeployConfig, network: str, source: str = "(in memory)"
+) -> Deployment:
+    """Deploy tokens/feeds (mocks where asked), router, vault, engine and lens; wire and configure them. Every
+    address of the config is checked first (`preflight`): DeployConfigError, with nothing sent, on any problem."""
+    check_addresses(cfg, chain.provider.web3, chain.chain_id, source)
     out = Deployment(chain_id=chain.chain_id, network=network, deployer=deployer.address)
     admin = deployer.address if cfg.roles.admin == "deployer" else cfg.roles.admin
     keeper_role = {"none": None, "deployer": deployer.address}.get(cfg.roles.risk_keeper, cfg.roles.risk_keeper)
@@ -440,6 +606,8 @@ def deploy_system(project: Any, chain: Any, deployer: Any, cfg: DeployConfig, ne
             c.grantRole(role, admin, sender=deployer)
             c.renounceRole(role, deployer.address, sender=deployer)
 
+    if cfg.native is not None:
+        out.native = {"asset": cfg.native.asset} if cfg.native.asset else {"feed": cfg.native.feed}
     out.parameters = {"risk": r.model_dump(), "vault": v.model_dump(), "protection": pc.model_dump()}
     out.roles = {"admin": admin, "risk_keeper": keeper_role}
     out.abis = {name: [abi.model_dump(mode="json") for abi in project[name].contract_type.abi] for name in KEEPER_ABIS}

@@ -89,7 +89,7 @@ def cli(network: Any, config_path: Path, account_alias: str | None, fresh: bool,
     network_name = getattr(network, "choice", str(network))
     click.echo(f"deploying to chain {chain_id} ({network_name}) from {deployer.address} with {config_path}")
     try:
-        dep = deploy_system(project, chain, deployer, cfg, network_name)
+        dep = deploy_system(project, chain, deployer, cfg, network_name, source=str(config_path))
     except DeployConfigError as exc:
         _fail(str(exc))
     except ApeException as exc:

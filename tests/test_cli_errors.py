@@ -284,6 +284,42 @@ def test_run_with_a_wrong_keystore_password(tmp_path: Path, node_url: str, recor
     )
 
 
+def test_run_off_a_local_chain_needs_a_native_price(tmp_path: Path, record: dict[str, Any]) -> None:
+    """Off a local chain, `keeper run` refuses to start (before connecting: no node is listening here) when neither
+    the record nor the settings say what gas is worth; `native_price` naming a symbol the deployment does not list
+    is refused too; naming one it lists gets past the check (to the unreachable node)."""
+    record["chain_id"] = 11155111
+    record.pop("native", None)
+    dep = write_record(tmp_path, record)
+    ks = tmp_path / "keeper.json"
+    ks.write_text(json.dumps(Account.encrypt(RAW_KEY, "pw", kdf="scrypt", iterations=2**10)))
+    pw = tmp_path / "keeper.pw"
+    pw.write_text("pw\n")
+    pw.chmod(0o600)
+    url = f"http://127.0.0.1:{closed_port()}"
+    keys = {"keystore": "keeper.json", "password_file": "keeper.pw", "chain_id": 11155111, "rpc_url": url}
+    path = write_config(tmp_path, **keys)
+    expect(
+        keeper(tmp_path, "run", "--config", str(path)),
+        2,
+        f"keeper: no price for the native token of chain 11155111: the keeper prices gas in USD to bid each "
+        f"liquidation up to what it earns, and neither the deployment record {dep} (`native`) nor the native_price "
+        "setting names one;",
+    )
+    path = write_config(tmp_path, native_price="ETH", **keys)
+    expect(
+        keeper(tmp_path, "run", "--config", str(path)),
+        2,
+        "keeper: native_price: ETH is not an asset of the deployment (it lists WETH, WBTC, LINK)",
+    )
+    path = write_config(tmp_path, native_price="WETH", **keys)
+    expect(keeper(tmp_path, "run", "--config", str(path)), 4, "keeper: cannot reach the node at")
+    record["native"] = {"asset": "WETH"}
+    write_record(tmp_path, record)
+    path = write_config(tmp_path, **keys)
+    expect(keeper(tmp_path, "run", "--config", str(path)), 4, "keeper: cannot reach the node at")
+
+
 # ------------------------------------------------------------------------------------------ in-process
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from keeper.config import Settings, load_settings
+from keeper.config import Settings, anvil_from_environment, load_settings
 from keeper.deployment import REQUIRED_ABIS, load_deployment
 from keeper.errors import ChainMismatchError, ConfigError, DeploymentError, SignerError, redact_url
 from keeper.signer import load_signer
@@ -79,7 +79,8 @@ def test_minimal_config_loads_with_defaults_and_paths_relative_to_the_file(tmp_p
     assert s.dev_account_index == 0
     assert (s.poll_interval_s, s.confirmations, s.replace_after_blocks) == (1.0, 2, 3)
     assert (s.log_format, s.log_level, s.metrics_port, s.submit_url) == ("text", "info", None, None)
-    assert s.priority_fee_gwei <= s.max_fee_gwei
+    assert s.max_fee_gwei is None  # no fixed fee ceiling: each liquidation is bounded by its own economics
+    assert (s.anvil, s.native_price, s.low_inventory) == (None, None, 1000.0)
 
 
 def test_default_file_is_keeper_toml_in_the_working_directory() -> None:
@@ -128,6 +129,75 @@ def test_unknown_environment_variable_is_an_error(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("KEEPER_RPC_ULR", "http://x")
     msg = config_error(write_config(tmp_path))
     assert msg.startswith("unknown environment variable KEEPER_RPC_ULR: not a keeper setting")
+
+
+HOSTILE_ENV = {
+    "KEEPER_RPC_URL": "http://10.255.255.1:1",
+    "KEEPER_CHAIN_ID": "1337",
+    "KEEPER_MIN_PROFIT_USD": "1000000000",
+    "KEEPER_MAX_FEE_GWEI": "0.001",
+    "KEEPER_PRIORITY_FEE_GWEI": "0.0001",
+    "KEEPER_CONFIRMATIONS": "64",
+    "KEEPER_LOG_LEVEL": "error",
+    "KEEPER_STATE_DB": "/nonexistent/x.db",
+}
+
+
+def test_settings_built_directly_ignore_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the drills and the tests build: `Settings(...)` holds what it was given and the defaults, whatever
+    KEEPER_* variables the caller's shell has."""
+    (tmp_path / "dep.json").write_text("{}")
+    given = {"rpc_url": "http://127.0.0.1:8545", "chain_id": 31337, "deployment": tmp_path / "dep.json"}
+    clean = Settings(**given, dev_account_index=1)
+    for name, value in HOSTILE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KEEPER_NOT_A_SETTING", "1")
+    hostile = Settings(**given, dev_account_index=1)
+    assert hostile == clean
+    assert (hostile.min_profit_usd, hostile.max_fee_gwei, hostile.confirmations) == (0.0, None, 2)
+    # load_settings is the one way that reads the environment, and it still does.
+    monkeypatch.delenv("KEEPER_NOT_A_SETTING")
+    monkeypatch.delenv("KEEPER_STATE_DB")
+    loaded = load_settings(write_config(tmp_path))
+    assert (loaded.chain_id, loaded.min_profit_usd, loaded.confirmations) == (1337, 1e9, 64)
+
+
+def test_keeper_anvil_is_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEEPER_ANVIL, which docs/keeper.md tells users to set for the drills, is accepted by the settings every
+    command loads, checked to be an executable, and read on its own by the commands that start an Anvil."""
+    binary = tmp_path / "my-anvil"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("KEEPER_ANVIL", str(binary))
+    assert load_settings(write_config(tmp_path)).anvil == binary
+    assert anvil_from_environment() == binary
+    (tmp_path / "plain").write_text("")
+    monkeypatch.setenv("KEEPER_ANVIL", str(tmp_path / "plain"))
+    assert f"anvil: not an executable file: {tmp_path / 'plain'} (from KEEPER_ANVIL)" in config_error(
+        write_config(tmp_path)
+    )
+    with pytest.raises(ConfigError, match=r"^KEEPER_ANVIL: not an executable file"):
+        anvil_from_environment()
+    monkeypatch.delenv("KEEPER_ANVIL")
+    assert anvil_from_environment() is None
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("0x5f4ec3df9cbd43714fe2740f5e3616155c5b8419", None),
+        ("0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419", None),
+        ("0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8418", "bad EIP-55 checksum"),
+        ("0x1234", "neither an asset symbol nor a 0x address"),
+        ("WETH", None),
+    ],
+)
+def test_native_price_setting(tmp_path: Path, value: str, fragment: str | None) -> None:
+    path = write_config(tmp_path, native_price=value)
+    if fragment is None:
+        assert load_settings(path).native_price == value
+    else:
+        assert fragment in config_error(path)
 
 
 def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
@@ -201,7 +271,7 @@ GOOD_EDGES = [
     ("metrics_port", 1),
     ("metrics_port", 65535),
     ("log_format", "json"),
-    ("priority_fee_gwei", 200.0),  # equal to the default cap
+    ("priority_fee_gwei", 5000.0),  # any tip when no fee ceiling is set
 ]
 
 

@@ -8,11 +8,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import fund, open_position
 from web3 import Web3
 
+from keeper.deployment import connect
 from keeper.discovery import CHECKPOINT, Discovery
 from keeper.metrics import Metrics
+from keeper.relay import LogCapProxy
 from keeper.store import Store
 
 
@@ -61,6 +64,65 @@ def test_restart_resumes_from_the_checkpoint(system: Any, chain: Any, alice: Any
     assert second.new_accounts == 1
     assert (bob.address, 3) in store.accounts()
     assert store.get_checkpoint(CHECKPOINT)[0] == w3.eth.block_number - 2
+
+
+def _spread_accounts(system: Any, chain: Any, owner: Any, dense: int, sparse_gap: int) -> list[tuple[str, int]]:
+    """`dense` deposits, one per block (automine), then `sparse_gap` empty blocks and one last deposit: a dense
+    stretch of history, a sparse one, and an account at the far end."""
+    fund(system, owner, "WETH", 10**18)
+    subs = list(range(10, 10 + dense))
+    for sub in subs:
+        system.engine.deposit(owner, sub, system.weth, 10**15, sender=owner)
+    chain.mine(sparse_gap)
+    system.engine.deposit(owner, 99, system.weth, 10**15, sender=owner)
+    return [(owner.address, s) for s in [*subs, 99]]
+
+
+CAPS = [
+    ("alchemy", {"max_blocks": 8}),
+    ("infura", {"max_blocks": 8}),
+    ("quicknode", {"max_blocks": 8}),
+    ("geth", {"max_blocks": 8}),
+    ("infura", {"max_results": 3}),
+    ("alchemy", {"max_results": 3}),
+]
+
+
+@pytest.mark.parametrize(("style", "cap"), CAPS, ids=[f"{s}-{next(iter(c))}" for s, c in CAPS])
+def test_discovery_through_a_provider_that_caps_log_queries(
+    system: Any, chain: Any, alice: Any, tmp_path: Path, style: Any, cap: dict[str, int]
+) -> None:
+    """Through the project's relay, a provider that refuses eth_getLogs over a block range or a result count with
+    its real error (JSON-RPC error, or QuickNode's HTTP 413): every account is found, exactly those the chain's own
+    logs hold; no answered query broke the cap; the range shrank on the refusals and grew back over the sparse
+    stretch; a restarted scan (the tip) goes through as well."""
+    expected = _spread_accounts(system, chain, alice, dense=12, sparse_gap=120)
+    direct = Store(tmp_path / "direct.db")
+    _discovery(system, Web3(Web3.HTTPProvider(chain.provider.uri)), direct).scan()
+    assert set(expected) <= set(direct.accounts())
+
+    with LogCapProxy(chain.provider.uri, style=style, **cap) as proxy:
+        w3 = connect(proxy.url)  # as the keeper connects: no retries on HTTP errors
+        store = Store(tmp_path / "capped.db")
+        discovery = _discovery(system, w3, store, chunk=64)
+        discovery.scan()
+        assert store.accounts() == direct.accounts()
+        stats = proxy.stats
+        assert stats.refused, "the cap was never hit: the test does not test anything"
+        if "max_blocks" in cap:
+            assert all(hi - lo + 1 <= cap["max_blocks"] for lo, hi in stats.answered)
+            # A stated limit is learnt: after the first refusal, no request asks for more than the limit.
+            first = stats.requests.index(stats.refused[0])
+            assert all(hi - lo + 1 <= cap["max_blocks"] for lo, hi in stats.requests[first + 1 :])
+            assert len(stats.refused) == 1
+        else:
+            sizes = [hi - lo + 1 for lo, hi in stats.answered]
+            smallest = sizes.index(min(sizes))
+            assert max(sizes[smallest:]) > min(sizes), sizes  # grew back after the dense stretch
+        alice_sub = (alice.address, 200)
+        system.engine.moveCollateral(99, 200, system.weth, 10**14, sender=alice)
+        discovery.scan()
+        assert alice_sub in store.accounts()
 
 
 def test_metrics_endpoint_serves_the_keepers_counters(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
 from keeper import report
-from keeper.config import Settings
 from keeper.deployment import load_deployment
 from keeper.drill import (
     BlockRecord,
@@ -43,6 +42,7 @@ from keeper.drill import (
 from keeper.node import AnvilProcess, Rpc, RpcError
 from keeper.runner import MAX_BACKOFF_S
 from keeper.scenario import Fault, Scenario, load_scenario
+from keeper.strategy import LIQUIDATION_GAS_ESTIMATE
 
 ROOT = Path(__file__).resolve().parent.parent
 DRILLS = Path(__file__).resolve().parent / "drills"
@@ -53,6 +53,7 @@ USDC = 10**6
 LIBRARY = [
     "black-thursday",
     "ftx-collapse",
+    "gas-spike-crash",
     "may-19-2021",
     "october-10-2025",
     "pinned-lower-bound",
@@ -542,8 +543,8 @@ def test_sequencer_down_blocks_borrowing_not_liquidations(sequencer: Run) -> Non
 # ---------------------------------------------------------------------------------------------- 5. base fee
 
 
-def test_base_fee_under_the_cap(base_fee: Run) -> None:
-    """80 gwei, under the keeper's max fee: every block of the window has that base fee exactly, and the keeper's
+def test_base_fee_of_80_gwei(base_fee: Run) -> None:
+    """80 gwei (Black Thursday's level): every block of the window has that base fee exactly, and the keeper's
     liquidations are mined in it, each paying at least the base fee."""
     run = base_fee
     fault = run.fault("base_fee", gwei=80)
@@ -559,30 +560,49 @@ def test_base_fee_under_the_cap(base_fee: Run) -> None:
     assert {x.block for x in run.rec.liquidations} & {b.number for b in window}
 
 
-def test_base_fee_over_the_cap(base_fee: Run) -> None:
-    """500 gwei, over the keeper's max fee (200 gwei by default): nothing of the keeper's is mined in the window;
-    the accounts that became liquidatable in it are liquidated once the base fee falls under the cap."""
+def test_base_fee_over_the_old_cap_does_not_stop_liquidations_that_pay_for_it(base_fee: Run) -> None:
+    """500 gwei, far over the fixed 200 gwei cap the keeper used to bid under (and wait behind): liquidations are bid
+    by their economics instead. Those that earn more than their gas at that fee are liquidated in the spike, the very
+    next block; every liquidation the keeper got mined, in the spike or not, earned more than the fee it paid
+    (measured from the chain: seized minus repaid at the oracle's prices, minus gas used x effective gas price at
+    the native token's price); and an account left waiting through the spike is one whose liquidation, when it
+    came, earned less than its estimated gas at the spike's base fee."""
     run = base_fee
     rec = run.rec
-    cap = int(Settings.model_fields["max_fee_gwei"].default * GWEI)
     fault = run.fault("base_fee", gwei=500)
     window = run.during(fault)
-    assert [b.base_fee for b in window] == [500 * GWEI] * len(window)
-    assert cap < 500 * GWEI
-    assert run.keeper_mined({b.number for b in window}) == []
-    waiting = {i for b in window for i in range(len(rec.accounts)) if liquidatable(b, i)}
-    assert waiting
-    # Every keeper transaction mined anywhere paid at least the block's base fee and at most the cap.
-    base = {b.number: b.base_fee for b in rec.blocks}
-    for tx in rec.keeper_txs.values():
-        if tx.mined_block is not None and tx.gas_used:
-            assert base[tx.mined_block] <= tx.gas_cost_wei // tx.gas_used <= cap
-    under = next(b.number for b in rec.blocks if b.scenario_s >= fault.end and b.base_fee <= cap)
-    after = sorted({x.block for x in rec.liquidations if run.account(x) in waiting and x.block > window[-1].number})
-    assert after
-    assert after[0] - under <= 1
-    liquidated = {run.account(x) for x in rec.liquidations if x.block > window[-1].number}
-    assert liquidated & waiting
+    spike = 500 * GWEI
+    assert [b.base_fee for b in window] == [spike] * len(window)
+    assert spike > 200 * GWEI
+    in_window = {b.number for b in window}
+    mined = [x for x in rec.liquidations if x.block in in_window]
+    assert mined, "nothing liquidated during the spike: the keeper waited for the fee to fall"
+    step = next(b.number for b in rec.blocks if b.scenario_s >= fault.at)  # the crash leg's price update
+    assert min(x.block for x in mined) == step + 1
+    eth = rec.eth_usd
+    for liq in rec.liquidations:
+        tx = rec.keeper_txs[liq.tx]
+        fee_usd = tx.gas_cost_wei / 1e18 * eth[liq.block]
+        assert tx.gas_cost_wei // tx.gas_used >= next(b.base_fee for b in rec.blocks if b.number == liq.block)
+        assert liq.seized_usd - liq.repaid_usd - fee_usd >= 0, (liq, fee_usd)
+    waited = {
+        i
+        for b in window
+        for i in range(len(rec.accounts))
+        if liquidatable(b, i) and not any(x.block in in_window and x.block > b.number for x in _liqs(run, i))
+    }
+    for i in waited:
+        later = [x for x in _liqs(run, i) if x.block > window[-1].number]
+        for x in later[:1]:
+            could_pay = LIQUIDATION_GAS_ESTIMATE * spike / 1e18 * eth[window[-1].number]
+            assert x.seized_usd - x.repaid_usd < could_pay, (rec.accounts[i], x, could_pay)
+    assert run.summary()["keeper_fees_paid_eth"] == pytest.approx(
+        sum(t.gas_cost_wei for t in rec.keeper_txs.values() if t.mined_block is not None) / 1e18
+    )
+
+
+def _liqs(run: Run, i: int) -> list[LiquidationRecord]:
+    return sorted((x for x in run.rec.liquidations if run.account(x) == i), key=lambda x: x.block)
 
 
 # ---------------------------------------------------------------------------------------------- 6. rpc outage
@@ -667,6 +687,72 @@ def test_fork_drill_leaves_the_origin_alone(tmp_path: Path) -> None:
     assert debt == [0] * len(rec.accounts)  # seeded on the fork only
 
 
+# ---------------------------------------------------------------------------------------------- a node with history
+
+
+DEEPER = (DRILLS / "crash.toml").read_text(encoding="utf-8").replace("1500.0", "1150.0").replace("45000.0", "34000.0")
+
+
+def test_drill_on_a_node_with_earlier_borrowers_counts_every_account_consistently(tmp_path: Path) -> None:
+    """`keeper drill --rpc-url` on a node earlier drills left borrowers on. A drill with the first one's seed: its
+    owners would collide with the earlier, still open positions, so it seeds fresh ones with the same draw instead
+    of piling onto them. Then a drill with another seed and a deeper crash: the keeper liquidates the earlier drills'
+    accounts too, and the report counts them (each liquidated account is counted as liquidatable; the earlier
+    accounts are reported apart, the seeded ones alone make `accounts` and the protection groups)."""
+    deeper = tmp_path / "deeper.toml"
+    deeper.write_text(DEEPER, encoding="utf-8")
+    with AnvilProcess(["--chain-id", "31337", "--accounts", "4"], log_path=tmp_path / "anvil.log") as node:
+        (tmp_path / "deployed").mkdir()
+        record = deploy_embedded(scenario("crash"), node.url, tmp_path / "deployed", ROOT)
+
+        def run(sc: Scenario, name: str, seed: int) -> DrillRecord:
+            opts = DrillOptions(
+                scenario=sc,
+                out=tmp_path / name,
+                rpc_url=node.url,
+                deployment=record,
+                accounts=8,
+                seed=seed,
+                settle_blocks=3,
+            )
+            return run_drill(opts)
+
+        first = run(scenario("crash"), "first", 42)
+        again = run(scenario("crash"), "again", 42)
+        deep = run(load_scenario(str(deeper)), "deep", 43)
+
+    first_seeded = set(first.accounts[: first.seeded])
+    assert len(first_seeded) == first.seeded == 8
+    assert any(first.blocks[-1].debt[:8]), "the first drill left no open position: the collision tests nothing"
+    again_seeded = set(again.accounts[: again.seeded])
+    assert again_seeded.isdisjoint(first_seeded)
+    assert first_seeded <= set(again.accounts[again.seeded :])
+    # The same draw as the first drill: the same debts and healths at the start, not the open positions plus
+    # another copy of them.
+    assert again.start_debt_usd[:8] == pytest.approx(first.start_debt_usd[:8], rel=1e-6)
+    assert again.initial_health[:8] == pytest.approx(first.initial_health[:8], abs=1e-3)
+
+    earlier = first_seeded | again_seeded
+    doc = report.build(deep)
+    report.validate(doc)
+    summary = doc["summary"]
+    liquidated = {(x.owner, x.sub_id) for x in deep.liquidations}
+    assert earlier.isdisjoint(deep.accounts[: deep.seeded])
+    assert liquidated & earlier, "the deeper crash liquidated none of the earlier accounts: nothing tested"
+    assert liquidated <= set(deep.accounts)  # every liquidation the chain has is of a measured account
+    assert earlier <= set(deep.accounts[deep.seeded :])
+    assert summary["liquidated_accounts"] == len(liquidated) <= summary["liquidatable_accounts"]
+    # Recount: accounts liquidatable at the start or at the end of some block, plus every liquidated one.
+    ever = {deep.accounts[i] for b in deep.blocks for i in range(len(deep.accounts)) if liquidatable(b, i)}
+    ever |= {deep.accounts[i] for i in deep.liquidatable_at_start}
+    assert summary["liquidatable_accounts"] == len(ever | liquidated)
+    pre = doc["drill"]["preexisting"]
+    assert pre["accounts"] == len(deep.accounts) - 8 >= 16
+    assert pre["liquidated"] == len(liquidated & earlier)
+    assert doc["accounts"] == 8
+    assert summary["unprotected"]["accounts"] == 8  # the groups are the seeded accounts
+
+
 # ---------------------------------------------------------------------------------------------- seeded below 1
 
 
@@ -706,7 +792,7 @@ def test_cli_bad_scenario(tmp_path: Path) -> None:
 
 
 def test_cli_list() -> None:
-    """--list: the eight library scenarios, by name, each with the start of its description."""
+    """--list: the nine library scenarios, by name, each with the start of its description."""
     result = keeper_cli(ROOT, "drill", "--list")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

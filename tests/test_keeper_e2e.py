@@ -43,12 +43,14 @@ def _keeper(
     w3: Web3 | None = None,
     clock: Callable[[], float] = time.monotonic,
     store: Store | None = None,
+    record: Path | None = None,
     **overrides: Any,
 ) -> Keeper:
-    """A keeper wired exactly as `keeper run` wires it (keeper.runner.build_keeper), with the test's web3, clock
-    and store when given."""
-    record = tmp_path / "deployment.json"
-    record.write_text(json.dumps(system.deployment.record()))
+    """A keeper wired exactly as `keeper run` wires it (keeper.runner.build_keeper), with the test's web3, clock,
+    store and deployment record when given."""
+    if record is None:
+        record = tmp_path / "deployment.json"
+        record.write_text(json.dumps(system.deployment.record()))
     settings = Settings(
         **{
             "rpc_url": chain.provider.uri,
@@ -147,9 +149,9 @@ def test_low_signer_balance_is_reported(system: Any, chain: Any, accounts: Any, 
         keeper.housekeeping()
     assert keeper.metrics.signer_balance._value.get() == balance / 1e18
     assert any("below" in r.getMessage() and keeper.signer.address in r.getMessage() for r in caplog.records)
-    caplog.clear()
     (tmp_path / "funded").mkdir()
-    funded = _keeper(system, chain, tmp_path / "funded", low_balance_eth=0.01)
+    funded = _keeper(system, chain, tmp_path / "funded", low_balance_eth=0.01, low_inventory=0)
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="keeper-test"):
         funded.housekeeping()
     assert not caplog.records

@@ -490,30 +490,65 @@ def test_rpc_outage_backs_off_opens_the_breaker_and_recovers(
 def test_stale_node_alerts_once_and_clears_on_the_next_block(
     system: Any, chain: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A node that mines on a schedule (automine off, as every public chain) and stops producing blocks."""
     clock = FakeClock()
     keeper = _keeper(system, chain, tmp_path, clock=clock, stale_node_s=60)
     w3 = chain.provider.web3
     caplog.set_level(logging.INFO, logger="keeper-faults")
-    keeper.tick()
-    assert keeper.state.last_block == w3.eth.block_number
-    clock.advance(59)
-    keeper.tick()
-    assert _sample(keeper, "keeper_node_stale") == 0
-    clock.advance(2)
-    keeper.tick()
-    assert _sample(keeper, "keeper_node_stale") == 1
-    for _ in range(3):
-        clock.advance(30)
+    _rpc(w3, "evm_setAutomine", False)
+    try:
         keeper.tick()
-    stale_errors = [r for r in caplog.records if r.levelno == logging.ERROR and "stale" in r.getMessage()]
-    assert len(stale_errors) == 1, [r.getMessage() for r in stale_errors]
-    assert _sample(keeper, "keeper_node_stale") == 1
+        assert keeper.state.last_block == w3.eth.block_number
+        clock.advance(59)
+        keeper.tick()
+        assert _sample(keeper, "keeper_node_stale") == 0
+        clock.advance(2)
+        keeper.tick()
+        assert _sample(keeper, "keeper_node_stale") == 1
+        for _ in range(3):
+            clock.advance(30)
+            keeper.tick()
+        stale_errors = [r for r in caplog.records if r.levelno == logging.ERROR and "stale" in r.getMessage()]
+        assert len(stale_errors) == 1, [r.getMessage() for r in stale_errors]
+        assert _sample(keeper, "keeper_node_stale") == 1
 
-    head = _mine(w3)
-    keeper.tick()
+        head = _mine(w3)
+        keeper.tick()
+    finally:
+        _rpc(w3, "evm_setAutomine", True)
     assert _sample(keeper, "keeper_node_stale") == 0
     assert _sample(keeper, "keeper_last_processed_block") == head
     assert keeper.state.failures == 0
+
+
+def test_an_idle_automining_local_chain_is_not_stale(
+    system: Any, chain: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anvil with automine on (its default, and ape's) mines a block only for a transaction: with no traffic, ten
+    minutes without a block is not staleness, and no error is logged. Switched to manual mining, the same silence
+    is staleness again."""
+    clock = FakeClock()
+    keeper = _keeper(system, chain, tmp_path, clock=clock, stale_node_s=60)
+    w3 = chain.provider.web3
+    assert _rpc(w3, "anvil_getAutomine") is True
+    caplog.set_level(logging.INFO, logger="keeper-test")
+    keeper.tick()
+    head = keeper.state.last_block
+    for _ in range(20):
+        clock.advance(30)
+        keeper.tick()
+    assert w3.eth.block_number == head  # really no block for ten minutes
+    assert _sample(keeper, "keeper_node_stale") == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    notes = [r.getMessage() for r in caplog.records if "automine" in r.getMessage()]
+    assert len(notes) == 1, notes
+    _rpc(w3, "evm_setAutomine", False)
+    try:
+        clock.advance(61)
+        keeper.tick()
+        assert _sample(keeper, "keeper_node_stale") == 1
+    finally:
+        _rpc(w3, "evm_setAutomine", True)
 
 
 # ---------------------------------------------------------------------------------------------- 5. oracle guard

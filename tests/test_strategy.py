@@ -6,6 +6,8 @@ from keeper import risk
 from keeper.state import Account, AssetView, Market, PriceView
 from keeper.strategy import LIQUIDATION_GAS_ESTIMATE, Limits, Plan, Skip, gas_cost_usd, plan_account, plan_all
 
+GWEI = 10**9
+
 WAD = 10**18
 USDC = 10**6
 PARAMS = risk.RiskParams(
@@ -40,12 +42,14 @@ def _market(*assets: AssetView, debt_ok: bool = True) -> Market:
     )
 
 
-def _limits(**kw: int) -> Limits:
-    base = {
+def _limits(**kw: int | bool | None) -> Limits:
+    base: dict[str, int | bool | None] = {
         "min_profit_usd": 0,
         "max_repay": None,
         "inventory": 10**15,
-        "gas_price_wei": 10**9,
+        "base_fee_wei": 10**9,
+        "priority_fee_wei": 0,
+        "max_fee_cap_wei": None,
         "native_price_usd": 2000 * WAD,
     }
     base.update(kw)
@@ -104,9 +108,15 @@ def test_profit_is_net_of_gas_and_below_minimum_is_skipped() -> None:
     gas = gas_cost_usd(LIQUIDATION_GAS_ESTIMATE, _limits())
     assert gas == 230_000 * 10**9 * 2000  # 0.46 USD in WAD
     assert plan.profit_usd == seized_usd - repaid_usd - gas
+    # Asking one wei more than it earns after gas at today's fee leaves a ceiling just under the base fee.
     skipped = plan_account(account, market, _limits(min_profit_usd=plan.profit_usd + 1))
     assert isinstance(skipped, Skip)
-    assert "below minimum" in skipped.reason
+    assert (skipped.code, skipped.liquidatable) == ("fee", True)
+    # Asking more than it earns before gas: no fee would do.
+    unprofitable = plan_account(account, market, _limits(min_profit_usd=plan.profit_before_gas_usd + 1))
+    assert isinstance(unprofitable, Skip)
+    assert unprofitable.code == "profit"
+    assert "below the minimum profit" in unprofitable.reason
 
 
 def test_refused_prices_and_no_inventory_are_skips() -> None:
@@ -115,8 +125,10 @@ def test_refused_prices_and_no_inventory_are_skips() -> None:
     skip = plan_account(account, stale, _limits())
     assert isinstance(skip, Skip)
     assert "refused" in skip.reason
+    assert (skip.code, skip.liquidatable) == ("unpriced", False)  # not known to be liquidatable at all
     broke = plan_account(account, _market(_asset(0, 18, 1000, 0.80, 0.10)), _limits(inventory=0))
     assert isinstance(broke, Skip)
+    assert (broke.code, broke.liquidatable, broke.scaled_debt) == ("inventory", True, account.scaled_debt)
 
 
 def test_request_is_capped_by_max_repay_without_leaving_dust() -> None:
@@ -178,3 +190,68 @@ def test_a_collateral_whose_seizure_would_lower_health_is_not_chosen() -> None:
     plan = plan_account(_account((10 * 10**18, 10**18), 1_250), market, _limits())
     assert isinstance(plan, Plan)
     assert plan.collateral_index == 0
+
+
+# ---------------------------------------------------------------------------------------------- fees by economics
+
+
+def _cost_usd(gas: int, fee_wei: int, native_usd: int) -> int:
+    """What `gas` units at `fee_wei` cost in WAD USD, rounded up: the closed form the keeper must respect."""
+    return -(-gas * fee_wei * native_usd // 10**18)
+
+
+def test_fee_ceiling_is_the_highest_fee_that_still_clears_the_minimum_profit() -> None:
+    """At its ceiling a liquidation still earns min_profit after gas for LIQUIDATION_GAS_ESTIMATE; one wei more
+    per gas and it would not. A spike of the base fee up to the ceiling does not stop it; above, it is skipped."""
+    market = _market(_asset(0, 18, 1000, 0.80, 0.10))
+    account = _account((100 * 10**18,), 80_500)  # health 0.9938: half of it repaid at a 1.1 % discount
+    min_profit = 50 * WAD
+    plan = plan_account(account, market, _limits(min_profit_usd=min_profit))
+    assert isinstance(plan, Plan)
+    ceiling = plan.fee_ceiling_wei
+    assert ceiling is not None
+    margin = plan.profit_before_gas_usd - min_profit
+    assert _cost_usd(LIQUIDATION_GAS_ESTIMATE, ceiling, 2000 * WAD) <= margin
+    assert _cost_usd(LIQUIDATION_GAS_ESTIMATE, ceiling + 1, 2000 * WAD) > margin
+    assert ceiling > 200 * GWEI  # the old fixed cap would have held this one back in a spike
+    at_ceiling = plan_account(account, market, _limits(min_profit_usd=min_profit, base_fee_wei=ceiling))
+    assert isinstance(at_ceiling, Plan)
+    assert at_ceiling.fee_ceiling_wei == ceiling
+    assert at_ceiling.profit_usd >= min_profit  # even at the ceiling
+    above = plan_account(account, market, _limits(min_profit_usd=min_profit, base_fee_wei=ceiling + 1))
+    assert isinstance(above, Skip)
+    assert above.code == "fee"
+    assert f"{ceiling / 1e9:,.2f} gwei it can pay" in above.reason
+
+
+def test_operator_cap_lowers_the_ceiling_and_expected_profit_uses_the_fee_paid() -> None:
+    market = _market(_asset(0, 18, 1000, 0.80, 0.10))
+    account = _account((100 * 10**18,), 80_500)
+    free = plan_account(account, market, _limits())
+    assert isinstance(free, Plan)
+    assert free.fee_ceiling_wei is not None
+    capped = plan_account(account, market, _limits(max_fee_cap_wei=5 * GWEI))
+    assert isinstance(capped, Plan)
+    assert capped.fee_ceiling_wei == 5 * GWEI < free.fee_ceiling_wei
+    # Profit after gas at what the transaction is expected to pay now: base fee plus tip.
+    tipped = plan_account(account, market, _limits(base_fee_wei=30 * GWEI, priority_fee_wei=2 * GWEI))
+    assert isinstance(tipped, Plan)
+    assert tipped.profit_usd == tipped.profit_before_gas_usd - _cost_usd(
+        LIQUIDATION_GAS_ESTIMATE, 32 * GWEI, 2000 * WAD
+    )
+
+
+def test_unknown_native_price() -> None:
+    """Where gas cannot be priced: on a chain whose native price has a source but no valid answer yet, nothing is
+    sent (reason `price`); with no source at all (a local chain) gas counts as free and only the cap bounds fees."""
+    market = _market(_asset(0, 18, 1000, 0.80, 0.10))
+    account = _account((100 * 10**18,), 80_500)
+    waiting = plan_account(account, market, _limits(native_price_usd=0, native_price_required=True))
+    assert isinstance(waiting, Skip)
+    assert (waiting.code, waiting.liquidatable) == ("price", True)
+    local = plan_account(account, market, _limits(native_price_usd=0))
+    assert isinstance(local, Plan)
+    assert (local.fee_ceiling_wei, local.profit_usd) == (None, local.profit_before_gas_usd)
+    local_capped = plan_account(account, market, _limits(native_price_usd=0, max_fee_cap_wei=7 * GWEI))
+    assert isinstance(local_capped, Plan)
+    assert local_capped.fee_ceiling_wei == 7 * GWEI

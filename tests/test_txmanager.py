@@ -6,6 +6,7 @@ switch it back on (and empty the pool) in a finally block."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -508,9 +509,49 @@ def test_fee_cap_leaves_no_room_so_the_tx_waits(
         [attempt] = Store(db).attempts(Store(db).intents("mint:capped")[0].id)
         assert attempt.tx_hash == sub.tx_hash
         assert pool_hashes(w3) == {sub.nonce: sub.tx_hash}
-    warnings = [r.getMessage() for r in caplog.records if "fee cap" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "leaves no room" in r.getMessage()]
     assert len(warnings) == 1  # logged once, not every block
     assert "mint:capped" in warnings[0]
+
+
+def test_an_intents_fee_ceiling_bounds_its_bumps_across_a_restart(
+    system: Any, w3: Web3, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No operator cap; the intent carries its own ceiling. Stuck behind a base fee it cannot pay, it is bumped by
+    replacements (to the fresh 2 * base + tip, at least +12.5 %) up to its ceiling and no further, also by a
+    restarted manager that only has the journal to go by; the wait is logged once. An intent whose ceiling is
+    already below the base fee is not sent at all."""
+    free = FeePolicy(max_fee_cap_wei=None, priority_fee_wei=GWEI)
+    tm = manager(w3, db, policy=free, replace_after_blocks=1)
+    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0))
+    ceiling = 2 * base + GWEI + 3 * GWEI  # room for a few bumps over the first max fee (2 * base + tip)
+    with automine_off(w3), caplog.at_level(logging.WARNING, logger=LOG.name):
+        sub = tm.submit("mint:ceiling", mint_tx(system), max_fee_wei=ceiling)
+        assert sub is not None
+        restarted = manager(w3, db, policy=free, replace_after_blocks=1)  # what a restarted process builds
+        out = ceiling + 1  # a base fee no attempt within the ceiling can pay
+        for _ in range(12):
+            assert restarted.poll(mine(w3, base_fee=out)) == []
+        store = Store(db)
+        [intent] = store.intents("mint:ceiling")
+        assert intent.max_fee_ceiling == ceiling
+        attempts = store.attempts(intent.id)
+        fees = [a.max_fee for a in attempts]
+        assert len(attempts) >= 2, fees  # it was replaced
+        assert all(b >= _bump_of(a) for a, b in itertools.pairwise(fees)), fees
+        assert fees[-1] == ceiling  # up to the ceiling, never above
+        assert _bump_of(fees[-1]) > ceiling  # no room left for another valid replacement
+        assert pool_hashes(w3) == {sub.nonce: attempts[-1].tx_hash}
+
+        assert tm.submit("mint:too-cheap", mint_tx(system), max_fee_wei=out - 1) is None
+        assert store.intents("mint:too-cheap") == []
+    waits = [r.getMessage() for r in caplog.records if "leaves no room" in r.getMessage()]
+    assert len(waits) == 1, waits
+    assert "mint:ceiling" in waits[0]
+
+
+def _bump_of(fee: int) -> int:
+    return max(-(-fee * 1125 // 1000), fee + 1)
 
 
 def test_replacement_of_a_call_that_now_reverts_is_a_cancel(system: Any, w3: Web3, db: Path, stranger: Any) -> None:

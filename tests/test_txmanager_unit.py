@@ -92,6 +92,27 @@ def test_initial_fees_on_a_zero_base_fee() -> None:
     assert initial_fees(0, policy) == (3, 3)
 
 
+def test_without_any_ceiling_fees_follow_the_base_fee() -> None:
+    """No operator cap (the default) and no intent ceiling: 2 * base + tip however high the base fee, and every
+    bump is possible."""
+    policy = FeePolicy(max_fee_cap_wei=None, priority_fee_wei=2 * GWEI)
+    assert initial_fees(5_000 * GWEI, policy) == (10_002 * GWEI, 2 * GWEI)
+    assert bump_fees(10**21, 10**20, None) == (1125 * 10**18, 1125 * 10**17)
+
+
+def test_an_intent_ceiling_bounds_the_first_fees_and_the_lower_of_two_ceilings_wins() -> None:
+    policy = FeePolicy(max_fee_cap_wei=None, priority_fee_wei=2 * GWEI)
+    assert initial_fees(500 * GWEI, policy, 700 * GWEI) == (700 * GWEI, 2 * GWEI)
+    assert policy.ceiling(700 * GWEI) == 700 * GWEI
+    assert policy.ceiling(None) is None
+    capped = FeePolicy(max_fee_cap_wei=300 * GWEI, priority_fee_wei=2 * GWEI)
+    assert (capped.ceiling(700 * GWEI), capped.ceiling(100 * GWEI), capped.ceiling(None)) == (
+        300 * GWEI,
+        100 * GWEI,
+        300 * GWEI,
+    )
+
+
 # ------------------------------------------------------------------------------------------ classify_send_error
 
 
@@ -328,6 +349,51 @@ def test_journal_values_round_trip(store: Store) -> None:
     assert got[0].error_class == "underpriced"
     with pytest.raises(sqlite3.IntegrityError):  # a hash is journalled once
         store.add_attempt(intent.id, "replacement", 3, "0xh2", "0xr2", 34 * GWEI, 2 * GWEI, 81)
+
+
+def test_journal_keeps_each_intents_fee_ceiling(tmp_path: Path) -> None:
+    """A liquidation's fee ceiling is journalled with it and survives reopening the file (a restart); intents
+    without one (approvals, fillers) keep None."""
+    path = tmp_path / "keeper.db"
+    store = Store(path)
+    ceiling = 2**70  # beyond SQLite's 64-bit integers: stored exactly
+    store.add_intent("liquidate:a", "0xS", 1, "0xT", "0x01", 0, 100_000, simulate=True, max_fee_ceiling=ceiling)
+    store.add_intent("approve-engine", "0xS", 2, "0xT", "0x02", 0, 60_000, simulate=True)
+    store.close()
+    again = Store(path)
+    assert [(i.intent_key, i.max_fee_ceiling) for i in again.open_intents("0xS")] == [
+        ("liquidate:a", ceiling),
+        ("approve-engine", None),
+    ]
+
+
+# The journal's tables as schema version 1 wrote them (before intents carried a fee ceiling).
+SCHEMA_V1_INTENTS = """
+CREATE TABLE intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, intent_key TEXT NOT NULL, sender TEXT NOT NULL, status TEXT NOT NULL,
+    nonce INTEGER NOT NULL, to_address TEXT, data TEXT NOT NULL, value TEXT NOT NULL, gas INTEGER NOT NULL,
+    simulate INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, tx_hash TEXT,
+    block_number INTEGER, block_hash TEXT, error TEXT
+);
+INSERT INTO intents (intent_key, sender, status, nonce, to_address, data, value, gas, simulate, created_at,
+                     updated_at) VALUES ('liquidate:old', '0xS', 'pending', 7, '0xT', '0x', '0', 90000, 1, 1, 1);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_state_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A state file written by the previous keeper opens: its open intent is kept (with no ceiling of its own, so
+    only the operator's cap bounds it) and new intents journal theirs."""
+    path = tmp_path / "keeper.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_V1_INTENTS)
+    conn.close()
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION == 2
+    [old] = store.open_intents("0xS")
+    assert (old.intent_key, old.nonce, old.max_fee_ceiling) == ("liquidate:old", 7, None)
+    new = store.add_intent("liquidate:new", "0xS", 8, "0xT", "0x", 0, 90_000, simulate=True, max_fee_ceiling=5)
+    assert new.max_fee_ceiling == 5
 
 
 def test_journal_mined_unmined_and_renonce(store: Store) -> None:
