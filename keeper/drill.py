@@ -63,7 +63,7 @@ MAX_UINT = 2**256 - 1
 DRIVER_INDEX = 0  # Anvil dev account that pushes prices and funds accounts (also the embedded deployer)
 KEEPER_INDEX = 1  # Anvil dev account the keeper under drill signs with
 SUBS_PER_OWNER = 4  # seeded sub-accounts per owner address
-HEALTH_CHUNK = 250  # accounts per Lens.healths call (each read costs gas in eth_call)
+HEALTH_CHUNK = 250  # accounts per Lens.liquidationHealths call (each read costs gas in eth_call)
 DRIVER_TIP = 100 * GWEI  # the drill's price updates go first in their block, as oracle transmissions do
 DRIVER_MAX_FEE = 100_000 * GWEI
 SETTLE_MIN_BLOCKS = 30
@@ -612,32 +612,36 @@ def opt_in(driver: Driver, plans: list[SeedPlan], owners: set[str], keeper: str)
 
 # ------------------------------------------------------------------------------------------------ reading the chain
 
-_HEALTHS_SELECTOR = keccak(text="healths(address[],uint8[])")[:4]
+# The accounts as `liquidate` values them (Lens.liquidationHealths): a held asset whose price the router refuses
+# counts at zero, so during an oracle fault an account is liquidatable on its other collateral.
+_HEALTHS_SELECTOR = keccak(text="liquidationHealths(address[],uint8[])")[:4]
 _HEALTHS_OUT = ["(bool,(uint256,uint256,uint256,uint256,uint256,uint256))[]"]
 
 
 def read_healths(
     rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int
 ) -> tuple[list[bool], list[int], list[int]]:
-    """Every account's (prices valid, health, debt) at `block`, from Lens.healths in chunks."""
+    """Every account's (can be acted on, health, debt) at `block`, from Lens.liquidationHealths in chunks."""
     return split_rows(_health_rows(rpc, lens, accounts, block))
 
 
 def split_rows(rows: list[tuple[bool, tuple[int, ...]]]) -> tuple[list[bool], list[int], list[int]]:
-    """(prices valid, health, debt) per account from Lens.healths rows."""
-    ok = [good for good, _ in rows]
+    """(can be acted on, health, debt) per account from Lens.liquidationHealths rows. An account can be acted on
+    when the engine can value it (the debt asset's price is valid) and, with debt, some of its collateral has a
+    valid price: one whose every collateral is refused a price cannot be liquidated, as before."""
+    ok = [good and (int(h[3]) == 0 or int(h[0]) > 0) for good, h in rows]
     health = [int(h[5]) if good else 0 for good, h in rows]
     debt = [int(h[3]) if good else 0 for good, h in rows]
     return ok, health, debt
 
 
 def debts_usd(rows: list[tuple[bool, tuple[int, ...]]]) -> list[float]:
-    """Every account's debt value in USD from Lens.healths rows (0 where its prices are refused)."""
+    """Every account's debt value in USD from Lens.liquidationHealths rows (0 where it cannot be valued)."""
     return [int(h[4]) / WAD if good else 0.0 for good, h in rows]
 
 
 def totals(all_rows: list[tuple[bool, tuple[int, ...]]]) -> dict[str, float]:
-    """USD totals over Lens.healths rows: collateral value, borrowing power (Σ value·ltv) and debt value."""
+    """USD totals over Lens.liquidationHealths rows: collateral value, borrowing power (Σ value·ltv) and debt value."""
     rows = [h for good, h in all_rows if good]
     return {
         "collateral_usd": sum(int(h[0]) for h in rows) / WAD,
@@ -649,7 +653,7 @@ def totals(all_rows: list[tuple[bool, tuple[int, ...]]]) -> dict[str, float]:
 def _health_rows(
     rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int
 ) -> list[tuple[bool, tuple[int, ...]]]:
-    """Lens.healths in chunks: (prices valid, AccountHealth) per account."""
+    """Lens.liquidationHealths in chunks: (valued, AccountHealth) per account."""
     out: list[tuple[bool, tuple[int, ...]]] = []
     for i in range(0, len(accounts), HEALTH_CHUNK):
         chunk = accounts[i : i + HEALTH_CHUNK]

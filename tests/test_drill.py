@@ -448,8 +448,9 @@ def test_percentile_nearest_rank() -> None:
 
 def test_stale_feed_refused_then_caught_up(stale: Run) -> None:
     """WETH's feed is frozen past its max_staleness: the router refuses it exactly from max_staleness after its last
-    update until the fault ends; while it is refused no account holding WETH is liquidated, and when the fault ends
-    (the market price is pushed) the accounts it hid are liquidated within two blocks."""
+    update until the fault ends; while it is refused WETH is never seized (accounts with other collateral are
+    liquidated on that, valued with WETH at zero), and when the fault ends (the market price is pushed) the accounts
+    it hid are liquidated within two blocks."""
     rec = stale.rec
     fault = stale.fault("stale", "WETH")
     max_staleness = next(a["max_staleness"] for a in local_config()["asset"] if a["symbol"] == "WETH")
@@ -465,14 +466,17 @@ def test_stale_feed_refused_then_caught_up(stale: Run) -> None:
         assert b.oracle["WBTC"] is not None
         assert b.oracle["USDC"] is not None
 
+    # Accounts whose only collateral is WETH cannot be acted on while its price is refused; the others are valued
+    # with WETH at zero and may be liquidated on their other collateral, never on WETH.
     holders = {i for b in rec.blocks if b.oracle["WETH"] is None for i in range(len(rec.accounts)) if not b.ok[i]}
     assert holders
     for liq in rec.liquidations:
-        if stale.parent(liq).oracle["WETH"] is None:
-            assert stale.account(liq) not in holders, liq
+        parent = stale.parent(liq)
+        if parent.oracle["WETH"] is None:
+            assert parent.ok[stale.account(liq)], liq
             assert liq.collateral != "WETH"
-    # Accounts without WETH were liquidated while WETH was frozen (the fault is on one feed only).
-    assert any(stale.account(x) not in holders for x in rec.liquidations)
+    # Accounts were liquidated while WETH was frozen (the fault is on one feed only).
+    assert any(stale.parent(x).oracle["WETH"] is None for x in rec.liquidations)
 
     back = next(j for j in range(stale.index[refused[-1]] + 1, len(rec.blocks)) if rec.blocks[j].oracle["WETH"])
     assert rec.blocks[back].scenario_s == math.ceil(fault.end / stale.sc.block_time_s) * stale.sc.block_time_s
@@ -485,8 +489,9 @@ def test_stale_feed_refused_then_caught_up(stale: Run) -> None:
 
 @pytest.mark.parametrize(("kind", "asset"), [("zero", "WETH"), ("negative", "WBTC")])
 def test_invalid_answer_refused_then_caught_up(zero_negative: Run, kind: str, asset: str) -> None:
-    """A zero or negative answer is refused for exactly the fault's blocks; no account holding the asset is
-    liquidated while it is, and the accounts it hid are liquidated within two blocks of its end."""
+    """A zero or negative answer is refused for exactly the fault's blocks; while it is, the asset is never seized
+    and only accounts with other collateral are liquidated (on that), and the accounts it hid are liquidated within
+    two blocks of its end."""
     run = zero_negative
     rec = run.rec
     fault = run.fault(kind, asset)
@@ -496,8 +501,9 @@ def test_invalid_answer_refused_then_caught_up(zero_negative: Run, kind: str, as
     hidden = {i for b in rec.blocks if b.number in window for i in range(len(rec.accounts)) if not b.ok[i]}
     assert hidden
     for liq in rec.liquidations:
-        if run.parent(liq).number in window:
-            assert run.account(liq) not in hidden, liq
+        parent = run.parent(liq)
+        if parent.number in window:
+            assert parent.ok[run.account(liq)], liq  # it had collateral with a valid price
             assert liq.collateral != asset
     back = run.index[max(window)] + 1
     assert rec.blocks[back].oracle[asset] is not None
