@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     # --- opt-in protection (docs/protection.md); needs a deployment with the ProtectionModule
     rebalance_enabled: bool = Field(default=False, description="rebalance owners' sub-accounts that authorised us")
     pre_liquidation_enabled: bool = Field(default=False, description="pre-liquidate opted-in accounts in the band")
+    # --- insolvency write-offs (docs/keeper.md): land a certain loss before any lender can redeem ahead of it
+    write_off_enabled: bool = Field(default=True, description="writeOff insolvent accounts it does not liquidate")
     # --- risk-parameter updates (run when the key holds RISK_KEEPER_ROLE; docs/risk-model.md)
     optimize_interval_s: float = Field(default=3600.0, ge=0, description="how often to re-optimize; 0 = never")
     optimize_paths: int = Field(default=50_000, ge=1000, le=10_000_000)

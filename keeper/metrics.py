@@ -75,6 +75,9 @@ class Metrics:
             "keeper_pre_liquidations_sent", "Pre-liquidation transactions sent", registry=r
         )
         self.rebalances_sent = Counter("keeper_rebalances_sent", "Rebalance transactions sent", registry=r)
+        self.write_offs_sent = Counter(
+            "keeper_write_offs_sent", "writeOff transactions sent for insolvent accounts not liquidated", registry=r
+        )
         self.protection_reverted = Counter(
             "keeper_protection_reverted",
             "Rebalance and pre-liquidation transactions that reverted on chain",

@@ -37,7 +37,8 @@ from keeper.deployment import Deployment, NativeSource, connect, contract, nativ
 from keeper.discovery import Discovery
 from keeper.metrics import SKIP_REASONS, Metrics
 from keeper.protectjob import Protector
-from keeper.state import Market, read_accounts, read_market
+from keeper.state import Account as AccountView
+from keeper.state import Market, liquidation_valuation, read_accounts, read_market
 from keeper.store import Store
 from keeper.strategy import COOLDOWN_BLOCKS, Limits, Plan, plan_all
 from keeper.txmanager import FeePolicy, TxManager
@@ -51,6 +52,7 @@ WAD = 10**18
 # 0.1 % of a repayment kept in reserve for interest accrued between reading and inclusion.
 INTEREST_HEADROOM_DIVISOR = 1_000
 LIQUIDATION_PREFIX = "liquidate:"
+WRITE_OFF_PREFIX = "writeoff:"
 # Skip reasons logged as warnings (the operator must do something); the others are logged at info.
 WARN_REASONS = frozenset({"inventory", "price", "rejected"})
 
@@ -298,6 +300,12 @@ class Keeper:
                     inventory -= plan.quote.repaid
                 else:
                     not_sent[key] = refusal
+            if self.settings.write_off_enabled:
+                try:
+                    self._write_offs(market, accounts, not_sent)
+                except Exception:
+                    self.metrics.rpc_errors.inc()
+                    self.log.exception("write-offs failed at block %d", head)
             if self.protector is not None:
                 try:
                     self.protector.run(market, accounts, head, liquidatable)
@@ -308,6 +316,37 @@ class Keeper:
                     self.log.exception("protection strategies failed at block %d", head)
         self._report_not_sent(not_sent, head)
         self._follow(head)
+
+    def _write_offs(self, market: Market, accounts: list[AccountView], not_sent: dict[Account, NotSent]) -> None:
+        """An insolvent account that gets no liquidation this block (no inventory, unprofitable, fee, cooldown...)
+        is written off at once with `writeOff`: the loss its collateral cannot cover lands on every lender pro rata
+        now, before any of them can redeem ahead of it. A liquidation does the same itself, so accounts being
+        liquidated are left to it. Only with every held price valid (the engine refuses otherwise)."""
+        if not not_sent or not market.debt_price.ok:
+            return
+        by_key = {(a.owner, a.sub_id): a for a in accounts}
+        for key in not_sent:
+            a = by_key.get(key)
+            valuation = None if a is None else liquidation_valuation(a, market)
+            if a is None or valuation is None or valuation.unpriced is not None:
+                continue
+            off, _ = risk.written_off(
+                valuation, a.scaled_debt, market.index, market.debt_price.price, market.debt_decimals
+            )
+            if off == 0:
+                continue
+            intent = f"{WRITE_OFF_PREFIX}{a.owner}:{a.sub_id}:{a.scaled_debt}"
+            data = self.engine.encode_abi("writeOff", [a.owner, a.sub_id])
+            submission = self.txm.submit(intent, {"to": self.dep.engine, "data": data, "value": 0}, simulate=True)
+            if submission is not None and submission.status == "pending":
+                self.metrics.write_offs_sent.inc()
+                self.log.info(
+                    "writing off %s/%d: %s %s its collateral cannot cover",
+                    a.owner,
+                    a.sub_id,
+                    self._tokens(risk.to_assets_up(off, market.index)),
+                    self.dep.debt.symbol,
+                )
 
     def _limits(self, market: Market, head: int) -> Limits:
         block = self.w3.eth.get_block(head)

@@ -263,3 +263,58 @@ def test_shipped_abis_match_the_standard_interfaces(project: Any, shipped: str, 
     theirs = signatures([a.model_dump(mode="json") for a in project[compiled].contract_type.abi])
     assert ours
     assert {name: theirs.get(name) for name in ours} == ours
+
+
+def test_an_insolvent_account_the_keeper_cannot_liquidate_is_written_off_at_once(
+    system: Any, chain: Any, accounts: Any, alice: Any, bob: Any, tmp_path: Path
+) -> None:
+    """With none of the debt asset the keeper cannot liquidate, but an insolvent account's certain loss must not
+    wait for someone who can: it sends `writeOff`, and the vault's share price falls at once, before any lender can
+    redeem ahead of the loss. A merely liquidatable (covered) account is left alone, and with write-offs turned
+    off nothing is sent."""
+    open_position(system, alice, 0, {"WETH": 10**18}, borrow=1500 * USDC)
+    open_position(system, bob, 0, {"WETH": 10**18}, borrow=1500 * USDC)
+    keeper_account = accounts[KEEPER_INDEX]
+    assert int(system.usdc.balanceOf(keeper_account)) == 0
+    w3 = chain.provider.web3
+    _rpc(w3, "evm_setAutomine", False)
+    try:
+        keeper = _keeper(system, chain, tmp_path, confirmations=1)
+        keeper.ensure_allowance()
+        _mine(w3)
+        system.feeds["WETH"].setAnswer(WETH_DROP, sender=system.admin)  # both liquidatable, both covered
+        _mine(w3)
+        for _ in range(3):
+            keeper.tick()
+            _mine(w3)
+        assert not [i for i in keeper.store.intents() if i.intent_key.startswith("writeoff:")]
+        assert int(system.engine.debtOf(alice, 0)) >= 1500 * USDC  # nothing written off (interest accrues)
+        system.feeds["WETH"].setAnswer(1400 * 10**8, sender=system.admin)  # $1,400 against 1,500: insolvent
+        _mine(w3)
+        price_before = int(system.vault.convertToAssets(10**12))
+        for _ in range(3):
+            keeper.tick()
+            _mine(w3)
+    finally:
+        _rpc(w3, "evm_setAutomine", True)
+    cover = 1400 * WAD * WAD // (WAD + 5 * 10**15)
+    target = -(-cover // 10**12)
+    for owner in (alice, bob):
+        # Written down to the cover value (plus the interest of the blocks since, under a unit).
+        assert target <= int(system.engine.debtOf(owner, 0)) <= target + 2
+    assert int(system.vault.convertToAssets(10**12)) < price_before
+    assert keeper.metrics.write_offs_sent._value.get() == 2
+    assert keeper.metrics.liquidations_sent._value.get() == 0
+    written = [i for i in keeper.store.intents() if i.intent_key.startswith("writeoff:")]
+    assert sorted(i.status for i in written) == ["confirmed", "confirmed"]
+
+
+def test_write_offs_can_be_turned_off(system: Any, chain: Any, alice: Any, tmp_path: Path) -> None:
+    open_position(system, alice, 0, {"WETH": 10**18}, borrow=1500 * USDC)
+    system.feeds["WETH"].setAnswer(1400 * 10**8, sender=system.admin)
+    keeper = _keeper(system, chain, tmp_path, write_off_enabled=False)
+    for _ in range(2):
+        keeper.tick()
+        chain.mine()
+    assert int(system.engine.debtOf(alice, 0)) >= 1500 * USDC
+    assert keeper.metrics.write_offs_sent._value.get() == 0
