@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eth_abi.abi import decode
+from eth_utils.abi import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import ContractLogicError, TransactionNotFound
 from web3.types import BlockIdentifier
 
 from keeper import stress, volatility
@@ -305,6 +307,68 @@ def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
     }
 
 
+UPDATE_FUNCTION = "updateRiskParams(address,uint64,uint64)"
+
+
+def dry_run(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
+    """`keeper optimize --dry-run`: the transaction `--apply` would send now (from, to, function, arguments,
+    calldata) and what `eth_call` and gas estimation from the keeper's key say of it. Nothing is signed, sent or
+    journalled, and the state file is not opened."""
+    from keeper.signer import load_signer
+
+    a = asset_info(chain.dep, symbol)
+    signer = load_signer(chain.settings, chain.dep.chain_id)
+    engine = contract(chain.w3, chain.dep, "MarginEngine")
+    head = chain.w3.eth.get_block("latest")
+    on = read_onchain(engine, a.token, int(head["number"]))
+    plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
+    base = {"asset": a.symbol, "dry_run": True, "sent": False, "before": {"ltv": on.ltv / WAD, "lt": on.lt / WAD}}
+    if isinstance(plan, str):
+        return {**base, "reason": plan}
+    token = Web3.to_checksum_address(a.token)
+    data = engine.functions.updateRiskParams(token, plan.ltv, plan.lt)._encode_transaction_data()
+    tx = {"from": signer.address, "to": engine.address, "data": data}
+    return {
+        **base,
+        "role": has_role(engine, signer.address),
+        "tx": {**tx, "function": UPDATE_FUNCTION, "args": {"asset": token, "ltv": plan.ltv, "lt": plan.lt}},
+        "simulation": simulate(chain.w3, chain.dep.abis["MarginEngine"], tx),
+        "ltv": plan.ltv / WAD,
+        "lt_target": plan.lt / WAD,
+        "ramps": plan.ramps,
+        "plan": {k: v / WAD if isinstance(v, int) and not isinstance(v, bool) else v for k, v in asdict(plan).items()},
+    }
+
+
+def simulate(w3: Web3, abi: list[dict[str, Any]], tx: dict[str, Any]) -> dict[str, Any]:
+    """`eth_call` and `eth_estimateGas` of `tx` at the latest block: `{"ok": True, "gas": n}`, or `{"ok": False,
+    "error": ...}` with a custom error decoded from `abi` (name and arguments)."""
+    call: Any = tx
+    try:
+        w3.eth.call(call, "latest")
+        gas = int(w3.eth.estimate_gas(call))
+    except ContractLogicError as exc:
+        return {"ok": False, "error": revert_text(abi, exc)}
+    return {"ok": True, "gas": gas}
+
+
+def revert_text(abi: list[dict[str, Any]], exc: ContractLogicError) -> str:
+    """A revert as `ErrorName(arg, ...)` when its data matches a custom error of `abi`, else the node's message."""
+    data = exc.data if isinstance(exc.data, str) else ""
+    if data.startswith("0x") and len(data) >= 10:
+        selector = bytes.fromhex(data[2:10])
+        for item in abi:
+            if item.get("type") != "error":
+                continue
+            types = [str(i["type"]) for i in item.get("inputs", [])]
+            if function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})") != selector:
+                continue
+            values = decode(types, bytes.fromhex(data[10:]))
+            shown = ["0x" + v.hex() if isinstance(v, bytes) else str(v) for v in values]
+            return f"{item['name']}({', '.join(shown)})"
+    return str(exc.message or exc)
+
+
 def _receipt(w3: Web3, tx_hash: str) -> Any:
     try:
         return w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
@@ -313,12 +377,31 @@ def _receipt(w3: Web3, tx_hash: str) -> Any:
 
 
 def describe(applied: dict[str, Any]) -> str:
+    if applied.get("dry_run"):
+        return describe_dry_run(applied)
     if not applied["sent"]:
         return f"not applied: {applied['reason']}"
     ramp = f", lt ramps down until {applied['ramp_end']}" if applied["ramps"] else ", lt applies at once"
     return (
         f"applied ({applied['status']}, tx {applied['tx']}): ltv {applied['before']['ltv']:.4f} -> {applied['ltv']:.4f}"
         f", lt {applied['before']['lt']:.4f} -> {applied['lt_target']:.4f}{ramp}"
+    )
+
+
+def describe_dry_run(d: dict[str, Any]) -> str:
+    if "tx" not in d:
+        return f"dry run: --apply would send nothing now: {d['reason']}"
+    tx, args, sim = d["tx"], d["tx"]["args"], d["simulation"]
+    ramp = "lt ramps down over the ramp duration" if d["ramps"] else "lt applies at once"
+    outcome = f"succeeds, gas {sim['gas']:,}" if sim["ok"] else f"reverts: {sim['error']}"
+    role = "" if d["role"] else f"\n  the key {tx['from']} lacks RISK_KEEPER_ROLE: --apply would refuse"
+    return (
+        f"dry run, nothing sent: {d['asset']} ltv {d['before']['ltv']:.4f} -> {d['ltv']:.4f}, "
+        f"lt {d['before']['lt']:.4f} -> {d['lt_target']:.4f} ({ramp})\n"
+        f"  to {tx['to']} (MarginEngine), from {tx['from']}\n"
+        f"  {tx['function']} asset={args['asset']} ltv={args['ltv']} lt={args['lt']}\n"
+        f"  calldata {tx['data']}\n"
+        f"  simulation: {outcome}{role}"
     )
 
 

@@ -135,6 +135,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="refuse a measured volatility below this: a frozen feed (default %(default)s)",
     )
     g.add_argument("--apply", action="store_true", help="send the bounded on-chain update (needs the role)")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the transaction --apply would send (calldata, simulation) and send nothing",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--plot", type=Path, metavar="PNG", help="write the bad-debt / borrowing-power plot here")
@@ -370,8 +375,11 @@ def run(args: argparse.Namespace) -> int:
     chain: Any = None
     if args.plot is not None and not args.plot.resolve().parent.is_dir():
         raise OptimizeError(f"--plot {args.plot}: folder {args.plot.resolve().parent} does not exist; create it first")
-    if args.apply and not args.asset:
-        raise OptimizeError("--apply needs --asset SYMBOL (and a config for the chain)")
+    if args.apply and args.dry_run:
+        raise OptimizeError("--apply and --dry-run exclude each other: --dry-run shows what --apply would send")
+    for flag, wanted in (("--apply", args.apply), ("--dry-run", args.dry_run)):
+        if wanted and not args.asset:
+            raise OptimizeError(f"{flag} needs --asset SYMBOL (and a config for the chain)")
     need = history_need(args)
     if args.asset:
         from keeper import optimizechain
@@ -398,6 +406,10 @@ def run(args: argparse.Namespace) -> int:
         from keeper import optimizechain
 
         doc["applied"] = optimizechain.apply(chain, args.asset, result.choice.metrics)
+    if args.dry_run:
+        from keeper import optimizechain
+
+        doc["dry_run"] = optimizechain.dry_run(chain, args.asset, result.choice.metrics)
     if args.json:
         print(json.dumps(doc, allow_nan=False))
     else:
@@ -406,6 +418,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"plot: {args.plot}")
         if "applied" in doc:
             print(optimizechain.describe(doc["applied"]))
+        if "dry_run" in doc:
+            print(optimizechain.describe(doc["dry_run"]))
     return 0
 
 

@@ -87,6 +87,8 @@ def test_calm_market_sets_the_buffer_only() -> None:
         (["--sigma", "0.8", "--from-scenario", "black-thursday"], "expected NAME:SYMBOL"),
         (["--sigma", "0.8", "--from-scenario", "no-such-crash:WETH"], "no-such-crash"),
         (["--sigma", "0.8", "--apply"], "--apply needs --asset"),
+        (["--sigma", "0.8", "--dry-run"], "--dry-run needs --asset"),
+        (["--sigma", "0.8", "--apply", "--dry-run"], "--apply and --dry-run exclude each other"),
         (["--sigma", "0.8", "--min-rounds", "2"], "--min-rounds 2: at least 3 rounds"),
         (["--sigma", "0.8", "--plot", "/no/such/folder/x.png"], "does not exist"),
         (["--sigma", "0.8", "--calm-sigma", "-1"], "calm market: sigma must be >= 0"),
