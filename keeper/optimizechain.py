@@ -425,8 +425,8 @@ def _job_args(settings: Any, asset: str) -> argparse.Namespace:
 
 
 JOB_ADVICE = (
-    "the job leaves this asset's ratios as they are until there is; set optimize_window_s, optimize_min_rounds, "
-    "optimize_min_history_days or optimize_min_sigma to change what it asks for"
+    "the job leaves this asset's ratios as they are; optimize_window_s, optimize_min_rounds, "
+    "optimize_min_history_days and optimize_min_sigma set what it asks for"
 )
 JOB_MAX_ROUNDS = 5000
 

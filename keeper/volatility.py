@@ -383,6 +383,6 @@ def _walk_phase(
                 continue
             history.rounds.append(r)
             if len(history.rounds) >= max_rounds:
-                return "max_rounds"
+                return f"the max-rounds limit ({max_rounds})"
         n -= size
     return "phase start"

@@ -377,12 +377,16 @@ def test_a_reverting_feed_fails_only_its_asset(
 
 
 class CountingRelay:
-    """An HTTP JSON-RPC relay in front of the node that counts what reaches it: requests, and eth_calls in them."""
+    """An HTTP JSON-RPC relay in front of the node that counts what reaches it: requests, and eth_calls in them.
+    Like some hosted nodes, it can refuse batches larger than `max_batch` (one error object for the whole batch), or
+    answer every eth_call with HTTP 429 (`limited`)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, max_batch: int | None = None) -> None:
         relay = self
         self.requests = 0
         self.eth_calls = 0
+        self.refused = 0
+        self.limited = False
         self._lock = threading.Lock()
         session = requests.Session()
 
@@ -394,12 +398,23 @@ class CountingRelay:
                 with relay._lock:
                     relay.requests += 1
                     relay.eth_calls += len(calls)
-                answer = session.post(upstream, data=body, headers={"Content-Type": "application/json"}, timeout=60)
-                self.send_response(answer.status_code)
+                if calls and relay.limited:
+                    self.answer(429, b'{"error": "too many requests"}')
+                elif max_batch is not None and isinstance(doc, list) and len(doc) > max_batch:
+                    with relay._lock:
+                        relay.refused += 1
+                    error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "batch too large"}}
+                    self.answer(200, json.dumps(error).encode())
+                else:
+                    answer = session.post(upstream, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+                    self.answer(answer.status_code, answer.content)
+
+            def answer(self, status: int, content: bytes) -> None:
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer.content)))
+                self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(answer.content)
+                self.wfile.write(content)
 
             def log_message(self, *_args: Any) -> None:
                 pass
@@ -431,3 +446,25 @@ def test_rounds_are_read_in_batches(system: Any, chain: Any, admin: Any, oracle:
     assert relay.eth_calls >= 300
     # 300 rounds in batches of 100, plus start-up checks and the engine's and router's reads.
     assert relay.requests < 40, relay.requests
+
+
+def test_a_node_that_refuses_large_batches_or_fails(chain: Any, admin: Any, oracle: Any) -> None:
+    """A node that refuses batches over 16 calls still gives every round (the reader halves a refused batch and keeps
+    the smaller size); a node that fails (HTTP 429) is a FeedError of reason "rpc", not a traceback or a short
+    history."""
+    feed = two_phases(chain, admin, oracle, 0.8, 60, seed=7)
+    relay = CountingRelay(chain.provider.uri, max_batch=16)
+    try:
+        w3 = Web3(Web3.HTTPProvider(relay.url))
+        got = vol.read_history(w3, feed.proxy.address, 1000)
+        assert as_pushed(got.rounds) == feed.pushed
+        # 4 requests to start (latest and decimals, phase 2's rounds, phase 1's aggregator, its latest and decimals);
+        # phase 1's 60 rounds in one batch: refused; each half of 30: refused, then sent as two batches of 15.
+        assert relay.refused == 3
+        assert got.requests == 4 + 1 + 2 * (1 + 2)
+        relay.limited = True
+        with pytest.raises(vol.FeedError, match="the node failed to answer") as failed:
+            vol.read_history(w3, feed.proxy.address, 1000)
+        assert failed.value.reason == "rpc"
+    finally:
+        relay.close()
