@@ -87,6 +87,7 @@ bench: gas-check
 	$(PY) benchmarks/scan.py --accounts 1000
 	$(PY) benchmarks/scan.py --accounts 10000
 	$(PY) benchmarks/montecarlo.py --paths 1000000 --steps 1440
+	$(PY) benchmarks/feed_history.py --rounds 720
 
 clean:
 	rm -rf .build contracts/.cache

@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     optimize_delay_s: float = Field(default=60.0, ge=0, description="the keeper's reaction delay assumed")
     optimize_oracle_deviation: float = Field(default=0.005, ge=0, lt=1, description="the feeds' deviation threshold")
     optimize_window_s: float = Field(default=30 * 86400.0, gt=0, description="feed history used for volatility")
+    # At most 5,000: the job reads no more rounds than that (optimizechain.JOB_MAX_ROUNDS).
+    optimize_min_rounds: int = Field(default=24, ge=3, le=5000, description="fewest rounds a volatility comes from")
+    optimize_min_history_days: float = Field(default=1.0, ge=0, description="fewest days of rounds it is measured over")
+    optimize_min_sigma: float = Field(default=0.01, ge=0, description="a lower measured σ is a frozen feed: refused")
     # --- state, metrics, logs
     state_db: Path = Path("keeper-state.db")
     metrics_port: int | None = Field(default=None, ge=1, le=65535)

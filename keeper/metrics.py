@@ -92,6 +92,12 @@ class Metrics:
         self.risk_optimizer_runs = Counter(
             "keeper_risk_optimizer_runs", "Optimizer runs (one per asset with bounds, per interval)", registry=r
         )
+        self.risk_optimizer_failures = Counter(
+            "keeper_risk_optimizer_failures",
+            "Assets the optimizer job could not optimize, by asset and reason (history, sigma, feed, rpc, error)",
+            ["asset", "reason"],
+            registry=r,
+        )
         self.rpc_errors = Counter("keeper_rpc_errors", "Failed RPC calls (any job)", registry=r)
         self.node_stale = Gauge("keeper_node_stale", "1 while the node has produced no block for too long", registry=r)
         self.circuit_open = Gauge(

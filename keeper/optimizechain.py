@@ -10,16 +10,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eth_abi.abi import decode
+from eth_utils.abi import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import ContractLogicError, TransactionNotFound
 from web3.types import BlockIdentifier
 
 from keeper import stress, volatility
 from keeper.config import Settings
-from keeper.deployment import AssetInfo, Deployment, contract, standard_contract
+from keeper.deployment import AssetInfo, Deployment, contract
 from keeper.errors import KeeperError
-from keeper.optimizecli import WAD, Measured
+from keeper.optimizecli import WAD, HistoryNeed, Measured
 
 # Updates smaller than this (WAD, 0.25 %) are not worth a transaction or a ramp.
 DEAD_BAND = 25 * 10**14
@@ -152,32 +154,71 @@ def plan_update(ltv: float, lt: float, on: Onchain, now: int, dead_band: int = D
 # ---------------------------------------------------------------------------------------------- measuring
 
 
+def _history_text(history: volatility.History) -> str:
+    phases = ", ".join(str(p) for p in history.phases)
+    where = f"phases {phases}" if len(history.phases) > 1 else f"phase {phases}"
+    return f"read back to {history.end}, {where}"
+
+
+def _estimate(
+    symbol: str, history: volatility.History, now: int, window_s: float, need: HistoryNeed, need_history: bool
+) -> volatility.Estimate:
+    """The estimate from `history`, refused (VolatilityError) when it holds fewer than `need.rounds` rounds, reaches
+    back less than `need.days` from `now`, or gives a σ below `need.sigma`. With `need_history` off (σ was given),
+    a history short of rounds or days gives zeros instead."""
+    found, reach_s = volatility.coverage(history.rounds, now)
+    if found < need.rounds or reach_s < need.days * volatility.DAY_S:
+        if not need_history:
+            return volatility.Estimate(found, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        days = f"{need.days:g} day{'' if need.days == 1 else 's'}"
+        too_short = window_s < need.days * volatility.DAY_S
+        short_window = f" (the window itself is shorter than {days})" if too_short else ""
+        raise volatility.VolatilityError(
+            f"{symbol}'s feed {history.feed} has {found} rounds reaching back {reach_s / volatility.DAY_S:.2f} days "
+            f"in the last {window_s / volatility.DAY_S:g} days{short_window} ({_history_text(history)}); at least "
+            f"{need.rounds} rounds reaching back {days} are needed: {need.advice}"
+        )
+    est = volatility.estimate(history.rounds)
+    measured = max(est.sigma, est.ewma)
+    if need_history and measured < need.sigma:
+        raise volatility.FlatFeedError(
+            f"{symbol}'s feed {history.feed} gives σ {measured:.4f} from {found} rounds over "
+            f"{est.span_s / volatility.DAY_S:.2f} days, below the minimum {need.sigma:g}: its answers (almost) never "
+            f"move, as a frozen or hard-coded feed's do; no ratio is chosen from it: {need.advice}"
+        )
+    return est
+
+
 def measure(
-    w3: Web3, dep: Deployment, symbol: str, window_s: float, max_rounds: int, need_history: bool = True
+    w3: Web3,
+    dep: Deployment,
+    symbol: str,
+    window_s: float,
+    max_rounds: int,
+    need: HistoryNeed,
+    need_history: bool = True,
 ) -> Measured:
-    """Volatility and jumps from the feed's round history; discounts, lt and ltv from the engine; the heartbeat from
-    the router's staleness limit; the lt ceiling from governance's bounds when set. With `need_history` off (the
-    volatility was given), a feed with too little history gives zeros instead of an error."""
+    """Volatility and jumps from the round history of the feed the router prices the asset with (across its proxy
+    phases); discounts, lt and ltv from the engine; the heartbeat from the router's staleness limit; the lt ceiling
+    from governance's bounds when set. A history thinner than `need` is refused (VolatilityError), as is a feed that
+    cannot be read (FeedError); with `need_history` off (the volatility was given), a thin history gives zeros."""
     a = asset_info(dep, symbol)
     engine = contract(w3, dep, "MarginEngine")
     router = contract(w3, dep, "OracleRouter")
-    feed = standard_contract(w3, "AggregatorV3Interface", a.feed)
     head = w3.eth.get_block("latest")
+    block = int(head["number"])
+    feed_config = router.functions.feedConfig(a.token).call(block_identifier=block)
+    feed, staleness = str(feed_config[0]), int(feed_config[1])
+    if int(feed, 16) == 0:
+        raise KeeperError(f"{a.symbol} has no feed on the router {router.address}; governance sets it (setFeed)")
     since = int(head["timestamp"]) - int(window_s)
     try:
-        rounds = volatility.read_rounds(feed, max_rounds, since=since, block=int(head["number"]))
-        est = volatility.estimate(rounds)
-    except volatility.VolatilityError as exc:
-        if not need_history:
-            est = volatility.Estimate(len(rounds), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        else:
-            raise KeeperError(
-                f"{a.symbol}'s feed {a.feed} has too little history in the last {window_s / 86400:g} days ({exc}); "
-                "widen --window-s or give --sigma"
-            ) from exc
-    on = read_onchain(engine, a.token, int(head["number"]))
-    params = engine.functions.riskParams().call(block_identifier=int(head["number"]))
-    staleness = router.functions.feedConfig(a.token).call(block_identifier=int(head["number"]))[1]
+        history = volatility.read_history(w3, feed, max_rounds, since=since, block=block)
+    except volatility.FeedError as exc:
+        raise volatility.FeedError(f"{a.symbol}: {exc}", exc.reason) from exc
+    est = _estimate(a.symbol, history, int(head["timestamp"]), window_s, need, need_history)
+    on = read_onchain(engine, a.token, block)
+    params = engine.functions.riskParams().call(block_identifier=block)
     return Measured(
         symbol=a.symbol,
         rounds=est.rounds,
@@ -194,6 +235,8 @@ def measure(
         lt=on.lt / WAD,
         ltv=on.ltv / WAD,
         lt_max=on.lt_max / WAD if on.max_step else None,
+        feed=history.feed,
+        phases=tuple(history.phases),
     )
 
 
@@ -264,6 +307,68 @@ def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
     }
 
 
+UPDATE_FUNCTION = "updateRiskParams(address,uint64,uint64)"
+
+
+def dry_run(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
+    """`keeper optimize --dry-run`: the transaction `--apply` would send now (from, to, function, arguments,
+    calldata) and what `eth_call` and gas estimation from the keeper's key say of it. Nothing is signed, sent or
+    journalled, and the state file is not opened."""
+    from keeper.signer import load_signer
+
+    a = asset_info(chain.dep, symbol)
+    signer = load_signer(chain.settings, chain.dep.chain_id)
+    engine = contract(chain.w3, chain.dep, "MarginEngine")
+    head = chain.w3.eth.get_block("latest")
+    on = read_onchain(engine, a.token, int(head["number"]))
+    plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
+    base = {"asset": a.symbol, "dry_run": True, "sent": False, "before": {"ltv": on.ltv / WAD, "lt": on.lt / WAD}}
+    if isinstance(plan, str):
+        return {**base, "reason": plan}
+    token = Web3.to_checksum_address(a.token)
+    data = engine.functions.updateRiskParams(token, plan.ltv, plan.lt)._encode_transaction_data()
+    tx = {"from": signer.address, "to": engine.address, "data": data}
+    return {
+        **base,
+        "role": has_role(engine, signer.address),
+        "tx": {**tx, "function": UPDATE_FUNCTION, "args": {"asset": token, "ltv": plan.ltv, "lt": plan.lt}},
+        "simulation": simulate(chain.w3, chain.dep.abis["MarginEngine"], tx),
+        "ltv": plan.ltv / WAD,
+        "lt_target": plan.lt / WAD,
+        "ramps": plan.ramps,
+        "plan": {k: v / WAD if isinstance(v, int) and not isinstance(v, bool) else v for k, v in asdict(plan).items()},
+    }
+
+
+def simulate(w3: Web3, abi: list[dict[str, Any]], tx: dict[str, Any]) -> dict[str, Any]:
+    """`eth_call` and `eth_estimateGas` of `tx` at the latest block: `{"ok": True, "gas": n}`, or `{"ok": False,
+    "error": ...}` with a custom error decoded from `abi` (name and arguments)."""
+    call: Any = tx
+    try:
+        w3.eth.call(call, "latest")
+        gas = int(w3.eth.estimate_gas(call))
+    except ContractLogicError as exc:
+        return {"ok": False, "error": revert_text(abi, exc)}
+    return {"ok": True, "gas": gas}
+
+
+def revert_text(abi: list[dict[str, Any]], exc: ContractLogicError) -> str:
+    """A revert as `ErrorName(arg, ...)` when its data matches a custom error of `abi`, else the node's message."""
+    data = exc.data if isinstance(exc.data, str) else ""
+    if data.startswith("0x") and len(data) >= 10:
+        selector = bytes.fromhex(data[2:10])
+        for item in abi:
+            if item.get("type") != "error":
+                continue
+            types = [str(i["type"]) for i in item.get("inputs", [])]
+            if function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})") != selector:
+                continue
+            values = decode(types, bytes.fromhex(data[10:]))
+            shown = ["0x" + v.hex() if isinstance(v, bytes) else str(v) for v in values]
+            return f"{item['name']}({', '.join(shown)})"
+    return str(exc.message or exc)
+
+
 def _receipt(w3: Web3, tx_hash: str) -> Any:
     try:
         return w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
@@ -272,12 +377,31 @@ def _receipt(w3: Web3, tx_hash: str) -> Any:
 
 
 def describe(applied: dict[str, Any]) -> str:
+    if applied.get("dry_run"):
+        return describe_dry_run(applied)
     if not applied["sent"]:
         return f"not applied: {applied['reason']}"
     ramp = f", lt ramps down until {applied['ramp_end']}" if applied["ramps"] else ", lt applies at once"
     return (
         f"applied ({applied['status']}, tx {applied['tx']}): ltv {applied['before']['ltv']:.4f} -> {applied['ltv']:.4f}"
         f", lt {applied['before']['lt']:.4f} -> {applied['lt_target']:.4f}{ramp}"
+    )
+
+
+def describe_dry_run(d: dict[str, Any]) -> str:
+    if "tx" not in d:
+        return f"dry run: --apply would send nothing now: {d['reason']}"
+    tx, args, sim = d["tx"], d["tx"]["args"], d["simulation"]
+    ramp = "lt ramps down over the ramp duration" if d["ramps"] else "lt applies at once"
+    outcome = f"succeeds, gas {sim['gas']:,}" if sim["ok"] else f"reverts: {sim['error']}"
+    role = "" if d["role"] else f"\n  the key {tx['from']} lacks RISK_KEEPER_ROLE: --apply would refuse"
+    return (
+        f"dry run, nothing sent: {d['asset']} ltv {d['before']['ltv']:.4f} -> {d['ltv']:.4f}, "
+        f"lt {d['before']['lt']:.4f} -> {d['lt_target']:.4f} ({ramp})\n"
+        f"  to {tx['to']} (MarginEngine), from {tx['from']}\n"
+        f"  {tx['function']} asset={args['asset']} ltv={args['ltv']} lt={args['lt']}\n"
+        f"  calldata {tx['data']}\n"
+        f"  simulation: {outcome}{role}"
     )
 
 
@@ -300,9 +424,27 @@ def _job_args(settings: Any, asset: str) -> argparse.Namespace:
     return args
 
 
+JOB_ADVICE = (
+    "the job leaves this asset's ratios as they are; optimize_window_s, optimize_min_rounds, "
+    "optimize_min_history_days and optimize_min_sigma set what it asks for"
+)
+JOB_MAX_ROUNDS = 5000
+
+
+def job_need(settings: Any) -> HistoryNeed:
+    return HistoryNeed(
+        rounds=settings.optimize_min_rounds,
+        days=settings.optimize_min_history_days,
+        sigma=settings.optimize_min_sigma,
+        advice=JOB_ADVICE,
+    )
+
+
 class RiskJob:
     """`keeper run`'s optimizer job: for every asset governance has bounded, when its update window is open,
-    measure, optimize and send one bounded step. Never raises; a run per `optimize_interval_s`."""
+    measure, optimize and send one bounded step. Never raises; a run per `optimize_interval_s`. Each asset is on its
+    own: one that cannot be measured (a feed that reverts, too little history, a frozen answer) is logged with the
+    reason and counted (`keeper_risk_optimizer_failures`), and the others go on."""
 
     def __init__(self, keeper: Any, log: logging.Logger) -> None:
         self.keeper = keeper
@@ -316,11 +458,8 @@ class RiskJob:
             self.log.exception("risk optimizer job failed; retrying at the next interval")
 
     def run_once(self) -> list[dict[str, Any]]:
-        from keeper.optimizecli import build, solve
-
         k = self.keeper
-        engine = k.engine
-        holds = has_role(engine, k.signer.address)
+        holds = has_role(k.engine, k.signer.address)
         if holds != self._role_logged:
             state = ("on", "holds") if holds else ("off", "lacks")
             self.log.info("risk updates %s: the key %s RISK_KEEPER_ROLE", *state)
@@ -329,39 +468,64 @@ class RiskJob:
             return []
         done = []
         for a in k.dep.assets:
-            head = k.w3.eth.get_block("latest")
-            on = read_onchain(engine, a.token, int(head["number"]))
-            if on.max_step == 0 or int(head["timestamp"]) < on.next_allowed:
-                continue
             try:
-                measured = measure(k.w3, k.dep, a.symbol, k.settings.optimize_window_s, 5000)
-            except KeeperError as exc:
-                self.log.warning("risk %s: not optimized: %s", a.symbol, exc)
+                entry = self._one(a)
+            except KeeperError as exc:  # the asset's own problem, said in words: history, σ, feed, node
+                reason = str(getattr(exc, "reason", "error"))
+                self.log.warning("risk %s: not optimized (%s): %s", a.symbol, reason, exc)
+                entry = {"asset": a.symbol, "sent": False, "failed": reason, "error": str(exc)}
+            except Exception as exc:  # a bug or an unexpected node answer: logged in full, the next asset still runs
+                self.log.exception("risk %s: not optimized (error)", a.symbol)
+                entry = {"asset": a.symbol, "sent": False, "failed": "error", "error": repr(exc)}
+            if entry is None:
                 continue
-            sim, targets = build(_job_args(k.settings, a.symbol), measured)
-            result = solve(sim, targets, (measured.lt, measured.ltv))
-            k.metrics.risk_optimizer_runs.inc()
-            choice = result.choice.metrics
-            plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
-            entry: dict[str, Any] = {"asset": a.symbol, "choice": {"ltv": choice.ltv, "lt": choice.lt}}
-            if isinstance(plan, str):
-                self.log.info("risk %s: no update (%s)", a.symbol, plan)
-                done.append({**entry, "sent": False, "reason": plan})
-                continue
-            sub = submit(k.txm, engine, a.token, plan, on)
-            if sub is not None:
-                k.metrics.risk_updates_sent.inc()
-            self.log.info(
-                "risk %s: ltv %.4f -> %.4f, lt %.4f -> %.4f%s (choice ltv %.4f lt %.4f, P(bad debt) %.3g)",
-                a.symbol,
-                on.ltv / WAD,
-                plan.ltv / WAD,
-                on.lt / WAD,
-                plan.lt / WAD,
-                " ramping" if plan.ramps else "",
-                choice.ltv,
-                choice.lt,
-                choice.p_bad_debt,
-            )
-            done.append({**entry, "sent": sub is not None, "ltv": plan.ltv / WAD, "lt": plan.lt / WAD})
+            if "failed" in entry:
+                k.metrics.risk_optimizer_failures.labels(asset=a.symbol, reason=entry["failed"]).inc()
+            done.append(entry)
         return done
+
+    def _one(self, a: AssetInfo) -> dict[str, Any] | None:
+        """Measure, optimize and send one asset's step; None when its bounds are unset or its window is closed."""
+        from keeper.optimizecli import build, solve
+
+        k = self.keeper
+        engine = k.engine
+        head = k.w3.eth.get_block("latest")
+        on = read_onchain(engine, a.token, int(head["number"]))
+        if on.max_step == 0 or int(head["timestamp"]) < on.next_allowed:
+            return None
+        measured = measure(k.w3, k.dep, a.symbol, k.settings.optimize_window_s, JOB_MAX_ROUNDS, job_need(k.settings))
+        sim, targets = build(_job_args(k.settings, a.symbol), measured)
+        result = solve(sim, targets, (measured.lt, measured.ltv))
+        k.metrics.risk_optimizer_runs.inc()
+        choice = result.choice.metrics
+        plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
+        history = {"rounds": measured.rounds, "days": measured.span_s / 86400, "phases": list(measured.phases)}
+        entry: dict[str, Any] = {
+            "asset": a.symbol,
+            "choice": {"ltv": choice.ltv, "lt": choice.lt},
+            "measured": {**history, "sigma": sim.market.sigma},
+        }
+        if isinstance(plan, str):
+            self.log.info("risk %s: no update (%s)", a.symbol, plan)
+            return {**entry, "sent": False, "reason": plan}
+        sub = submit(k.txm, engine, a.token, plan, on)
+        if sub is not None:
+            k.metrics.risk_updates_sent.inc()
+        self.log.info(
+            "risk %s: ltv %.4f -> %.4f, lt %.4f -> %.4f%s (choice ltv %.4f lt %.4f, P(bad debt) %.3g; σ %.3f from %d "
+            "rounds over %.1f days)",
+            a.symbol,
+            on.ltv / WAD,
+            plan.ltv / WAD,
+            on.lt / WAD,
+            plan.lt / WAD,
+            " ramping" if plan.ramps else "",
+            choice.ltv,
+            choice.lt,
+            choice.p_bad_debt,
+            sim.market.sigma,
+            measured.rounds,
+            measured.span_s / 86400,
+        )
+        return {**entry, "sent": sub is not None, "ltv": plan.ltv / WAD, "lt": plan.lt / WAD}

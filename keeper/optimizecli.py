@@ -47,6 +47,20 @@ class Measured:
     lt: float  # effective now
     ltv: float
     lt_max: float | None  # the on-chain bounds' ceiling, when set
+    feed: str = ""  # the feed the router prices the asset with, whose rounds were read
+    phases: tuple[int, ...] = ()  # its proxy phases read, newest first
+
+
+@dataclass(frozen=True)
+class HistoryNeed:
+    """The least feed history a measured volatility is trusted from (docs/risk-model.md): `rounds` valid rounds at
+    distinct times spanning `days`, and a σ (the larger of the EWMA and the jump-free σ) of at least `sigma`.
+    `advice` says what the operator can do, in the caller's words (flags or settings)."""
+
+    rounds: int
+    days: float
+    sigma: float
+    advice: str
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,10 +113,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asset", metavar="SYMBOL", help="measure the inputs for this collateral from the chain")
     g.add_argument("--window-s", type=float, default=30 * 86400, metavar="S", help="history window (30 days)")
     g.add_argument("--max-rounds", type=int, default=5000, metavar="N", help="feed rounds to read at most (5000)")
+    g.add_argument(
+        "--min-rounds",
+        type=int,
+        default=_setting_default("optimize_min_rounds"),
+        metavar="N",
+        help="refuse a volatility measured from fewer feed rounds (default %(default)s)",
+    )
+    g.add_argument(
+        "--min-history-days",
+        type=float,
+        default=_setting_default("optimize_min_history_days"),
+        metavar="D",
+        help="refuse a volatility measured over fewer days of rounds (default %(default)s)",
+    )
+    g.add_argument(
+        "--min-sigma",
+        type=float,
+        default=_setting_default("optimize_min_sigma"),
+        metavar="S",
+        help="refuse a measured volatility below this: a frozen feed (default %(default)s)",
+    )
     g.add_argument("--apply", action="store_true", help="send the bounded on-chain update (needs the role)")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the transaction --apply would send (calldata, simulation) and send nothing",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--plot", type=Path, metavar="PNG", help="write the bad-debt / borrowing-power plot here")
+
+
+def _setting_default(name: str) -> Any:
+    """The keeper setting's default, so `keeper optimize` and `keeper run`'s job ask for the same history."""
+    from keeper.config import Settings
+
+    return Settings.model_fields[name].default
+
+
+CLI_ADVICE = (
+    "wait for more rounds, widen --window-s, lower --min-rounds / --min-history-days / --min-sigma, or give --sigma"
+)
 
 
 def _pick(flag: float | None, measured: float | None, default: float) -> float:
@@ -272,9 +324,10 @@ def table(r: Result, m: Measured | None) -> str:
     mk, orc, liq = s.market, s.oracle, s.liquidation
     lines = []
     if m is not None:
+        phases = f", phases {', '.join(map(str, m.phases))}" if len(m.phases) > 1 else ""
         lines.append(
-            f"{m.symbol}: {m.rounds} rounds over {m.span_s / 86400:.1f} days; realised σ {m.realized:.3f}, EWMA σ "
-            f"{m.ewma:.3f}, diffusion σ {m.sigma:.3f}, {m.jump_intensity:.1f} jumps/year"
+            f"{m.symbol}: {m.rounds} rounds over {m.span_s / 86400:.1f} days (feed {m.feed}{phases}); realised σ "
+            f"{m.realized:.3f}, EWMA σ {m.ewma:.3f}, diffusion σ {m.sigma:.3f}, {m.jump_intensity:.1f} jumps/year"
         )
     jumps = (
         f"{mk.jump_intensity:g}/year of mean {mk.jump_mean:+.3f}, vol {mk.jump_vol:.3f}" if mk.jump_intensity else "off"
@@ -322,14 +375,18 @@ def run(args: argparse.Namespace) -> int:
     chain: Any = None
     if args.plot is not None and not args.plot.resolve().parent.is_dir():
         raise OptimizeError(f"--plot {args.plot}: folder {args.plot.resolve().parent} does not exist; create it first")
-    if args.apply and not args.asset:
-        raise OptimizeError("--apply needs --asset SYMBOL (and a config for the chain)")
+    if args.apply and args.dry_run:
+        raise OptimizeError("--apply and --dry-run exclude each other: --dry-run shows what --apply would send")
+    for flag, wanted in (("--apply", args.apply), ("--dry-run", args.dry_run)):
+        if wanted and not args.asset:
+            raise OptimizeError(f"{flag} needs --asset SYMBOL (and a config for the chain)")
+    need = history_need(args)
     if args.asset:
         from keeper import optimizechain
 
         chain = optimizechain.open_chain(args.config)
         measured = optimizechain.measure(
-            chain.w3, chain.dep, args.asset, args.window_s, args.max_rounds, need_history=args.sigma is None
+            chain.w3, chain.dep, args.asset, args.window_s, args.max_rounds, need, need_history=args.sigma is None
         )
         current = (measured.lt, measured.ltv)
     if args.from_scenario:
@@ -349,6 +406,10 @@ def run(args: argparse.Namespace) -> int:
         from keeper import optimizechain
 
         doc["applied"] = optimizechain.apply(chain, args.asset, result.choice.metrics)
+    if args.dry_run:
+        from keeper import optimizechain
+
+        doc["dry_run"] = optimizechain.dry_run(chain, args.asset, result.choice.metrics)
     if args.json:
         print(json.dumps(doc, allow_nan=False))
     else:
@@ -357,4 +418,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"plot: {args.plot}")
         if "applied" in doc:
             print(optimizechain.describe(doc["applied"]))
+        if "dry_run" in doc:
+            print(optimizechain.describe(doc["dry_run"]))
     return 0
+
+
+def history_need(args: argparse.Namespace) -> HistoryNeed:
+    """The least history `--asset` measures from (`--min-rounds`, `--min-history-days`, `--min-sigma`), checked."""
+    if args.min_rounds < 3:
+        raise OptimizeError(f"--min-rounds {args.min_rounds}: at least 3 rounds are needed for any estimate")
+    if args.max_rounds < args.min_rounds:
+        raise OptimizeError(f"--max-rounds {args.max_rounds} is below --min-rounds {args.min_rounds}; raise it")
+    for flag, value in (("--min-history-days", args.min_history_days), ("--min-sigma", args.min_sigma)):
+        if not value >= 0:
+            raise OptimizeError(f"{flag} {value:g}: must be 0 or more")
+    if args.window_s <= 0:
+        raise OptimizeError(f"--window-s {args.window_s:g}: must be positive")
+    return HistoryNeed(args.min_rounds, args.min_history_days, args.min_sigma, CLI_ADVICE)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hexbytes import HexBytes
 
 from keeper import optimizechain as oc
 from keeper.config import load_settings
@@ -251,3 +252,60 @@ def test_keeper_run_sends_the_update_on_its_schedule(system: Any, chain: Any, bo
     assert "risk updates on: the key holds RISK_KEEPER_ROLE" in err, err
     assert "risk WETH: ltv" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- --dry-run
+
+
+def test_dry_run_shows_the_transaction_and_sends_nothing(system: Any, chain: Any, bounded: Any, tmp_path: Path) -> None:
+    """`--dry-run` shows the update `--apply` would send (from, to, function, arguments, calldata, simulation) and
+    sends nothing: the key's nonce, the head block and the engine are as they were, and no state file is written.
+    The calldata it shows, sent by hand afterwards, is exactly that update."""
+    weth = system.tokens["WETH"]
+    before = system.engine.assetConfig(weth)
+    config = write_config(tmp_path, system, chain)
+    nonce, head = bounded.nonce, chain.blocks.head.number
+    out = optimize(tmp_path, config, "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)["dry_run"]
+    assert bounded.nonce == nonce
+    assert chain.blocks.head.number == head
+    assert system.engine.assetConfig(weth) == before
+    assert not (tmp_path / "keeper.db").exists()
+    tx, args = shown["tx"], shown["tx"]["args"]
+    assert shown["sent"] is False
+    assert (tx["from"], tx["to"], tx["function"]) == (
+        bounded.address, system.engine.address, "updateRiskParams(address,uint64,uint64)"
+    )  # fmt: skip
+    assert args["asset"] == weth.address
+    assert args["lt"] == before.lt + 5 * 10**16  # one step toward the choice (lt near the cap, far above)
+    assert HexBytes(tx["data"]) == HexBytes(system.engine.updateRiskParams.encode_input(weth, args["ltv"], args["lt"]))
+    assert shown["simulation"]["ok"] is True
+    w3 = chain.provider.web3
+    sent = w3.eth.send_transaction({"from": bounded.address, "to": tx["to"], "data": tx["data"]})
+    receipt = w3.eth.wait_for_transaction_receipt(sent)
+    assert receipt["status"] == 1
+    assert 0 < receipt["gasUsed"] <= shown["simulation"]["gas"]
+    after = system.engine.assetConfig(weth)
+    assert (after.ltv, after.lt) == (args["ltv"], args["lt"])
+    # The table form says the same in words.
+    text = optimize(tmp_path, config, "--dry-run")
+    assert text.returncode == 0, text.stderr
+    assert "dry run: --apply would send nothing now: too soon" in text.stdout
+
+
+def test_dry_run_without_the_role_shows_the_revert(
+    system: Any, chain: Any, accounts: Any, bounded: Any, tmp_path: Path
+) -> None:
+    """A key without RISK_KEEPER_ROLE: the dry run still shows the transaction, with the engine's own error from the
+    simulation and a note that --apply would refuse; nothing is sent."""
+    config = write_config(tmp_path, system, chain, index=7)
+    stranger = accounts[7].address
+    nonce = accounts[7].nonce
+    out = optimize(tmp_path, config, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert accounts[7].nonce == nonce
+    assert "dry run, nothing sent: WETH ltv 0.6000 ->" in out.stdout
+    role = system.engine.RISK_KEEPER_ROLE().hex().removeprefix("0x")
+    assert f"simulation: reverts: AccessControlUnauthorizedAccount({stranger}, 0x{role})".lower() in out.stdout.lower()
+    assert f"the key {stranger} lacks RISK_KEEPER_ROLE: --apply would refuse" in out.stdout
