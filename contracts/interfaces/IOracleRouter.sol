@@ -24,6 +24,14 @@ pragma solidity 0.8.28;
 /// Known attack: a caller that forwards too little gas could make a healthy feed call fail, and with `tryPrice`
 /// make a valid price look unavailable. The router refuses to call a feed or a share unless enough gas remains for
 /// the full `FEED_CALL_GAS` budget and reverts `InsufficientGasForOracle` instead, so a failure is the feed's own.
+/// Gas estimation (for integrators): `eth_estimateGas` answers the least gas limit with which a call succeeds on the
+/// block it is run against, and a transaction that prices assets needs, at its last feed read, a full feed budget
+/// left (~111.6k). The vault accrues interest at most once per block, before the engine reads prices: estimated in
+/// the block of the last accrual (nodes estimate against the latest block) and mined in a later one, a borrow,
+/// withdraw or liquidation pays ~11.6k gas for an accrual its estimate did not see, and with exactly the estimate
+/// it reverts `InsufficientGasForOracle` (without the floor it would run out of gas instead: any exact estimate
+/// fails when the state costs more when mined). Send it with at least `estimate + max(10 %, 25,000 gas)`; the
+/// keeper adds 20 %. A contract forwarding gas to the engine must forward what such an estimate says.
 interface IOracleRouter {
     /// @notice Configuration of an asset's primary feed.
     struct FeedConfig {
