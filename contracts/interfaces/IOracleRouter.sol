@@ -9,7 +9,10 @@ pragma solidity 0.8.28;
 /// `0 < updatedAt <= block.timestamp`; `block.timestamp - updatedAt <= maxStaleness`; the feed's `decimals()` answers
 /// (else `FeedCallFailed`) with at most 18 (else `UnsupportedFeedDecimals`); the scaled price lies strictly
 /// between `minPrice` and `maxPrice` (a feed pinned at its circuit-breaker bound is refused, the LUNA lesson); with
-/// a secondary feed, the two prices differ by at most `maxDeviation` relative to the primary.
+/// a secondary feed, the two prices differ by at most `maxDeviation` relative to the primary. An answer too large
+/// to scale (its WAD price would not fit a uint256) gives `PriceOutOfBounds(asset, type(uint256).max)`, and a
+/// secondary too far from the primary to compute the deviation gives `PriceDeviationTooHigh`: no answer makes the
+/// router's arithmetic panic, so `tryPrice` can report every bad answer.
 /// Decimals: the answer is scaled with the decimals the feed reports at the same read, not with those cached at
 /// `setFeed`. A Chainlink proxy's decimals are its current aggregator's, and a phase change
 /// (`proposeAggregator`/`confirmAggregator`) may bring an aggregator with other decimals: such an answer is priced
