@@ -108,9 +108,10 @@ contract OracleRouter is IOracleRouter, AccessControl {
             (secondary, failure) = _validatedPrice(asset, sec.feed, sec.maxStaleness);
             if (failure.length != 0) return (0, failure);
             uint256 gap = primary > secondary ? primary - secondary : secondary - primary;
-            // Deviation relative to the primary, rounded up so a borderline disagreement is refused. A gap too
-            // large to multiply by WAD is, against a primary below 2**128, a deviation far above any uint64 maximum.
-            if (gap > type(uint256).max / RiskMath.WAD || gap.wDivUp(primary) > sec.maxDeviation) {
+            // Deviation relative to the primary, rounded up so a borderline disagreement is refused. A gap above
+            // 2**255 / WAD is, against a primary below 2**128, a deviation far above any uint64 maximum; below it,
+            // gap * WAD + primary cannot overflow.
+            if (gap > type(uint256).max / (2 * RiskMath.WAD) || gap.wDivUp(primary) > sec.maxDeviation) {
                 return (0, abi.encodeWithSelector(PriceDeviationTooHigh.selector, asset, primary, secondary));
             }
         }

@@ -159,8 +159,8 @@ def _answer_too_large_to_scale(c: Ctx) -> tuple[str, bytes]:
     return c.weth, c.err("PriceOutOfBounds", c.weth, 2**256 - 1)
 
 
-def _secondary_too_large_to_compare(c: Ctx) -> tuple[str, bytes]:
-    huge = 2**250  # an 18-decimal answer: scales as is, but |p1 - p2| * 1e18 overflows
+def _secondary_too_large_to_compare(c: Ctx, huge: int = 2**250) -> tuple[str, bytes]:
+    """An 18-decimal secondary answer that scales as is but whose gap to the primary, times 1e18, overflows."""
     feed = c.secondary()
     c.chain.provider.set_code(feed.address, feed_code(huge, 160, decimals=18))
     return c.weth, c.err("PriceDeviationTooHigh", c.weth, 2000 * WAD, huge)
@@ -223,6 +223,8 @@ FAILURES: dict[str, Callable[[Ctx], tuple[str, bytes]]] = {
     "decimals_above_18": _decimals_above_18,
     "answer_too_large_to_scale": _answer_too_large_to_scale,
     "secondary_too_large_to_compare": _secondary_too_large_to_compare,
+    # the largest gap whose product with 1e18 fits, so that only adding the primary (rounding up) would overflow
+    "secondary_at_the_overflow_edge": lambda c: _secondary_too_large_to_compare(c, 2000 * WAD + (2**256 - 1) // WAD),
     "zero": lambda c: _answer(c, 0),
     "negative": lambda c: _answer(c, -1),
     "zero_update_time": _zero_update_time,
