@@ -27,7 +27,7 @@ help:
 
 # ---- setup (idempotent: each step re-runs only when its inputs change) ----
 
-setup: node_modules/.installed $(VENV)/.installed $(BIN)/anvil $(SOLCX_DIR)/solc-v$(SOLC_VERSION)
+setup: node_modules/.installed $(VENV)/.installed $(BIN)/anvil $(SOLCX_DIR)/solc-v$(SOLC_VERSION) .build/thirdparty/.compiled
 
 # `npm ci`: installs exactly the lock and never rewrites it (the lock lists every platform's optional Anvil
 # package, so it stays in sync on any machine).
@@ -53,6 +53,12 @@ $(SOLCX_DIR)/solc-v$(SOLC_VERSION): bin/solc node_modules/.installed $(VENV)/.in
 	@ln -sf $(CURDIR)/bin/solc $@
 	@echo 'import os; os.environ["SOLCX_BINARY_PATH"] = "$(SOLCX_DIR)"' > $(SOLCX_PTH)
 	@$@ --version | tail -1
+
+# Real third-party contracts for the tests (Chainlink's proxy, aggregators and uptime feeds), compiled from
+# node_modules with the solc-js release their sources ask for; tests/thirdparty.py caches them by input hash.
+.build/thirdparty/.compiled: tests/thirdparty.py node_modules/.installed $(VENV)/.installed
+	@$(PY) tests/thirdparty.py
+	@touch $@
 
 compile: setup
 	$(APE) compile

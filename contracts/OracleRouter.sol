@@ -108,8 +108,10 @@ contract OracleRouter is IOracleRouter, AccessControl {
             (secondary, failure) = _validatedPrice(asset, sec.feed, sec.maxStaleness);
             if (failure.length != 0) return (0, failure);
             uint256 gap = primary > secondary ? primary - secondary : secondary - primary;
-            // Deviation relative to the primary, rounded up so a borderline disagreement is refused.
-            if (gap.wDivUp(primary) > sec.maxDeviation) {
+            // Deviation relative to the primary, rounded up so a borderline disagreement is refused. A gap above
+            // 2**255 / WAD is, against a primary below 2**128, a deviation far above any uint64 maximum; below it,
+            // gap * WAD + primary cannot overflow.
+            if (gap > type(uint256).max / (2 * RiskMath.WAD) || gap.wDivUp(primary) > sec.maxDeviation) {
                 return (0, abi.encodeWithSelector(PriceDeviationTooHigh.selector, asset, primary, secondary));
             }
         }
@@ -156,8 +158,13 @@ contract OracleRouter is IOracleRouter, AccessControl {
         if (decimals > MAX_FEED_DECIMALS) {
             return (0, abi.encodeWithSelector(UnsupportedFeedDecimals.selector, asset, feed, decimals));
         }
-        // answer > 0 and decimals <= 18: the scaling is exact (an int256 times at most 1e18 fits a uint256).
-        return (uint256(answer) * 10 ** (MAX_FEED_DECIMALS - decimals), failure);
+        uint256 scale = 10 ** (MAX_FEED_DECIMALS - decimals);
+        // An answer whose scaled price would not fit a uint256 is beyond any bound (they are uint128): refused as
+        // out of bounds, at the largest price, rather than by an arithmetic panic that `tryPrice` could not report.
+        if (uint256(answer) > type(uint256).max / scale) {
+            return (0, abi.encodeWithSelector(PriceOutOfBounds.selector, asset, type(uint256).max));
+        }
+        return (uint256(answer) * scale, failure);
     }
 
     /// @dev Calls `latestRoundData` with a fixed gas budget and copies at most five words back, so a reverting,

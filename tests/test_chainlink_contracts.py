@@ -27,10 +27,11 @@ def test_proxy_phases_and_decimals(accounts: Any, chain: Any) -> None:
     owner, oracle = accounts[0], accounts[1]
     first = flux(owner, oracle, 8)
     submit(first, oracle, 2000 * 10**8)
+    submitted_at = chain.blocks.head.timestamp
     feed = proxy(owner, first)
     rid, answer, _, updated, _ = feed.latestRoundData()
     assert (phase_of(rid), rid & (2**64 - 1), answer) == (1, 1, 2000 * 10**8)
-    assert updated == chain.blocks.head.timestamp
+    assert updated == submitted_at
     assert feed.decimals() == 8
 
     second = flux(owner, oracle, 18)

@@ -375,8 +375,12 @@ def test_secondary_config_and_event(system: Any, admin: Any, project: Any) -> No
 
 
 @pytest.fixture
-def sequencer(system: Any, admin: Any, project: Any, chain: Any) -> Any:
-    """A sequencer-uptime feed, up since two hours ago, installed with a one-hour grace period."""
+def sequencer_mock(system: Any, admin: Any, project: Any, chain: Any) -> Any:
+    """A sequencer-uptime feed, up since two hours ago, installed with a one-hour grace period.
+
+    Not named `sequencer`: test_drill.py has a module-scoped fixture of that name, and ape orders a test's fixtures
+    by the scopes of every fixture sharing a name, so this one ran before the test's chain snapshot and its
+    sequencer setting survived the revert (tests/test_fixture_scopes.py keeps names unique across scopes)."""
     feed = admin.deploy(project.MockAggregator, 0, 0, "L2 Sequencer Uptime")
     since = head_time(chain) - 7200
     feed.setAnswerAt(0, since, since, sender=admin)
@@ -390,24 +394,24 @@ def test_no_sequencer_feed_never_gates(system: Any) -> None:
     system.router.checkSequencer()
 
 
-def test_sequencer_up_after_grace_passes(system: Any, sequencer: Any) -> None:
+def test_sequencer_up_after_grace_passes(system: Any, sequencer_mock: Any) -> None:
     """An up sequencer whose grace has passed lets new risk through."""
-    assert tuple(system.router.sequencer()) == (sequencer.address, 3600)
+    assert tuple(system.router.sequencer()) == (sequencer_mock.address, 3600)
     system.router.checkSequencer()
 
 
-def test_sequencer_down_is_refused(system: Any, chain: Any, admin: Any, sequencer: Any) -> None:
+def test_sequencer_down_is_refused(system: Any, chain: Any, admin: Any, sequencer_mock: Any) -> None:
     """Answer 1 means down: SequencerDown()."""
-    sequencer.setAnswer(1, sender=admin)
+    sequencer_mock.setAnswer(1, sender=admin)
     with reverts_with(error_data(system.router.SequencerDown)):
         view(chain, system.router, "checkSequencer")
 
 
-def test_sequencer_grace_boundary(system: Any, admin: Any, chain: Any, sequencer: Any) -> None:
+def test_sequencer_grace_boundary(system: Any, admin: Any, chain: Any, sequencer_mock: Any) -> None:
     """Up for exactly the grace period is still refused with SequencerGracePeriod(startedAt, grace); one second
     later passes."""
     started = head_time(chain)
-    sequencer.setAnswerAt(0, started, started, sender=admin)
+    sequencer_mock.setAnswerAt(0, started, started, sender=admin)
     chain.mine(timestamp=started + 3600)
     with reverts_with(error_data(system.router.SequencerGracePeriod, started, 3600)):
         view(chain, system.router, "checkSequencer")
@@ -415,12 +419,12 @@ def test_sequencer_grace_boundary(system: Any, admin: Any, chain: Any, sequencer
     system.router.checkSequencer()
 
 
-def test_sequencer_start_in_future_is_a_typed_refusal(system: Any, admin: Any, chain: Any, sequencer: Any) -> None:
+def test_sequencer_start_in_future_is_a_typed_refusal(system: Any, admin: Any, chain: Any, sequencer_mock: Any) -> None:
     """A status change stamped after the current block is "up for less than the grace period": checkSequencer must
     refuse with one of its typed errors (documented: SequencerDown or SequencerGracePeriod), not an arithmetic
     panic."""
     started = chain.pending_timestamp + 500
-    sequencer.setAnswerAt(0, started, started, sender=admin)
+    sequencer_mock.setAnswerAt(0, started, started, sender=admin)
     assert head_time(chain) < started
     allowed = {error_data(system.router.SequencerGracePeriod, started, 3600), error_data(system.router.SequencerDown)}
     try:
@@ -433,16 +437,18 @@ def test_sequencer_start_in_future_is_a_typed_refusal(system: Any, admin: Any, c
 
 
 @pytest.mark.parametrize("fault", ["setReverting", "setGasBomb"])
-def test_unreadable_sequencer_feed_is_down(system: Any, chain: Any, admin: Any, sequencer: Any, fault: str) -> None:
+def test_unreadable_sequencer_feed_is_down(
+    system: Any, chain: Any, admin: Any, sequencer_mock: Any, fault: str
+) -> None:
     """A sequencer feed that reverts or burns its gas budget gates new risk as SequencerDown()."""
-    getattr(sequencer, fault)(True, sender=admin)
+    getattr(sequencer_mock, fault)(True, sender=admin)
     with reverts_with(error_data(system.router.SequencerDown)):
         view(chain, system.router, "checkSequencer")
 
 
-def test_disabling_sequencer_feed_reopens_gate(system: Any, admin: Any, sequencer: Any) -> None:
+def test_disabling_sequencer_feed_reopens_gate(system: Any, admin: Any, sequencer_mock: Any) -> None:
     """setSequencerFeed(0, 0) removes the gate even while the old feed reports down, and emits the change."""
-    sequencer.setAnswer(1, sender=admin)
+    sequencer_mock.setAnswer(1, sender=admin)
     receipt = system.router.setSequencerFeed(ZERO, 0, sender=admin)
     logs = system.router.SequencerFeedSet.from_receipt(receipt)
     assert [log.event_arguments for log in logs] == [{"feed": ZERO, "gracePeriod": 0}]
@@ -450,14 +456,14 @@ def test_disabling_sequencer_feed_reopens_gate(system: Any, admin: Any, sequence
 
 
 def test_sequencer_down_blocks_new_risk_but_never_liquidation(
-    system: Any, admin: Any, alice: Any, bob: Any, liquidator: Any, sequencer: Any
+    system: Any, admin: Any, alice: Any, bob: Any, liquidator: Any, sequencer_mock: Any
 ) -> None:
     """While the sequencer is down: borrow and a withdrawal with debt revert SequencerDown; a debt-free account
     withdraws; collateral can be added; and an unhealthy account is still liquidated."""
     engine, weth = system.engine, system.weth
     open_position(system, alice, 0, {"WETH": 10**18}, borrow=1500 * 10**6)
     open_position(system, bob, 0, {"WETH": 2 * 10**18})
-    sequencer.setAnswer(1, sender=admin)
+    sequencer_mock.setAnswer(1, sender=admin)
     down = error_data(system.router.SequencerDown)
 
     with reverts_with(down):
@@ -489,11 +495,13 @@ def test_sequencer_down_blocks_new_risk_but_never_liquidation(
     assert system.usdc.balanceOf(liquidator) == 2000 * 10**6 - log.repaid
 
 
-def test_borrow_waits_for_grace_after_recovery(system: Any, admin: Any, alice: Any, chain: Any, sequencer: Any) -> None:
+def test_borrow_waits_for_grace_after_recovery(
+    system: Any, admin: Any, alice: Any, chain: Any, sequencer_mock: Any
+) -> None:
     """After the sequencer comes back, borrowing reverts SequencerGracePeriod until the grace period is over."""
     open_position(system, alice, 0, {"WETH": 10**18}, borrow=100 * 10**6)
     started = head_time(chain)
-    sequencer.setAnswerAt(0, started, started, sender=admin)
+    sequencer_mock.setAnswerAt(0, started, started, sender=admin)
     with reverts_with(error_data(system.router.SequencerGracePeriod, started, 3600)):
         system.engine.borrow(0, 100 * 10**6, alice, sender=alice)
     chain.pending_timestamp = started + 3601
@@ -691,11 +699,8 @@ SETTERS: dict[str, Callable[[Any, Any], Any]] = {
 def test_setters_are_admin_only(system: Any, stranger: Any, setter: str) -> None:
     """Every setter reverts AccessControlUnauthorizedAccount(stranger, DEFAULT_ADMIN_ROLE) for a stranger."""
     expected = error_data(system.router.AccessControlUnauthorizedAccount, stranger.address, ADMIN_ROLE)
-    sequencer_before = tuple(system.router.sequencer())
     with reverts_with(expected):
         SETTERS[setter](system, stranger)
     assert system.router.feedConfig(UNLISTED).feed == ZERO
     assert system.router.secondaryConfig(system.weth).feed == ZERO
-    # Compared with the state before the call: in the full suite an earlier test's sequencer setting has been seen to
-    # survive ape's per-test isolation (an open problem, see CHANGELOG), and this test is about the stranger's call.
-    assert tuple(system.router.sequencer()) == sequencer_before
+    assert tuple(system.router.sequencer()) == (ZERO, 0)

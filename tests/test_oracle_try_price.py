@@ -154,6 +154,18 @@ def _decimals_above_18(c: Ctx) -> tuple[str, bytes]:
     return c.weth, c.err("UnsupportedFeedDecimals", c.weth, c.feed.address, 19)
 
 
+def _answer_too_large_to_scale(c: Ctx) -> tuple[str, bytes]:
+    c.chain.provider.set_code(c.feed.address, feed_code(2**255 - 1, 160))  # times 10**10 overflows
+    return c.weth, c.err("PriceOutOfBounds", c.weth, 2**256 - 1)
+
+
+def _secondary_too_large_to_compare(c: Ctx, huge: int = 2**250) -> tuple[str, bytes]:
+    """An 18-decimal secondary answer that scales as is but whose gap to the primary, times 1e18, overflows."""
+    feed = c.secondary()
+    c.chain.provider.set_code(feed.address, feed_code(huge, 160, decimals=18))
+    return c.weth, c.err("PriceDeviationTooHigh", c.weth, 2000 * WAD, huge)
+
+
 def _answer(c: Ctx, answer: int) -> tuple[str, bytes]:
     c.feed.setAnswer(answer, sender=c.admin)
     if answer <= 0:
@@ -209,6 +221,10 @@ FAILURES: dict[str, Callable[[Ctx], tuple[str, bytes]]] = {
     "short_answer": lambda c: _code(c, feed_code(2000 * 10**8, 128)),
     "decimals_unreadable": lambda c: _code(c, feed_code(2000 * 10**8, 160, decimals=None)),
     "decimals_above_18": _decimals_above_18,
+    "answer_too_large_to_scale": _answer_too_large_to_scale,
+    "secondary_too_large_to_compare": _secondary_too_large_to_compare,
+    # the largest gap whose product with 1e18 fits, so that only adding the primary (rounding up) would overflow
+    "secondary_at_the_overflow_edge": lambda c: _secondary_too_large_to_compare(c, 2000 * WAD + (2**256 - 1) // WAD),
     "zero": lambda c: _answer(c, 0),
     "negative": lambda c: _answer(c, -1),
     "zero_update_time": _zero_update_time,

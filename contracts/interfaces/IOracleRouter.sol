@@ -9,14 +9,18 @@ pragma solidity 0.8.28;
 /// `0 < updatedAt <= block.timestamp`; `block.timestamp - updatedAt <= maxStaleness`; the feed's `decimals()` answers
 /// (else `FeedCallFailed`) with at most 18 (else `UnsupportedFeedDecimals`); the scaled price lies strictly
 /// between `minPrice` and `maxPrice` (a feed pinned at its circuit-breaker bound is refused, the LUNA lesson); with
-/// a secondary feed, the two prices differ by at most `maxDeviation` relative to the primary.
+/// a secondary feed, the two prices differ by at most `maxDeviation` relative to the primary. An answer too large
+/// to scale (its WAD price would not fit a uint256) gives `PriceOutOfBounds(asset, type(uint256).max)`, and a
+/// secondary too far from the primary to compute the deviation gives `PriceDeviationTooHigh`: no answer makes the
+/// router's arithmetic panic, so `tryPrice` can report every bad answer.
 /// Decimals: the answer is scaled with the decimals the feed reports at the same read, not with those cached at
 /// `setFeed`. A Chainlink proxy's decimals are its current aggregator's, and a phase change
 /// (`proposeAggregator`/`confirmAggregator`) may bring an aggregator with other decimals: such an answer is priced
 /// right at once, without governance. (Refusing it instead would stop borrowing and, for a caller that values an
 /// unpriceable collateral at zero, liquidate every holder of the asset during a routine feed migration; the feed's
 /// owner, who can change its decimals, can change its answer anyway.) Cost: one `decimals()` call per feed read,
-/// ~1k gas against a mock, ~2k through a Chainlink proxy.
+/// measured ~0.9k gas on a mock feed and ~3.8k through an AggregatorProxy over a FluxAggregator (whose decimals
+/// are in storage; an OCR2 aggregator's are immutable, so less).
 /// An ERC-4626 share whose `convertToAssets` reverts, exceeds `FEED_CALL_GAS` or returns less than one word gives
 /// `FeedCallFailed(share, share)`.
 /// `tryPrice` reports the same failures as `ok = false` instead of reverting, for callers that must go on without
@@ -24,6 +28,14 @@ pragma solidity 0.8.28;
 /// Known attack: a caller that forwards too little gas could make a healthy feed call fail, and with `tryPrice`
 /// make a valid price look unavailable. The router refuses to call a feed or a share unless enough gas remains for
 /// the full `FEED_CALL_GAS` budget and reverts `InsufficientGasForOracle` instead, so a failure is the feed's own.
+/// Gas estimation (for integrators): `eth_estimateGas` answers the least gas limit with which a call succeeds on the
+/// block it is run against, and a transaction that prices assets needs, at its last feed read, a full feed budget
+/// left (~111.6k). The vault accrues interest at most once per block, before the engine reads prices: estimated in
+/// the block of the last accrual (nodes estimate against the latest block) and mined in a later one, a borrow,
+/// withdraw or liquidation pays ~11.6k gas for an accrual its estimate did not see, and with exactly the estimate
+/// it reverts `InsufficientGasForOracle` (without the floor it would run out of gas instead: any exact estimate
+/// fails when the state costs more when mined). Send it with at least `estimate + max(10 %, 25,000 gas)`; the
+/// keeper adds 20 %. A contract forwarding gas to the engine must forward what such an estimate says.
 interface IOracleRouter {
     /// @notice Configuration of an asset's primary feed.
     struct FeedConfig {
