@@ -53,6 +53,8 @@ WAD = 10**18
 INTEREST_HEADROOM_DIVISOR = 1_000
 LIQUIDATION_PREFIX = "liquidate:"
 WRITE_OFF_PREFIX = "writeoff:"
+SHARE_LIST_REFRESH_S = 3600  # how often housekeeping looks again for ERC-4626 shares among the listed assets
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 # Skip reasons logged as warnings (the operator must do something); the others are logged at info.
 WARN_REASONS = frozenset({"inventory", "price", "rejected"})
 
@@ -146,6 +148,9 @@ class Keeper:
         self.log = log or logging.getLogger("keeper")
         self.engine = contract(w3, deployment, "MarginEngine")
         self.lens = contract(w3, deployment, "Lens")
+        self.router = contract(w3, deployment, "OracleRouter")
+        self._share_due: dict[str, int] = {}  # share asset -> unix time its snapshot may next be refreshed
+        self._shares_listed_at = -SHARE_LIST_REFRESH_S
         self.debt_token = standard_contract(w3, "ERC20", deployment.debt.token)
         self.native = NativePrice(w3, native_source(settings.native_price, deployment))
         if self.native.source is None:
@@ -223,9 +228,37 @@ class Keeper:
                     self.dep.debt.symbol,
                     self.signer.address,
                 )
+            self._refresh_shares()
         except Exception as exc:
             self.metrics.rpc_errors.inc()
             self.log.warning("housekeeping failed: %s", exc)
+
+    def _refresh_shares(self) -> None:
+        """ERC-4626 collateral is priced under a cap measured from a snapshot of its exchange rate, which anyone may
+        move once a day (`OracleRouter.refreshShareRate`, to min(rate, cap)): the older the snapshot, the larger a
+        donation the cap lets through at once. The keeper refreshes every listed share's snapshot once it may, so
+        the cap stays one day's allowed growth above the real rate (docs/contracts.md)."""
+        if not any(item.get("name") == "refreshShareRate" for item in self.router.abi):
+            return  # a router deployed before the refresh existed: its cap ages as it always did
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        if now >= self._shares_listed_at + SHARE_LIST_REFRESH_S:  # which listed assets are shares, hourly
+            self._shares_listed_at = now
+            for asset in self.engine.functions.assetList().call():
+                if self.router.functions.shareConfig(asset).call()[0] != ZERO_ADDRESS:
+                    self._share_due.setdefault(asset, 0)
+        for asset, due in list(self._share_due.items()):
+            if now < due:
+                continue
+            snapshot_time = int(self.router.functions.shareConfig(asset).call()[3])
+            interval = int(self.router.functions.SHARE_REFRESH_INTERVAL().call())
+            self._share_due[asset] = snapshot_time + interval
+            if now < snapshot_time + interval:
+                continue
+            data = self.router.encode_abi("refreshShareRate", [asset])
+            intent = f"refresh-share:{asset}:{now // interval}"
+            submission = self.txm.submit(intent, {"to": self.router.address, "data": data, "value": 0})
+            if submission is not None and submission.status == "pending":
+                self.log.info("refreshing the share-rate snapshot of %s (taken %d s ago)", asset, now - snapshot_time)
 
     def ensure_allowance(self) -> None:
         """Liquidations pull the repayment from the keeper: approve the engine once, through the journal."""
