@@ -83,6 +83,10 @@ contract SwitchableFeeToken is ERC20 {
 /// from the hook chosen (`onSend`: before its tokens leave; otherwise after tokens arrive), and bubbles up whatever
 /// the re-entrant call reverted with. `execute` lets it act as an ordinary account.
 contract HookAttacker is ITokenHooks {
+    /// @dev The errors its re-entrant calls bubble up, declared so that clients decode them from this ABI.
+    error ReentrancyGuardReentrantCall();
+    error ReceivedLess(address asset, uint256 expected, uint256 received);
+
     address public target;
     bytes public payload;
     bool public onSend;
