@@ -96,8 +96,15 @@ contract Vault is IVault, ERC4626, AccessControl, ReentrancyGuardTransient {
         uint256 debtBefore = scaled.toAssetsUp(index);
         uint256 rate = _rate(debtBefore, cash);
         uint256 grown = index + RiskMath.mulDivDown(index, rate * elapsed, RiskMath.WAD * RiskMath.YEAR);
-        index = _capIndexDown(grown, index, scaled, cash);
-        uint256 debtAfter = scaled.toAssetsUp(index);
+        uint256 debtAfter;
+        // Below both ceilings (the usual case) `grown` stands as it is; the check is _capIndexDown's, cheaper.
+        if (grown <= MAX_INDEX) debtAfter = scaled.toAssetsUp(grown);
+        if (grown <= MAX_INDEX && cash + debtAfter <= MAX_BOOKED) {
+            index = grown;
+        } else {
+            index = _capIndexDown(grown, index, scaled, cash);
+            debtAfter = scaled.toAssetsUp(index);
+        }
         interest = debtAfter - debtBefore;
         toReserve = interest.wMulDown(_reserveFactor);
     }
@@ -195,6 +202,8 @@ contract Vault is IVault, ERC4626, AccessControl, ReentrancyGuardTransient {
         if (gross >= MAX_BOOKED) return (0, total);
         assets = MAX_BOOKED - gross;
         uint256 supply = totalSupply();
+        // Below 2**128 shares, assets * (supply + 10**6) < 2**256 and the supply cannot overflow (the usual case).
+        if (supply < 2 ** 128) return (assets, total);
         // Beyond this the share conversion itself overflows; deposits are impossible.
         if (supply > type(uint256).max - 10 ** DECIMALS_OFFSET) return (0, total);
         uint256 shareRoom = type(uint256).max - supply;
