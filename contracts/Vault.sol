@@ -19,7 +19,6 @@ import {RiskMath} from "./libraries/RiskMath.sol";
 contract Vault is IVault, ERC4626, AccessControl, ReentrancyGuardTransient {
     using RiskMath for uint256;
     using SafeERC20 for IERC20;
-    using SafeCast for uint256;
 
     /// @dev Virtual shares: 10**6 shares per asset unit at the start, so an attacker must donate a million times
     /// a victim's deposit to round it to zero (and donations do not count anyway, see `idle`).
@@ -72,9 +71,9 @@ contract Vault is IVault, ERC4626, AccessControl, ReentrancyGuardTransient {
         // Exact equality is intended: nothing to store when already accrued in this block.
         // slither-disable-next-line incorrect-equality
         if (block.timestamp == _lastAccrual) return index;
-        _index = index.toUint128();
+        _index = SafeCast.toUint128(index);
         _lastAccrual = uint64(block.timestamp);
-        if (toReserve != 0) _reserve = (_reserve + toReserve).toUint128();
+        if (toReserve != 0) _reserve = SafeCast.toUint128(_reserve + toReserve);
         emit Accrued(index, interest, toReserve);
         return index;
     }
@@ -96,10 +95,9 @@ contract Vault is IVault, ERC4626, AccessControl, ReentrancyGuardTransient {
         uint256 debtBefore = scaled.toAssetsUp(index);
         uint256 rate = _rate(debtBefore, cash);
         uint256 grown = index + RiskMath.mulDivDown(index, rate * elapsed, RiskMath.WAD * RiskMath.YEAR);
-        uint256 debtAfter;
         // Below both ceilings (the usual case) `grown` stands as it is; the check is _capIndexDown's, cheaper.
-        if (grown <= MAX_INDEX) debtAfter = scaled.toAssetsUp(grown);
-        if (grown <= MAX_INDEX && cash + debtAfter <= MAX_BOOKED) {
+        uint256 debtAfter = grown <= MAX_INDEX ? scaled.toAssetsUp(grown) : MAX_BOOKED + 1;
+        if (cash + debtAfter <= MAX_BOOKED) {
             index = grown;
         } else {
             index = _capIndexDown(grown, index, scaled, cash);
@@ -151,7 +149,7 @@ contract Vault is IVault, ERC4626, AccessControl, ReentrancyGuardTransient {
 
     /// @inheritdoc IVault
     function noteRepayment(uint256 assets, uint256 scaled) external onlyEngine nonReentrant {
-        _idle = (_idle + assets).toUint128();
+        _idle = SafeCast.toUint128(_idle + assets);
         totalScaledDebt -= scaled;
         emit RepaymentNoted(assets, scaled);
     }
@@ -277,7 +275,7 @@ contract Vault is IVault, ERC4626, AccessControl, ReentrancyGuardTransient {
         uint256 received = token.balanceOf(address(this)) - held;
         if (received < assets) revert ReceivedLess(address(token), assets, received);
         // Cannot overflow: maxDeposit keeps idle + debt within MAX_BOOKED.
-        _idle = (_idle + assets).toUint128();
+        _idle = SafeCast.toUint128(_idle + assets);
         _mint(receiver, shares);
         emit Deposit(caller, receiver, assets, shares);
     }
