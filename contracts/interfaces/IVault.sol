@@ -30,8 +30,8 @@ import {IERC4626} from "@openzeppelin/contracts/interfaces/IERC4626.sol";
 /// Limits: the books, `idle + totalDebt`, never exceed 2**127 units (MAX_BOOKED, half the 128-bit counters; the
 /// other half absorbs rounding). `maxDeposit` is the room left; when interest would pass the bound, the index stops
 /// where the books are full. The index itself stops at 2**128 - 1 (MAX_INDEX, about 3.4e11 times its start): at the
-/// 1,000 %/yr maximum, accrued every second, it gets there in about 2.7 years, in about 33 years at 80 %/yr, and
-/// accrued lazily (simple interest between accruals) only after some 3.4e10 years. Both ceilings saturate, never
+/// 1,000 %/yr maximum, accrued every second, it gets there in about 2.7 years, in about 34 years at the default
+/// model's 79 %/yr, and accrued lazily (simple interest between accruals) only after some 3.4e10 years. Both ceilings saturate, never
 /// revert, so accrual, repayment, liquidation and redemption keep working at any horizon; debts stay rounded up.
 interface IVault is IERC4626 {
     /// @notice Interest rate model, all rates WAD per year.
