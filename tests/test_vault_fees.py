@@ -156,11 +156,14 @@ def test_any_sequence_keeps_idle_backed_and_the_last_lender_redeems(
         assert v.idle() <= t.balanceOf(v), f"idle {v.idle()} > balance {t.balanceOf(v)}"
         assert v.totalAssets() + v.reserve() == v.idle() + v.totalDebt()
 
-    def inflow(name: str, who: Any, expected: int, action: Callable[[], Any], error: Any) -> None:
-        cash = t.balanceOf(v)
+    def inflow(name: str, who: Any, expected: int, action: Callable[[], Any], refuser: Any) -> None:
+        cash, booked = t.balanceOf(v), v.idle()
         exc = caught(action)
         check()
+        arrived, noted = t.balanceOf(v) - cash, v.idle() - booked
+        assert noted <= arrived, f"{name} booked {noted} but {arrived} arrived"
         if f.fee(expected):
+            error = refuser.ReceivedLess
             assert_reverted(exc, error, asset=t.address, expected=expected, received=expected - f.fee(expected))
             refused[name] = refused.get(name, 0) + 1
         else:
@@ -175,10 +178,10 @@ def test_any_sequence_keeps_idle_backed_and_the_last_lender_redeems(
             t.setFeeBps(rng.choice([0, 0, 30, 100]), sender=who)
         elif op == "deposit":
             amount = rng.randint(1, 2_000_000 * USDC)
-            inflow(op, who, amount, partial(v.deposit, amount, who, sender=who), v.ReceivedLess)
+            inflow(op, who, amount, partial(v.deposit, amount, who, sender=who), v)
         elif op == "mint":
             shares = rng.randint(1, 2_000_000 * USDC * OFFSET)
-            inflow(op, who, v.previewMint(shares), partial(v.mint, shares, who, sender=who), v.ReceivedLess)
+            inflow(op, who, v.previewMint(shares), partial(v.mint, shares, who, sender=who), v)
         elif op in ("withdraw", "redeem"):
             cash, held = t.balanceOf(v), t.balanceOf(who)
             if op == "withdraw":
@@ -210,7 +213,7 @@ def test_any_sequence_keeps_idle_backed_and_the_last_lender_redeems(
             # A partial repayment leaves at least the 10 USDC minimum debt.
             amount = MAX_UINT if debt <= 10 * USDC + 1 or rng.random() < 0.3 else rng.randint(1, debt - 10 * USDC)
             repaid = min(amount, debt)
-            inflow(op, b, repaid, partial(eng.repay, b, sub, amount, sender=b), eng.ReceivedLess)
+            inflow(op, b, repaid, partial(eng.repay, b, sub, amount, sender=b), eng)
         elif op == "donate":
             t.transfer(v, rng.randint(1, 10_000 * USDC), sender=who)
         else:
