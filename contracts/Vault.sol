@@ -270,9 +270,11 @@ contract Vault is IVault, ERC4626, AccessControl, ReentrancyGuardTransient {
     /// out, and a hook reading views meanwhile sees the books as they were before this deposit.
     function _deposit(address caller, address receiver, uint256 assets, uint256 shares) internal override {
         IERC20 token = IERC20(asset());
-        uint256 held = token.balanceOf(address(this));
+        uint256 before = token.balanceOf(address(this));
         token.safeTransferFrom(caller, address(this), assets);
-        uint256 received = token.balanceOf(address(this)) - held;
+        uint256 held = token.balanceOf(address(this));
+        // Only the token itself could lower the vault's balance here (the vault is locked): reported as 0.
+        uint256 received = held > before ? held - before : 0;
         if (received < assets) revert ReceivedLess(address(token), assets, received);
         // Cannot overflow: maxDeposit keeps idle + debt within MAX_BOOKED.
         _idle = SafeCast.toUint128(_idle + assets);
