@@ -41,8 +41,9 @@ class Feed:
         return amount * self.token.feeBps() // 10_000
 
 
+# Unique in tests/: ape's isolation keys fixtures by name (see test_vault_hooks.py).
 @pytest.fixture(scope="module")
-def feed(
+def fee_market(
     project: Any, chain: Any, admin: Any, lender: Any, alice: Any, bob: Any, liquidator: Any, system: System
 ) -> Feed:
     """A system over SwitchableFeeToken (fee off at deployment) with the lender's 10M deposited. (Session fixtures it
@@ -68,10 +69,10 @@ def borrow_against_weth(s: System, who: Any, sub: int, weth: int, amount: int) -
     s.engine.borrow(sub, amount, who, sender=who)
 
 
-def test_fee_on_deposit_and_mint_is_refused(feed: Feed, chain: Any, bob: Any, lender: Any) -> None:
+def test_fee_on_deposit_and_mint_is_refused(fee_market: Feed, chain: Any, bob: Any, lender: Any) -> None:
     """With a 1 % fee switched on after deployment, deposit and mint would deliver 1 % less than they book:
     ReceivedLess(asset, expected, received) with the token's own arithmetic, and nothing is booked or minted."""
-    f, v = feed, feed.system.vault
+    f, v = fee_market, fee_market.system.vault
     fund(f, bob, 10_000 * USDC)
     f.token.setFeeBps(100, sender=bob)
     before, lender_claim = books(f.system), claim(v, lender)
@@ -103,10 +104,10 @@ def test_fee_on_deposit_and_mint_is_refused(feed: Feed, chain: Any, bob: Any, le
     assert v.idle() == before[0] + amount == f.token.balanceOf(v)
 
 
-def test_fee_on_repay_is_refused(feed: Feed, chain: Any, alice: Any, bob: Any) -> None:
+def test_fee_on_repay_is_refused(fee_market: Feed, chain: Any, alice: Any, bob: Any) -> None:
     """engine.repay measures what reaches the vault: with the fee on, a partial or a full repayment reverts
     ReceivedLess(asset, repaid, received) and the debt and the vault's books stay as they were."""
-    f, s = feed, feed.system
+    f, s = fee_market, fee_market.system
     borrow_against_weth(s, alice, 0, 10 * WAD, 5_000 * USDC)
     fund(f, bob, 10_000 * USDC)
     f.token.setFeeBps(30, sender=bob)
@@ -133,14 +134,14 @@ def test_fee_on_repay_is_refused(feed: Feed, chain: Any, alice: Any, bob: Any) -
 
 
 def test_any_sequence_keeps_idle_backed_and_the_last_lender_redeems(
-    feed: Feed, chain: Any, accounts: Any, lender: Any
+    fee_market: Feed, chain: Any, accounts: Any, lender: Any
 ) -> None:
     """A seeded random sequence of deposits, mints, withdrawals, redemptions, borrows, repayments, donations, time
     skips and fee switches (0, 0.3 %, 1 %). After every step the vault holds at least the cash it books, and
     totalAssets + reserve = idle + totalDebt; an inflow under a fee reverts ReceivedLess with the token's own
     figures; an outflow under a fee costs the vault exactly the amount sent. At the end (fee on) every lender
     redeems everything, the last one in full: the vault's idle cash pays them all."""
-    f, s = feed, feed.system
+    f, s = fee_market, fee_market.system
     v, t, eng = s.vault, f.token, s.engine
     rng = random.Random(71)
     lenders = [lender, accounts[6], accounts[7]]
@@ -259,10 +260,10 @@ def test_any_sequence_keeps_idle_backed_and_the_last_lender_redeems(
     reason="LEAD, issue 12 item 7: liquidate still books the repayment (noteRepayment) before pulling it; passes "
     "(and then fails as XPASS, so drop this marker) once liquidate pulls the repayment measured, as repay does",
 )
-def test_fee_on_liquidation_repayment_is_refused(feed: Feed, chain: Any, alice: Any, liquidator: Any) -> None:
+def test_fee_on_liquidation_repayment_is_refused(fee_market: Feed, chain: Any, alice: Any, liquidator: Any) -> None:
     """LIQUIDATION PATH, for the lead to enable: with the fee on, a liquidation's repayment would reach the vault
     1 % short; it must revert ReceivedLess(asset, repaid, received) so the vault never books cash it lacks."""
-    f, s = feed, feed.system
+    f, s = fee_market, fee_market.system
     borrow_against_weth(s, alice, 0, WAD, 1_500 * USDC)
     s.set_price("WETH", 1_700)
     fund(f, liquidator, 10_000 * USDC)

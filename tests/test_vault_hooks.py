@@ -40,14 +40,16 @@ class Hooked:
         return self.attacker.execute(to, data, sender=self.system.admin)
 
 
+# Unique in tests/: ape's isolation keys fixtures by name, and a function-scoped `hooked` in test_tokens.py
+# named like this one stopped being reverted.
 @pytest.fixture(scope="module")
-def hooked(project: Any, chain: Any, admin: Any, lender: Any, alice: Any, system: System) -> Hooked:
+def hook_market(project: Any, chain: Any, admin: Any, lender: Any, alice: Any, system: System) -> Hooked:
     """A system over HookedERC20 with zero interest (so a transaction's outcome does not depend on when it is mined).
     The lender has 10M deposited. The attacker, registered as its own hook, has 10M deposited too, 30M more in
     hand, everything approved, and 100 WETH of collateral in sub-account 0. (Session fixtures it does not use are
     requested so they come first: ape isolates scopes in order.)"""
     token = admin.deploy(project.HookedERC20, 6)
-    s = deploy_over(project, chain, admin, token, "hooked")
+    s = deploy_over(project, chain, admin, token, "hook_market")
     s.vault.setRateModel(*ZERO_RATE, sender=admin)
     token.mint(lender, 10_000_000 * USDC, sender=lender)
     token.approve(s.vault, MAX_UINT, sender=lender)
@@ -83,13 +85,15 @@ REENTRIES = ["deposit", "mint", "withdraw", "redeem"]
 
 @pytest.mark.parametrize("inner", REENTRIES)
 @pytest.mark.parametrize("outer", ["deposit", "mint"])
-def test_reentry_before_a_deposit_moves_tokens_is_refused(hooked: Hooked, lender: Any, outer: str, inner: str) -> None:
+def test_reentry_before_a_deposit_moves_tokens_is_refused(
+    hook_market: Hooked, lender: Any, outer: str, inner: str
+) -> None:
     """The depositor's `tokensToSend` hook runs while the vault pulls its deposit, before any balance moves.
     Re-entering deposit/mint/withdraw/redeem from there must not move the other lender's claim, and is refused
     with ReentrancyGuardReentrantCall, leaving every book as it was. (Before the fix the vault booked the deposit
     as idle cash before pulling it, so a re-entrant redeem was priced on cash that had not arrived: the attacker
     took part of the lender's deposit.)"""
-    h, v = hooked, hooked.system.vault
+    h, v = hook_market, hook_market.system.vault
     amount = 5_000_000 * USDC
     call = (
         v.deposit.encode_input(amount, h.attacker)
@@ -113,10 +117,10 @@ def test_reentry_before_a_deposit_moves_tokens_is_refused(hooked: Hooked, lender
 
 @pytest.mark.parametrize("inner", REENTRIES)
 @pytest.mark.parametrize("outer", ["withdraw", "redeem"])
-def test_reentry_after_a_withdrawal_pays_is_refused(hooked: Hooked, lender: Any, outer: str, inner: str) -> None:
+def test_reentry_after_a_withdrawal_pays_is_refused(hook_market: Hooked, lender: Any, outer: str, inner: str) -> None:
     """The receiver's `tokensReceived` hook runs after a withdrawal paid it; re-entering the vault from there is
     refused with ReentrancyGuardReentrantCall and the withdrawal is undone."""
-    h, v = hooked, hooked.system.vault
+    h, v = hook_market, hook_market.system.vault
     amount = 2_000_000 * USDC
     call = (
         v.withdraw.encode_input(amount, h.attacker, h.attacker)
@@ -134,10 +138,10 @@ def test_reentry_after_a_withdrawal_pays_is_refused(hooked: Hooked, lender: Any,
 
 
 @pytest.mark.parametrize("inner", REENTRIES)
-def test_reentry_from_a_borrow_payout_is_refused(hooked: Hooked, lender: Any, inner: str) -> None:
+def test_reentry_from_a_borrow_payout_is_refused(hook_market: Hooked, lender: Any, inner: str) -> None:
     """`lend` pays the borrower (engine.borrow's last step); the borrower's `tokensReceived` hook re-entering the
     vault is refused with ReentrancyGuardReentrantCall and the borrow is undone."""
-    h, s = hooked, hooked.system
+    h, s = hook_market, hook_market.system
     h.attacker.arm(s.vault, vault_payload(h, inner), False, sender=s.admin)
     lender_claim, before = claim(s.vault, lender), books(s)
 
@@ -161,13 +165,13 @@ def observe(h: Hooked, lender: Any) -> tuple[int, ...]:
 
 
 @pytest.mark.parametrize("inner", REENTRIES)
-def test_reentry_while_a_repayment_is_pulled_is_refused(hooked: Hooked, lender: Any, inner: str) -> None:
+def test_reentry_while_a_repayment_is_pulled_is_refused(hook_market: Hooked, lender: Any, inner: str) -> None:
     """engine.repay pulls the repayment into the vault, measured, before the vault books it. The payer's
     `tokensToSend` hook runs during that pull, outside any vault call, so a vault call from there runs; but it moves
     the vault's cash, and the measurement refuses the repayment: ReceivedLess(asset, repaid, what the vault's
     balance grew by, 0 when it fell), nothing changed. (Before the fix the vault booked the repayment first and
     measured nothing.)"""
-    h, s = hooked, hooked.system
+    h, s = hook_market, hook_market.system
     v = s.vault
     h.run(s.engine, s.engine.borrow.encode_input(0, 60_000 * USDC, h.attacker))
     repaid = 25_000 * USDC
@@ -188,10 +192,10 @@ def test_reentry_while_a_repayment_is_pulled_is_refused(hooked: Hooked, lender: 
 
 @pytest.mark.parametrize("inner", ["repay", "borrow"])
 def test_reentry_into_the_engine_while_a_repayment_is_pulled_is_refused(
-    hooked: Hooked, lender: Any, inner: str
+    hook_market: Hooked, lender: Any, inner: str
 ) -> None:
     """From the payer's hook during repay, the engine itself is locked: ReentrancyGuardReentrantCall."""
-    h, s = hooked, hooked.system
+    h, s = hook_market, hook_market.system
     h.run(s.engine, s.engine.borrow.encode_input(0, 60_000 * USDC, h.attacker))
     payload = (
         s.engine.repay.encode_input(h.attacker, 0, 10_000 * USDC)
@@ -206,14 +210,14 @@ def test_reentry_into_the_engine_while_a_repayment_is_pulled_is_refused(
 
 
 def test_reentry_while_a_liquidation_repayment_is_pulled_cannot_move_share_value(
-    hooked: Hooked, chain: Any, alice: Any, lender: Any
+    hook_market: Hooked, chain: Any, alice: Any, lender: Any
 ) -> None:
     """LIQUIDATION PATH (the lead's code): the liquidator's `tokensToSend` hook runs while the engine pulls the
     repayment and redeems from the vault. Today liquidate books the repayment first and pulls it unmeasured, so the
     redeem runs and must pay exactly what it pays just before the liquidation, from the same state. Once liquidate
     pulls measured as repay does, the redeem moves the vault's cash and the liquidation is refused with
     ReceivedLess(asset, repaid, 0), nothing changed. Either outcome holds the property; nothing else does."""
-    h, s = hooked, hooked.system
+    h, s = hook_market, hook_market.system
     s.weth.mint(alice, 10 * WAD, sender=alice)
     s.weth.approve(s.engine, MAX_UINT, sender=alice)
     s.engine.deposit(alice, 0, s.weth, WAD, sender=alice)
@@ -242,10 +246,10 @@ def test_reentry_while_a_liquidation_repayment_is_pulled_cannot_move_share_value
 
 
 @pytest.mark.parametrize("call", ["withdrawReserve", "skim"])
-def test_reentry_from_governance_payouts_is_refused(hooked: Hooked, chain: Any, lender: Any, call: str) -> None:
+def test_reentry_from_governance_payouts_is_refused(hook_market: Hooked, chain: Any, lender: Any, call: str) -> None:
     """withdrawReserve and skim pay a receiver whose `tokensReceived` hook re-enters the vault: refused with
     ReentrancyGuardReentrantCall, nothing paid."""
-    h, s = hooked, hooked.system
+    h, s = hook_market, hook_market.system
     admin = s.admin
     s.vault.setRateModel(*FLAT_MAX_RATE, sender=admin)
     h.run(s.engine, s.engine.borrow.encode_input(0, 100_000 * USDC, h.attacker))
