@@ -80,10 +80,7 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
 
         // Credit first, then pull and verify: a token that delivers less than `amount` (a transfer fee, a hook
         // that skims) is refused rather than booked at a value the engine does not hold.
-        uint256 before = IERC20(asset).balanceOf(address(this));
-        IERC20(asset).safeTransferFrom(msg.sender, address(this), amount);
-        uint256 received = IERC20(asset).balanceOf(address(this)) - before;
-        if (received != amount) revert ReceivedLess(asset, amount, received);
+        _pullExact(asset, address(this), amount);
     }
 
     /// @inheritdoc IMarginEngine
@@ -214,8 +211,21 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         // scaled <= scaledDebt < 2**128 in both branches.
         _positions[owner][subId].scaledDebt = uint128(scaledDebt - scaled);
         emit Repaid(msg.sender, owner, subId, repaid, scaled);
+        // Pull, measured, then book: the vault never books cash it lacks (a transfer fee reverts ReceivedLess),
+        // and a payer's transfer hook meets the vault's books as they were before this repayment.
+        _pullExact(_debtAsset, address(_vault), repaid);
         _vault.noteRepayment(repaid, scaled);
-        IERC20(_debtAsset).safeTransferFrom(msg.sender, address(_vault), repaid);
+    }
+
+    /// @dev Pulls `amount` of `token` from the caller to `to` and reverts ReceivedLess unless `to`'s balance grew
+    /// by exactly `amount`: a transfer fee, or a payer's hook moving the vault's cash meanwhile, is refused (a fall
+    /// reports 0). One copy for deposit and repay: the engine has no bytes to spare for two.
+    function _pullExact(address token, address to, uint256 amount) internal {
+        uint256 before = IERC20(token).balanceOf(to);
+        IERC20(token).safeTransferFrom(msg.sender, to, amount);
+        uint256 held = IERC20(token).balanceOf(to);
+        uint256 received = held > before ? held - before : 0;
+        if (received != amount) revert ReceivedLess(token, amount, received);
     }
 
     // ---------------------------------------------------------------- liquidation
@@ -233,11 +243,14 @@ contract MarginEngine is IMarginEngine, AccessControl, ReentrancyGuardTransient 
         (LiquidationQuote memory q, uint256 scaledRepaid, uint256 badDebtScaled) =
             _settleLiquidation(owner, subId, collateral, repayAssets, minSeized);
         (repaid, seized) = (q.repaid, q.seized);
-        _vault.noteRepayment(repaid, scaledRepaid);
+        // The loss lands before anything leaves: no one (a lending liquidator in its callback included) can redeem
+        // from the vault at a price that ignores it.
         if (badDebtScaled != 0) _vault.realizeBadDebt(badDebtScaled);
         IERC20(collateral).safeTransfer(receiver, seized);
         if (data.length != 0) ILiquidationCallback(msg.sender).onLiquidation(collateral, seized, repaid, data);
-        IERC20(_debtAsset).safeTransferFrom(msg.sender, address(_vault), repaid);
+        // Pulled, measured, then booked, as `repay` does: the vault never books cash it did not receive.
+        _pullExact(_debtAsset, address(_vault), repaid);
+        _vault.noteRepayment(repaid, scaledRepaid);
     }
 
     /// @inheritdoc IMarginEngine

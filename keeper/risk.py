@@ -747,8 +747,20 @@ def borrow_rate(model: RateModel, debt: int, cash: int) -> int:
 
 
 def accrue_index(index: int, rate: int, elapsed: int) -> int:
-    """The index after `elapsed` seconds of simple interest at `rate`, rounded down."""
+    """The index after `elapsed` seconds of simple interest at `rate`, rounded down, before the ceilings."""
     return _add(index, mul_div_down(index, _mul(rate, elapsed), WAD * YEAR))
+
+
+MAX_BOOKED = 2**127  # `Vault.MAX_BOOKED`: idle + totalDebt never exceed it; deposits and interest stop there
+MAX_INDEX = MAX_UINT128  # `Vault.MAX_INDEX`: the borrow index saturates here
+
+
+def cap_index_down(grown: int, index: int, scaled: int, cash: int) -> int:
+    """`Vault._capIndexDown`: `grown` held to MAX_INDEX and to the largest index (rounded down) at which `scaled`
+    debt still fits beside `cash` within MAX_BOOKED, never below the stored `index`."""
+    room = MAX_BOOKED - cash if cash < MAX_BOOKED else 0
+    ceiling = min(mul_div_down(room, RAY, scaled), MAX_INDEX)
+    return max(min(grown, ceiling), index)
 
 
 VAULT_ACCRUAL_SLOT = 8  # Vault storage slot packing `_index` (uint128), `_lastAccrual` (uint64), `_reserveFactor`
@@ -780,10 +792,11 @@ def pending(
     """`Vault._pending`: from the stored index, the seconds since the last accrual, the vault's total scaled debt
     and its idle cash. The rate is fixed at the utilisation of the last accrual for the whole span, so projecting
     a later block must start from the stored index and its accrual time (`StoredAccrual`), not from an earlier
-    projection such as `borrowIndex()`."""
+    projection such as `borrowIndex()`. The index stops at its ceilings (`cap_index_down`) instead of overflowing."""
     if elapsed == 0 or total_scaled_debt == 0:
         return Accrual(index, 0, 0)
     debt_before = to_assets_up(total_scaled_debt, index)
-    new_index = accrue_index(index, borrow_rate(model, debt_before, idle), elapsed)
+    grown = accrue_index(index, borrow_rate(model, debt_before, idle), elapsed)
+    new_index = cap_index_down(grown, index, total_scaled_debt, idle)
     interest = to_assets_up(total_scaled_debt, new_index) - debt_before
     return Accrual(new_index, interest, w_mul_down(interest, reserve_factor))

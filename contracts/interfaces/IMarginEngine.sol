@@ -181,7 +181,8 @@ interface IMarginEngine {
     function borrow(uint8 subId, uint256 assets, address receiver) external;
 
     /// @notice Repays debt of `(owner, subId)` from the caller; `type(uint256).max` repays all. Anyone may repay
-    /// for anyone. Must leave zero or at least `minDebt`. Returns the assets repaid.
+    /// for anyone. Must leave zero or at least `minDebt`. Returns the assets repaid. The tokens go to the vault
+    /// before it books them; if fewer than `repaid` arrive (a transfer fee) it reverts `ReceivedLess`.
     function repay(address owner, uint8 subId, uint256 assets) external returns (uint256 repaid);
 
     /// @notice Liquidates an unhealthy sub-account: repays up to `repayAssets` (capped by `maxRepay`) and seizes

@@ -12,6 +12,27 @@ import {IERC4626} from "@openzeppelin/contracts/interfaces/IERC4626.sol";
 /// to it without a deposit are ignored, so a donation cannot move the share price) and `totalDebt` rounds up.
 /// Shares carry a decimals offset (virtual shares) against the first-depositor inflation attack.
 /// Withdrawals are limited to idle cash: when utilisation is 100 %, depositors wait for repayments.
+///
+/// Tokens the debt asset may be. Transfer hooks (ERC-777 style): every function that moves the asset or changes the
+/// books (deposit, mint, withdraw, redeem, lend, noteRepayment, realizeBadDebt, withdrawReserve, skim) holds a
+/// transient re-entrancy lock, so a hook that calls back into any of them reverts `ReentrancyGuardReentrantCall`.
+/// Deposits pull before they book, so a hook reading the vault meanwhile sees the books as before the deposit; the
+/// engine pulls a repayment before it calls `noteRepayment`, so a payer's hook meets the books as before the
+/// repayment and anything it does there is priced exactly as just before it. `accrue` stays open: every entry point
+/// accrues first, so inside one it changes nothing.
+/// Fee on transfer: every inflow is measured (the vault's balance before and after) and a shortfall is refused with
+/// `ReceivedLess`, in `deposit`/`mint` here and in the engine's `repay`; the vault never books cash it does not hold.
+/// Refusing, rather than booking what arrived, keeps ERC-4626's exact previews (a deposit mints `previewDeposit`,
+/// a mint charges `previewMint`) and keeps every debt exact: the engine decides what a repayment extinguishes
+/// before the tokens move. The price: if the asset's fee is switched on after deployment, deposits and repayments
+/// stop until it is off again, while withdrawals go on (the vault sends what it books; the receiver bears the
+/// fee). A token that takes more than the amount from the sender is not supported.
+/// Limits: the books, `idle + totalDebt`, never exceed 2**127 units (MAX_BOOKED, half the 128-bit counters; the
+/// other half absorbs rounding). `maxDeposit` is the room left; when interest would pass the bound, the index stops
+/// where the books are full. The index itself stops at 2**128 - 1 (MAX_INDEX, about 3.4e11 times its start): at the
+/// 1,000 %/yr maximum, accrued every second, it gets there in about 2.7 years, in about 34 years at the default
+/// model's 79 %/yr, and accrued lazily (simple interest between accruals) only after some 3.4e10 years. Both ceilings saturate, never
+/// revert, so accrual, repayment, liquidation and redemption keep working at any horizon; debts stay rounded up.
 interface IVault is IERC4626 {
     /// @notice Interest rate model, all rates WAD per year.
     struct RateModel {
@@ -26,6 +47,8 @@ interface IVault is IERC4626 {
     error InsufficientLiquidity(uint256 requested, uint256 idle);
     error InvalidConfig();
     error ReserveTooSmall(uint256 requested, uint256 reserve);
+    /// @notice A deposit or mint delivered less of `asset` than it books: the token took a transfer fee.
+    error ReceivedLess(address asset, uint256 expected, uint256 received);
 
     event EngineSet(address indexed engine);
     event Accrued(uint256 borrowIndex, uint256 interest, uint256 reserveAdded);
@@ -70,8 +93,9 @@ interface IVault is IERC4626 {
     /// @notice Engine only: sends `assets` to `receiver` against `scaled` new debt. Call `accrue` first.
     function lend(uint256 assets, uint256 scaled, address receiver) external;
 
-    /// @notice Engine only: books a repayment of `assets` extinguishing `scaled` debt. The engine transfers the
-    /// tokens to the vault in the same transaction.
+    /// @notice Engine only: books a repayment of `assets` extinguishing `scaled` debt, as idle cash. The engine
+    /// transfers the tokens to the vault in the same transaction, before this call, and checks that all of them
+    /// arrived (`repay` does; see the token notes above).
     function noteRepayment(uint256 assets, uint256 scaled) external;
 
     /// @notice Engine only: writes off `scaled` debt (its assets rounded up) as bad debt, from the reserve first.
