@@ -122,7 +122,7 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         // Taking from a giver with debt is new risk for it: the same sequencer gate as the owner's own move.
         if (giver.debt != 0) _oracle.checkSequencer();
         // Never into its own pre-liquidation band: an operator could otherwise pre-liquidate what it moved down.
-        uint256 floor = uint256(_effective(owner, fromSubId).preThreshold).max(target);
+        uint256 floor = _bandThreshold(owner, fromSubId).max(target);
         if (giver.health < floor) revert GiverBelowTarget(giver.health, floor);
         if (giver.ltvWeighted < giver.debtValue) revert GiverInsufficientMargin(giver.ltvWeighted, giver.debtValue);
         uint256 receiverAfter = _engine.accountHealth(owner, toSubId).health;
@@ -231,6 +231,11 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
         if (q.seized == 0) revert NothingSeized(q.repaid);
         uint256 balance = _engine.collateralOf(owner, subId, collateral);
         if (q.seized > balance) revert SeizeExceedsBalance(q.seized, balance);
+    }
+
+    /// @dev A sub-account's effective pre-liquidation threshold (0 when not opted in), without the other fields.
+    function _bandThreshold(address owner, uint8 subId) internal view returns (uint256) {
+        return uint256(_preLiquidations[owner][subId].preThreshold).min(_bounds.maxPreThreshold);
     }
 
     /// @dev The stored opt-in with each field clamped to the current bound (all zero stays all zero), and the
