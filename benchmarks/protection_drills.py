@@ -7,8 +7,9 @@ the same seed and accounts:
   sub-account into the pre-liquidation band; the keeper runs both strategies;
 - `protected = 0`: the same accounts, nobody protected (the bad-debt baseline).
 Prints a markdown table and writes OUT/summary.json; the plot goes to OUT/protection.png. Each drill's folder also
-gets accounts.json, the per-account record: for every seeded account, its group, debt at the start and each
-protection or liquidation that touched it, with the block, the scenario time and the health before and after.
+gets accounts.json, the per-account record: for every seeded account, its group, debt at the start, each
+protection or liquidation that touched it (with the block, the scenario time and the health before and after) and
+its health in every block.
 
     python benchmarks/protection_drills.py --out /tmp/protection-drills [--accounts 200] [--scenarios a,b]
 
@@ -81,7 +82,8 @@ def account_record(rec: Any) -> list[dict[str, Any]]:
     """Per seeded account: owner, sub-account, group, debt at the start, initial health, and every event that
     touched it in time order (`rebalance_in` / `rebalance_out` counted on each end of a move, `pre_liquidation`,
     `liquidation`) with the block index in the replay, the scenario second, the health at the end of the block
-    before and of the block itself (WAD as a float; None without debt), and for liquidations the USD penalty."""
+    before and of the block itself (WAD as a float; None without debt), and for liquidations the USD penalty; and
+    the account's health at the end of every block of the replay (`health`, by block index)."""
     index = {b.number: j for j, b in enumerate(rec.blocks)}
     seeded = rec.accounts[: rec.seeded]
     position = {a: i for i, a in enumerate(seeded)}
@@ -117,6 +119,7 @@ def account_record(rec: Any) -> list[dict[str, Any]]:
             "debt_usd": round(debts.get((owner, sub), 0.0), 2),
             "initial_health": health(-1, i),
             "events": sorted(events[i], key=lambda e: (e["block"], e["kind"])),
+            "health": [health(j, i) for j in range(len(rec.blocks))],
         }
         for i, (owner, sub) in enumerate(seeded)
     ]
