@@ -5,8 +5,19 @@
   at most, and every donor stays at or above the target with its initial margin intact — the module's rules. The
   plan takes the fewest moves it can: the most at-risk receiver first, and for it always the single donor and asset
   that lift it the most; among equal lifts, the asset with the highest lt (the least volatile by governance's own
-  rating). A **rescue** is the same plan made for an owner whose sub-account is already liquidatable: when the
-  moves (sent as one `rebalanceBatch`) lift it back above health 1, the keeper sends them instead of liquidating.
+  rating).
+- **Gap reserve**: a donor of a preventive rebalance also keeps its *gap health* at or above 1: its health if
+  each of its collateral assets fell at once by `1 - lt` (governance's own rating of how far that asset can move
+  before a liquidation must be done; a gap-prone asset has a low lt, so its reserve is wider). Only what a donor can
+  spare above that reserve is moved to keep a sibling out of its band. Without it, a slow slide drains every donor
+  down to the target, the owner's book ends with every sub-account at the same health just above the band, and a
+  sharp leg then takes them all below 1 at once, with no donor left to rescue any (docs/protection.md, "the slow
+  slide then a sharp leg"). With it, a sub-account the donors cannot lift reaches its band and is de-levered there
+  cheaply, and the donors keep collateral a rescue can use after a gap.
+- A **rescue** is a plan made for an owner whose sub-account is already liquidatable: moves, sent as one
+  `rebalanceBatch`, into the liquidatable sub-accounts only, with donors down to the module's floor (a rescue
+  saves a certain liquidation now, which is what the reserve is kept for). When they lift the account back above
+  health 1, the keeper sends them instead of liquidating.
 - **Pre-liquidation**: an opted-in sub-account with `1 <= health < preThreshold` may be repaid up to `maxShare` of
   its debt by anyone, who receives collateral worth the repayment plus `discount`. The plan picks the collateral
   with the best profit and checks the module's rules (dust, balance, health must improve) with the exact mirror.
@@ -41,6 +52,12 @@ class Book:
             ordered, self.prices, self.assets, scaled_debt, self.index, self.debt_price, self.debt_decimals
         )
 
+    def gapped(self) -> Book:
+        """This book after every collateral price falls by `1 - lt` at once (price·lt, rounded down: against the
+        account, so a donor keeps at least the reserve). The debt asset's price is unchanged."""
+        prices = {a: risk.w_mul_down(p, self.assets[a].lt) for a, p in self.prices.items() if a in self.assets}
+        return Book(prices, self.assets, self.index, self.debt_price, self.debt_decimals, self.min_debt)
+
 
 @dataclass
 class Sub:
@@ -71,10 +88,23 @@ def _donor_ok(book: Book, h: risk.Health, floor: int) -> bool:
     return h.health >= floor and h.ltv_weighted >= h.debt_value
 
 
-def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], ceiling: int, floor: int | None = None) -> Move | None:
+def gap_health(book: Book, balances: Mapping[K, int], scaled_debt: int) -> int:
+    """The account's health (WAD) if each of its collateral assets fell at once by `1 - lt` (`Book.gapped`)."""
+    return book.gapped().health(balances, scaled_debt).health
+
+
+def best_move(
+    book: Book,
+    receiver: Sub,
+    donors: Sequence[Sub],
+    ceiling: int,
+    floor: int | None = None,
+    reserve: Book | None = None,
+) -> Move | None:
     """The single move that lifts `receiver` the most without passing `ceiling`, from any donor and asset, every
     donor keeping `floor` (default: the ceiling; the module's rule is ceiling = floor = target) and its own band
-    threshold with the same headroom ((floor - ceiling) / 2) above it."""
+    threshold with the same headroom ((floor - ceiling) / 2) above it. With `reserve` (the book's `gapped()`), a
+    donor with debt also keeps its health in that book at or above 1, or gives nothing."""
     floor = ceiling if floor is None else floor
     headroom = (floor - ceiling) // 2
     candidates: list[Move] = []
@@ -93,9 +123,15 @@ def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], ceiling: int, fl
                 take[asset] = take.get(asset, 0) + amount
                 return book.health(take, receiver.scaled_debt), book.health(give, donor.scaled_debt)
 
-            def ok(amount: int, donor_floor: int = donor_floor) -> bool:
+            def ok(amount: int, asset: K = asset, donor: Sub = donor, donor_floor: int = donor_floor) -> bool:
                 r, g = after(amount)
-                return r.health <= ceiling and _donor_ok(book, g, donor_floor)
+                if not (r.health <= ceiling and _donor_ok(book, g, donor_floor)):
+                    return False
+                if reserve is None or donor.scaled_debt == 0:
+                    return True
+                left = dict(donor.balances)
+                left[asset] -= amount
+                return reserve.health(left, donor.scaled_debt).health >= WAD
 
             amount = risk.largest(1, balance, ok) if balance > 0 and ok(1) else 0
             if amount == 0:
@@ -119,6 +155,7 @@ def plan_rebalances(
     max_moves: int = 8,
     headroom: int = 0,
     exclude: frozenset[int] = frozenset(),
+    gap_reserve: bool = True,
 ) -> list[Move]:
     """Moves lifting the owner's sub-accounts below `target` (those with debt), most at risk first. Each move is
     applied to the working copy before the next is planned, so later moves see earlier ones.
@@ -126,8 +163,10 @@ def plan_rebalances(
     `headroom` (WAD health) plans inside the module's rule: receivers are lifted to `target - headroom` at most and
     donors keep `target + headroom`, so that the interest accrued and the prices moved by the block the moves land
     in do not turn an exact plan into a revert. It is capped at a quarter of `target - 1`. Sub-accounts in
-    `exclude` receive nothing."""
+    `exclude` receive nothing. With `gap_reserve` (the default) every donor with debt keeps its gap health
+    (`gap_health`) at or above 1; a rescue plans without it."""
     headroom = min(headroom, (target - WAD) // 4)
+    reserve = book.gapped() if gap_reserve else None
     ceiling, floor = target - headroom, target + headroom
     work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt, s.band) for s in subs}
     moves: list[Move] = []
@@ -147,7 +186,7 @@ def plan_rebalances(
         )
         progressed = False
         for receiver in at_risk:
-            move = best_move(book, receiver, list(work.values()), ceiling, floor)
+            move = best_move(book, receiver, list(work.values()), ceiling, floor, reserve)
             if move is None:
                 continue
             _apply(work, move)
@@ -177,12 +216,16 @@ def plan_rescue(
 ) -> tuple[list[Move], set[int]]:
     """Moves that lift liquidatable sub-accounts (ids in `liquidatable`) back above health 1 before anyone
     liquidates them, and the ids they rescue: those at health >= 1 + headroom once every move has landed. The
-    moves are `plan_rebalances`'s (most at risk first, within the module's rules), except that a liquidatable
-    sub-account the moves cannot rescue receives nothing: it will be liquidated, and collateral sent into it would
-    only change the liquidation under the liquidator's feet. No moves when nothing can be rescued."""
-    exclude: set[int] = set()
+    moves are `plan_rebalances`'s (most at risk first, within the module's rules) into the liquidatable
+    sub-accounts only, and without the gap reserve: the donors give down to the module's floor, since a rescue
+    saves a liquidation that is certain now. A liquidatable sub-account the moves cannot rescue receives nothing:
+    it will be liquidated, and collateral sent into it would only change the liquidation under the liquidator's
+    feet. No moves when nothing can be rescued."""
+    exclude: set[int] = {s.sub_id for s in subs if s.sub_id not in liquidatable}
     while True:
-        moves = plan_rebalances(book, subs, target, max_moves=max_moves, headroom=headroom, exclude=frozenset(exclude))
+        moves = plan_rebalances(
+            book, subs, target, max_moves=max_moves, headroom=headroom, exclude=frozenset(exclude), gap_reserve=False
+        )
         after = apply_moves(subs, moves)
         rescued = {i for i in liquidatable if i in after and _health(book, after[i]) >= WAD + headroom}
         lost = {m.to_sub for m in moves if m.to_sub in liquidatable} - rescued

@@ -215,3 +215,70 @@ def test_a_donor_is_never_planned_into_its_own_band() -> None:
     assert 150 * 10**16 + 10**15 <= health(after[1]) < 151 * 10**16  # as far as the band allows, no further
     unbanded = pr.plan_rebalances(BOOK, [sub(0, 1.0, 1650), sub(1, 2.0, 2125)], TARGET, headroom=10**15)
     assert moves[0].amount < unbanded[0].amount
+
+
+# ---------------------------------------------------------------------------------------------- the gap reserve
+
+# The book after every collateral falls by 1 - lt at once, written by hand: WETH 2000·0.85, WBTC 60000·0.80.
+GAPPED = pr.Book(
+    {WETH: 1700 * WAD, WBTC: 48000 * WAD}, ASSETS, index=RAY, debt_price=WAD, debt_decimals=6, min_debt=10 * 10**6
+)
+
+
+def gap(s: pr.Sub) -> int:
+    return GAPPED.health(s.balances, s.scaled_debt).health
+
+
+def test_gap_health_is_the_health_after_each_collateral_falls_by_one_minus_lt() -> None:
+    mixed = sub(0, 1.5, 4_000, wbtc=0.05)
+    assert pr.gap_health(BOOK, mixed.balances, mixed.scaled_debt) == gap(mixed)
+    # One asset: every value scales by its lt, so the gap health is the health times lt (to rounding).
+    only_weth = sub(1, 2.0, 2_500)
+    assert pr.gap_health(BOOK, only_weth.balances, only_weth.scaled_debt) == pytest.approx(
+        health(only_weth) * 0.85, rel=1e-12
+    )
+
+
+def test_a_donor_keeps_its_gap_reserve() -> None:
+    """A WBTC donor at health 1.30 could give down to the target 1.2, but a 20 % gap (1 - lt) would then take it
+    below 1; it gives only what keeps its gap health at or above 1, and the receiver stays below the target."""
+    donor = sub(1, 0.0, 3_692, wbtc=0.1)  # health 4800 / 3692 = 1.300, gap health 3840 / 3692 = 1.040
+    subs = [sub(0, 1.0, 1650), donor]
+    moves = pr.plan_rebalances(BOOK, subs, TARGET)
+    assert len(moves) == 1
+    assert (moves[0].from_sub, moves[0].asset) == (1, WBTC)
+    after = apply(subs, moves)
+    assert gap(after[1]) >= WAD
+    one_more = apply(subs, [pr.Move(1, 0, WBTC, moves[0].amount + 1, 0, 0)])
+    assert gap(one_more[1]) < WAD  # the largest move the reserve allows
+    assert health(after[0]) < TARGET  # the reserve, not the target, bounded it
+    # Without the reserve (a rescue's rule) the donor gives down to the target, past its reserve.
+    spent = pr.plan_rebalances(BOOK, subs, TARGET, gap_reserve=False)
+    assert spent[0].amount > moves[0].amount
+    assert health(apply(subs, spent)[1]) >= TARGET
+    assert gap(apply(subs, spent)[1]) < WAD
+
+
+def test_a_donor_below_its_reserve_gives_nothing_but_a_rescue() -> None:
+    """A donor whose gap health is already below 1 lifts no sibling that is merely below the target, but it still
+    rescues one that is liquidatable: a rescue spends the reserve to save a liquidation that is certain now."""
+    donor = sub(2, 0.0, 3_900, wbtc=0.1)  # health 1.231 >= the target 1.2, gap health 0.985 < 1
+    assert gap(donor) < WAD <= TARGET <= health(donor)
+    below_target = sub(0, 1.0, 1_650)  # 1.03
+    assert pr.plan_rebalances(BOOK, [below_target, donor], TARGET) == []
+    liquidatable = sub(0, 1.0, 1_716)  # 0.9907
+    moves, rescued = pr.plan_rescue(BOOK, [liquidatable, donor], TARGET, {0}, max_moves=4)
+    assert rescued == {0}
+    after = apply([liquidatable, donor], moves)
+    assert health(after[0]) >= WAD
+    assert health(after[2]) >= TARGET
+
+
+def test_a_rescue_moves_collateral_only_into_the_liquidatable_sub_accounts() -> None:
+    """The rescue batch goes to the liquidatable sub-account alone; a sibling that is only below the target is
+    left to ordinary rebalancing, within the reserve."""
+    subs = [sub(0, 1.0, 1_716), sub(1, 1.0, 1_600), sub(2, 10.0, 1_000)]  # 0.99, 1.06, 8.5
+    moves, rescued = pr.plan_rescue(BOOK, subs, TARGET, {0}, max_moves=4)
+    assert rescued == {0}
+    assert {m.to_sub for m in moves} == {0}
+    assert 1 in {m.to_sub for m in pr.plan_rebalances(BOOK, subs, TARGET)}  # ordinary rebalancing serves sub 1
