@@ -1,32 +1,46 @@
 """Opt-in protection in the crash drills: protected owners against unprotected ones, and against a run with nobody
 protected (same seed, same accounts) for the bad debt.
 
-For each crash scenario of the library, two drills with the same seed and accounts:
+For each scenario (by default the library's four crashes and its two synthetic protection shapes), two drills with
+the same seed and accounts:
 - `protected = 0.5`: half the owners (drawn with the seed) authorise the keeper as rebalancer and opt every
   sub-account into the pre-liquidation band; the keeper runs both strategies;
 - `protected = 0`: the same accounts, nobody protected (the bad-debt baseline).
-Prints a markdown table and writes OUT/summary.json; the plot goes to OUT/protection.png.
+Prints a markdown table and writes OUT/summary.json; the plot goes to OUT/protection.png. Each drill's folder also
+gets accounts.json, the per-account record: for every seeded account, its group, debt at the start, each
+protection or liquidation that touched it (with the block, the scenario time and the health before and after) and
+its health in every block.
 
-    python benchmarks/protection_drills.py --out /tmp/protection-drills [--accounts 200]
+    python benchmarks/protection_drills.py --out /tmp/protection-drills [--accounts 200] [--scenarios a,b]
 
-About 12-15 minutes on 2 cores (8 drills)."""
+About 2 minutes per drill on 2 cores (two drills per scenario)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CRASHES = ("black-thursday", "may-19-2021", "ftx-collapse", "october-10-2025")
+SCENARIOS = (
+    "black-thursday",
+    "may-19-2021",
+    "ftx-collapse",
+    "october-10-2025",
+    "slide-then-gap",
+    "grinding-bear-gaps",
+)
 # The issue's goal: protected owners pay at least this much less penalty per $ of debt, suffer fewer full
 # liquidations, and the protocol has no more bad debt than with nobody protected (to within a cent: interest accrued
 # for a block more or less on the same account moves the figure by fractions of one).
 GOAL_SAVING = 0.50
 BAD_DEBT_TOLERANCE_USD = 0.01
+WAD = 10**18
 
 
 def scenario_with(name: str, fraction: float, out: Path) -> Path:
@@ -39,27 +53,99 @@ def scenario_with(name: str, fraction: float, out: Path) -> Path:
 
 
 def drill(scenario: Path, out: Path, accounts: int) -> dict[str, object]:
+    """One drill in a child process (a drill starts its own Anvil and stops it): report.json and accounts.json."""
     done = subprocess.run(
-        [sys.executable, "-m", "keeper", "drill", str(scenario), "--accounts", str(accounts), "--out", str(out),
-         "--quiet"],
+        [sys.executable, __file__, "--one", str(scenario), "--accounts", str(accounts), "--out", str(out)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
-        raise SystemExit(f"keeper drill {scenario} failed: {done.stderr.strip()}")
+        raise SystemExit(f"drill {scenario} failed: {done.stderr.strip()[-2000:]}")
     doc: dict[str, object] = json.loads((out / "report.json").read_text())
     return doc
+
+
+def run_one(scenario_path: Path, out: Path, accounts: int) -> None:
+    """The child: the drill (as `keeper drill` runs it), its report, and the per-account record."""
+    from keeper import report
+    from keeper.drill import DrillOptions, run_drill
+    from keeper.scenario import load_scenario
+
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("keeper", "web3", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    rec = run_drill(DrillOptions(scenario=load_scenario(str(scenario_path)), out=out, accounts=accounts))
+    report.write(rec, out)
+    (out / "accounts.json").write_text(json.dumps(account_record(rec), indent=1) + "\n", encoding="utf-8")
+
+
+def account_record(rec: Any) -> list[dict[str, Any]]:
+    """Per seeded account: owner, sub-account, group, debt at the start, initial health, and every event that
+    touched it in time order (`rebalance_in` / `rebalance_out` counted on each end of a move, `pre_liquidation`,
+    `liquidation`) with the block index in the replay, the scenario second, the health at the end of the block
+    before and of the block itself (WAD as a float; None without debt), and for liquidations the USD penalty; and
+    the account's health at the end of every block of the replay (`health`, by block index)."""
+    index = {b.number: j for j, b in enumerate(rec.blocks)}
+    seeded = rec.accounts[: rec.seeded]
+    position = {a: i for i, a in enumerate(seeded)}
+    events: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(seeded))}
+
+    def health(j: int, i: int) -> float | None:
+        if j < 0:
+            h = rec.initial_health[i]
+            return None if h == float("inf") else round(h, 5)
+        b = rec.blocks[j]
+        return round(b.health[i] / WAD, 5) if b.debt[i] else None
+
+    def add(account: tuple[str, int], block: int, kind: str, extra: dict[str, Any]) -> None:
+        i = position.get(account)
+        j = index.get(block)
+        if i is None or j is None:
+            return
+        s = rec.blocks[j].scenario_s
+        events[i].append({"block": j, "s": s, "kind": kind, "before": health(j - 1, i), "after": health(j, i)} | extra)
+
+    for block, owner, from_sub, to_sub in rec.rebalances:
+        add((owner, to_sub), block, "rebalance_in", {"from": from_sub})
+        add((owner, from_sub), block, "rebalance_out", {"to": to_sub})
+    for kind, rows in (("pre_liquidation", rec.pre_liquidations), ("liquidation", rec.liquidations)):
+        for x in rows:
+            add((x.owner, x.sub_id), x.block, kind, {"penalty_usd": round(x.seized_usd - x.repaid_usd, 4)})
+    debts = dict(zip(rec.accounts, rec.start_debt_usd, strict=False))
+    return [
+        {
+            "owner": owner,
+            "sub": sub,
+            "protected": (owner, sub) in rec.protected,
+            "debt_usd": round(debts.get((owner, sub), 0.0), 2),
+            "initial_health": health(-1, i),
+            "events": sorted(events[i], key=lambda e: (e["block"], e["kind"])),
+            "health": [health(j, i) for j in range(len(rec.blocks))],
+        }
+        for i, (owner, sub) in enumerate(seeded)
+    ]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--accounts", type=int, default=200)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated library scenario names")
+    p.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the child process: one drill
     args = p.parse_args()
+    if args.one is not None:
+        run_one(args.one, args.out, args.accounts)
+        return 0
+    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    unknown = [n for n in names if not (ROOT / "keeper" / "scenarios" / f"{n}.toml").is_file()]
+    if unknown or not names:
+        library = sorted(f.stem for f in (ROOT / "keeper" / "scenarios").glob("*.toml"))
+        raise SystemExit(f"--scenarios: no library scenario {', '.join(unknown) or '(none given)'}; "
+                         f"the library has {', '.join(library)}")  # fmt: skip
     if args.out.exists() and any(args.out.iterdir()):
         raise SystemExit(f"{args.out} is not empty")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in CRASHES:
+    for name in names:
         prot = drill(scenario_with(name, 0.5, args.out), args.out / f"{name}-protected", args.accounts)
         base = drill(scenario_with(name, 0.0, args.out), args.out / f"{name}-nobody", args.accounts)
         s, b = prot["summary"], base["summary"]  # type: ignore[index]
@@ -105,7 +191,7 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
 
     names = [str(r["scenario"]) for r in rows]
     groups = ("protected", "unprotected")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(11, 1.8 * len(rows) + 2), 4.2))
     width = 0.38
     for k, g in enumerate(groups):
         per = []

@@ -5,8 +5,21 @@
   at most, and every donor stays at or above the target with its initial margin intact — the module's rules. The
   plan takes the fewest moves it can: the most at-risk receiver first, and for it always the single donor and asset
   that lift it the most; among equal lifts, the asset with the highest lt (the least volatile by governance's own
-  rating). A **rescue** is the same plan made for an owner whose sub-account is already liquidatable: when the
-  moves (sent as one `rebalanceBatch`) lift it back above health 1, the keeper sends them instead of liquidating.
+  rating).
+- **The band first in a calm market.** A sub-account opted into a pre-liquidation band is lifted only when a
+  repeat of the largest recent one-update moves of its prices (`Shock`: each collateral's largest fall and the
+  debt asset's largest rise the keeper saw lately) would take it from where it is straight below 1, past the
+  band; or when the move leaves it *gap-proof* (`gap_health` >= 1: healthy even if each of its collateral assets
+  fell at once by `1 - lt`, governance's own rating of how far that asset can move). Otherwise the band is left to
+  catch it: when prices move less per update than the band is wide, the band catches the sub-account before 1 and
+  repays half its debt for a small discount, which takes it well above the target; lifting it instead keeps all of
+  its leverage and draws its siblings down to the target with it, so the owner's whole book then sits just above
+  the band, and a later gap liquidates every sub-account at once, with no donor left above the target to rescue
+  any (docs/protection.md, "A slow slide, then a sharp leg"). When prices jump by more than the band is wide, the
+  band cannot catch anything and the lift is what protects. Sub-accounts without a band are lifted as before.
+- A **rescue** is a plan made for an owner whose sub-account is already liquidatable: moves, sent as one
+  `rebalanceBatch`, into the liquidatable sub-accounts only (the others are left to ordinary rebalancing and its
+  rules). When they lift the account back above health 1, the keeper sends them instead of liquidating.
 - **Pre-liquidation**: an opted-in sub-account with `1 <= health < preThreshold` may be repaid up to `maxShare` of
   its debt by anyone, who receives collateral worth the repayment plus `discount`. The plan picks the collateral
   with the best profit and checks the module's rules (dust, balance, health must improve) with the exact mirror.
@@ -41,6 +54,61 @@ class Book:
             ordered, self.prices, self.assets, scaled_debt, self.index, self.debt_price, self.debt_decimals
         )
 
+    def gapped(self) -> Book:
+        """This book after every collateral price falls by `1 - lt` at once (price·lt, rounded down: against the
+        account). The debt asset's price is unchanged."""
+        prices = {a: risk.w_mul_down(p, self.assets[a].lt) for a, p in self.prices.items() if a in self.assets}
+        return Book(prices, self.assets, self.index, self.debt_price, self.debt_decimals, self.min_debt)
+
+    def shocked(self, shock: Shock) -> Book:
+        """This book after `shock`: each collateral price falls by its recent largest fall (rounded down), the debt
+        asset's price rises by its recent largest rise (rounded up); both against the account."""
+        prices = {a: risk.w_mul_down(p, WAD - min(shock.falls.get(a, 0), WAD)) for a, p in self.prices.items()}
+        debt_price = risk.w_mul_up(self.debt_price, WAD + shock.debt_rise)
+        return Book(prices, self.assets, self.index, debt_price, self.debt_decimals, self.min_debt)
+
+
+@dataclass(frozen=True)
+class Shock:
+    """The largest recent one-update moves against borrowers (WAD fractions): each collateral's largest fall
+    (`falls`, by asset address) and the debt asset's largest rise (`debt_rise`). See `RecentMoves`."""
+
+    falls: Mapping[K, int]
+    debt_rise: int = 0
+
+
+class RecentMoves:
+    """The largest one-update price moves within the last `memory_s` seconds, from the prices the keeper sees
+    block by block (pure state: the caller feeds it). A move is measured between two consecutive observations, so a
+    skipped block makes a move look larger, never smaller. A fresh memory has seen no moves."""
+
+    def __init__(self, memory_s: int) -> None:
+        self.memory_s = memory_s
+        self._last: dict[K, tuple[int, int]] = {}  # asset -> (timestamp, price) last seen
+        self._moves: dict[K, list[tuple[int, int]]] = {}  # asset -> [(timestamp, signed WAD move)]
+
+    def observe(self, timestamp: int, prices: Mapping[K, int]) -> None:
+        """Prices (WAD, > 0) seen at `timestamp`; an asset missing here (no valid price) is not measured."""
+        for asset, price in prices.items():
+            last = self._last.get(asset)
+            if last is not None and timestamp > last[0] and price != last[1]:
+                move = risk.mul_div_down(abs(price - last[1]), WAD, last[1])
+                self._moves.setdefault(asset, []).append((timestamp, move if price > last[1] else -move))
+            if last is None or timestamp >= last[0]:
+                self._last[asset] = (timestamp, price)
+        horizon = max((t for t, _ in self._last.values()), default=0) - self.memory_s
+        for asset in list(self._moves):
+            self._moves[asset] = [m for m in self._moves[asset] if m[0] > horizon]
+
+    def largest_fall(self, asset: K) -> int:
+        return max((-m for _, m in self._moves.get(asset, []) if m < 0), default=0)
+
+    def largest_rise(self, asset: K) -> int:
+        return max((m for _, m in self._moves.get(asset, []) if m > 0), default=0)
+
+    def shock(self, collateral: Sequence[K], debt_asset: K) -> Shock:
+        return Shock({a: self.largest_fall(a) for a in collateral}, self.largest_rise(debt_asset))
+
 
 @dataclass
 class Sub:
@@ -71,10 +139,24 @@ def _donor_ok(book: Book, h: risk.Health, floor: int) -> bool:
     return h.health >= floor and h.ltv_weighted >= h.debt_value
 
 
-def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], ceiling: int, floor: int | None = None) -> Move | None:
+def gap_health(book: Book, balances: Mapping[K, int], scaled_debt: int) -> int:
+    """The account's health (WAD) if each of its collateral assets fell at once by `1 - lt` (`Book.gapped`)."""
+    return book.gapped().health(balances, scaled_debt).health
+
+
+def best_move(
+    book: Book,
+    receiver: Sub,
+    donors: Sequence[Sub],
+    ceiling: int,
+    floor: int | None = None,
+    gap_proof: bool = False,
+) -> Move | None:
     """The single move that lifts `receiver` the most without passing `ceiling`, from any donor and asset, every
     donor keeping `floor` (default: the ceiling; the module's rule is ceiling = floor = target) and its own band
-    threshold with the same headroom ((floor - ceiling) / 2) above it."""
+    threshold with the same headroom ((floor - ceiling) / 2) above it. With `gap_proof`, only a move that leaves
+    the receiver gap-proof (`gap_health` >= 1) counts."""
+    gapped = book.gapped() if gap_proof else None
     floor = ceiling if floor is None else floor
     headroom = (floor - ceiling) // 2
     candidates: list[Move] = []
@@ -100,6 +182,11 @@ def best_move(book: Book, receiver: Sub, donors: Sequence[Sub], ceiling: int, fl
             amount = risk.largest(1, balance, ok) if balance > 0 and ok(1) else 0
             if amount == 0:
                 continue
+            if gapped is not None:
+                take = dict(receiver.balances)
+                take[asset] = take.get(asset, 0) + amount
+                if gapped.health(take, receiver.scaled_debt).health < WAD:
+                    continue
             r, g = after(amount)
             candidates.append(Move(donor.sub_id, receiver.sub_id, asset, amount, r.health, g.health))
     if not candidates:
@@ -119,6 +206,7 @@ def plan_rebalances(
     max_moves: int = 8,
     headroom: int = 0,
     exclude: frozenset[int] = frozenset(),
+    shock: Shock | None = None,
 ) -> list[Move]:
     """Moves lifting the owner's sub-accounts below `target` (those with debt), most at risk first. Each move is
     applied to the working copy before the next is planned, so later moves see earlier ones.
@@ -126,8 +214,13 @@ def plan_rebalances(
     `headroom` (WAD health) plans inside the module's rule: receivers are lifted to `target - headroom` at most and
     donors keep `target + headroom`, so that the interest accrued and the prices moved by the block the moves land
     in do not turn an exact plan into a revert. It is capped at a quarter of `target - 1`. Sub-accounts in
-    `exclude` receive nothing."""
+    `exclude` receive nothing.
+
+    With `shock` (the market's largest recent moves), a receiver opted into a band (`Sub.band`) that a repeat of
+    the shock would leave at or above health 1 is lifted only by a move that leaves it gap-proof: otherwise its
+    band, which catches it before 1, is left to de-lever it. Without `shock` every receiver is lifted."""
     headroom = min(headroom, (target - WAD) // 4)
+    shocked = book.shocked(shock) if shock is not None else None
     ceiling, floor = target - headroom, target + headroom
     work = {s.sub_id: Sub(s.sub_id, dict(s.balances), s.scaled_debt, s.band) for s in subs}
     moves: list[Move] = []
@@ -147,7 +240,12 @@ def plan_rebalances(
         )
         progressed = False
         for receiver in at_risk:
-            move = best_move(book, receiver, list(work.values()), ceiling, floor)
+            band_catches = (
+                shocked is not None
+                and receiver.band > 0
+                and shocked.health(receiver.balances, receiver.scaled_debt).health >= WAD
+            )
+            move = best_move(book, receiver, list(work.values()), ceiling, floor, gap_proof=band_catches)
             if move is None:
                 continue
             _apply(work, move)
@@ -177,10 +275,11 @@ def plan_rescue(
 ) -> tuple[list[Move], set[int]]:
     """Moves that lift liquidatable sub-accounts (ids in `liquidatable`) back above health 1 before anyone
     liquidates them, and the ids they rescue: those at health >= 1 + headroom once every move has landed. The
-    moves are `plan_rebalances`'s (most at risk first, within the module's rules), except that a liquidatable
-    sub-account the moves cannot rescue receives nothing: it will be liquidated, and collateral sent into it would
-    only change the liquidation under the liquidator's feet. No moves when nothing can be rescued."""
-    exclude: set[int] = set()
+    moves are `plan_rebalances`'s (most at risk first, within the module's rules) into the liquidatable
+    sub-accounts only. A liquidatable sub-account the moves cannot rescue receives nothing: it will be liquidated,
+    and collateral sent into it would only change the liquidation under the liquidator's feet. No moves when
+    nothing can be rescued."""
+    exclude: set[int] = {s.sub_id for s in subs if s.sub_id not in liquidatable}
     while True:
         moves = plan_rebalances(book, subs, target, max_moves=max_moves, headroom=headroom, exclude=frozenset(exclude))
         after = apply_moves(subs, moves)

@@ -36,6 +36,9 @@ MAX_BATCH = 4  # rebalancing moves per transaction
 # accrued and the prices moved by the block a plan lands in would otherwise revert an exact plan at the boundary.
 PLAN_HEADROOM = 10**15
 SEIZE_SLIPPAGE_BPS = 50
+# How long a sharp move keeps the keeper lifting banded sub-accounts instead of leaving them to their band: a day
+# of chain time.
+MOVE_MEMORY_S = 86_400
 
 
 class Protector:
@@ -47,6 +50,8 @@ class Protector:
         self._targets: dict[str, tuple[int, int]] = {}  # owner -> (target health, block read)
         self._optins: dict[tuple[str, int], tuple[pr.PreConfig, int]] = {}
         self._cooldown: dict[str, int] = {}  # intent key -> block until which it is not retried
+        self.moves = pr.RecentMoves(MOVE_MEMORY_S)
+        self._observed = -1  # the last block whose prices `moves` has seen
         # A module deployed before `rebalanceBatch` existed takes one move per transaction (its record's ABI says).
         batches = any(item.get("name") == "rebalanceBatch" for item in module.abi)
         self.max_moves = MAX_BATCH if batches else 1
@@ -65,6 +70,19 @@ class Protector:
             debt_decimals=market.debt_decimals,
             min_debt=market.params.min_debt,
         )
+
+    def observe(self, market: Market) -> None:
+        """Feed the block's valid prices (collateral and debt asset) to the recent-moves memory, once per block."""
+        if market.block <= self._observed:
+            return
+        self._observed = market.block
+        prices = {a.address: a.price.price for a in market.assets if a.price.ok and a.price.price > 0}
+        if market.debt_price.ok and market.debt_price.price > 0:
+            prices[market.debt_asset] = market.debt_price.price
+        self.moves.observe(market.timestamp, prices)
+
+    def shock(self, market: Market) -> pr.Shock:
+        return self.moves.shock([a.address for a in market.assets], market.debt_asset)
 
     def _optin(self, owner: str, sub: int, head: int) -> pr.PreConfig:
         cached = self._optins.get((owner, sub))
@@ -102,6 +120,7 @@ class Protector:
     ) -> set[tuple[str, int]]:
         """Send a rescue for every authorising owner whose liquidatable sub-accounts the owner's other sub-accounts
         can lift back above health 1; the accounts a rescue was sent for, which the caller does not liquidate."""
+        self.observe(market)
         if not self.k.settings.rebalance_enabled or not liquidatable:
             return set()
         book = self.book(market)
@@ -130,6 +149,7 @@ class Protector:
         return saved
 
     def run(self, market: Market, accounts: list[Account], head: int, liquidatable: set[tuple[str, int]]) -> None:
+        self.observe(market)
         book = self.book(market)
         if book is None:
             return
@@ -205,6 +225,7 @@ class Protector:
         lifted: set[tuple[str, int]] = set()
         owners = _by_owner(accounts)
         cap = None
+        shock = self.shock(market)
         for owner, subs in owners.items():
             if len(subs) < 2:
                 continue
@@ -223,7 +244,7 @@ class Protector:
             # An account being liquidated this block receives nothing: that would change the liquidation in flight.
             busy = frozenset(a.sub_id for a in subs if (owner, a.sub_id) in liquidatable)
             states = [self._sub(market, a, head) for a in subs]  # with each giver's own band threshold
-            moves = pr.plan_rebalances(book, states, target, self.max_moves, PLAN_HEADROOM, busy)
+            moves = pr.plan_rebalances(book, states, target, self.max_moves, PLAN_HEADROOM, busy, shock)
             if moves and self._send_moves(owner, moves, head, rescue=False):
                 lifted |= {(owner, m.to_sub) for m in moves}
         return lifted

@@ -54,10 +54,12 @@ LIBRARY = [
     "black-thursday",
     "ftx-collapse",
     "gas-spike-crash",
+    "grinding-bear-gaps",
     "may-19-2021",
     "october-10-2025",
     "pinned-lower-bound",
     "rpc-outage-crash",
+    "slide-then-gap",
     "stablecoin-spike",
     "stale-feed-crash",
 ]
@@ -798,7 +800,7 @@ def test_cli_bad_scenario(tmp_path: Path) -> None:
 
 
 def test_cli_list() -> None:
-    """--list: the nine library scenarios, by name, each with the start of its description."""
+    """--list: the eleven library scenarios, by name, each with the start of its description."""
     result = keeper_cli(ROOT, "drill", "--list")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

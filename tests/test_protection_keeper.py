@@ -138,3 +138,52 @@ def test_a_module_without_batches_gets_one_move_per_transaction(system: Any, cha
     old_abi = [item for item in module.abi if item.get("name") != "rebalanceBatch"]
     old = Protector(keeper, keeper.w3.eth.contract(address=module.address, abi=old_abi), keeper.log)
     assert old.max_moves == 1
+
+
+@pytest.mark.parametrize("jump", [False, True])
+def test_keeper_leaves_a_banded_account_to_its_band_unless_prices_jump_past_it(
+    system: Any, chain: Any, accounts: Any, alice: Any, tmp_path: Path, jump: bool
+) -> None:
+    """Alice's sub 0 at health 1.037 is opted into a band at 1.05; sub 1 is a rich donor; she authorises the keeper
+    with target 1.15, which no lift can make gap-proof (WETH would need 1 / 0.85). In a calm market the keeper
+    pre-liquidates sub 0 in its band (half its debt for the band's discount) and does not lift it. When the keeper
+    has just seen WETH fall 9 % in one update (2,200 -> 2,000), a repeat would take sub 0 from 1.037 straight below
+    1, past the band, so the keeper lifts it to the target instead."""
+    keeper_account = accounts[KEEPER_INDEX]
+    fund(system, keeper_account, "USDC", 1_000_000 * 10**6)
+    system.usdc.approve(system.protection, 2**256 - 1, sender=keeper_account)
+    system.set_price("WETH", 2200)  # (1.037 is below the initial margin at 2,000: borrow at 2,200)
+    open_position(system, alice, 0, {"WETH": 10 * 10**18}, borrow=16_400 * 10**6)  # 1.037 at 2,000
+    open_position(system, alice, 1, {"WETH": 20 * 10**18}, borrow=5_000 * 10**6)
+    bounds = system.protection.preLiquidationBounds()
+    band = 105 * 10**16
+    assert bounds.maxPreThreshold >= band
+    system.protection.setPreLiquidation(0, band, min(10**16, bounds.maxDiscount), min(5 * 10**17, bounds.maxShare),
+                                        sender=alice)  # fmt: skip
+    system.protection.setRebalancer(keeper_account.address, 115 * 10**16, sender=alice)
+    keeper = _keeper(system, chain, tmp_path, rebalance_enabled=True, pre_liquidation_enabled=True)
+    w3 = chain.provider.web3
+    start = chain.blocks.head.number
+    if jump:
+        keeper.tick()  # the keeper sees WETH at 2,200: sub 0 at 1.14, above its band, and nothing to do
+    system.set_price("WETH", 2000)  # without the tick above, the keeper's first price: nothing moved that it saw
+    assert 103 * 10**16 < health(system, alice, 0) < band
+    _rpc(w3, "evm_setAutomine", False)
+    try:
+        run_blocks(keeper, w3, 4)
+    finally:
+        _rpc(w3, "evm_setAutomine", True)
+    head = chain.blocks.head.number
+    lifted = [log for log in system.protection.Rebalanced.range(start, head + 1) if log.toSubId == 0]
+    pre = [log for log in system.protection.PreLiquidated.range(start, head + 1) if log.subId == 0]
+    if jump:
+        assert lifted
+        assert not pre
+        assert health(system, alice, 0) == pytest.approx(115 * 10**16 - PLAN_HEADROOM, rel=1e-4)
+    else:
+        assert not lifted
+        assert pre
+        assert all(log.caller == keeper_account.address for log in pre)
+        assert int(pre[0].repaid) * 2 >= 16_400 * 10**6 - 10**6  # half the debt, for the band's discount
+        assert health(system, alice, 0) > 115 * 10**16  # de-levered: above the target without the sibling's help
+        assert health(system, alice, 1) == pytest.approx(20 * 2000 * 0.85 / 5_000 * WAD, rel=1e-4)  # untouched

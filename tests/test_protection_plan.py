@@ -215,3 +215,111 @@ def test_a_donor_is_never_planned_into_its_own_band() -> None:
     assert 150 * 10**16 + 10**15 <= health(after[1]) < 151 * 10**16  # as far as the band allows, no further
     unbanded = pr.plan_rebalances(BOOK, [sub(0, 1.0, 1650), sub(1, 2.0, 2125)], TARGET, headroom=10**15)
     assert moves[0].amount < unbanded[0].amount
+
+
+# ---------------------------------------------------------------------------------------------- the band first
+
+# The book after every collateral falls by 1 - lt at once, written by hand: WETH 2000·0.85, WBTC 60000·0.80.
+GAPPED = pr.Book(
+    {WETH: 1700 * WAD, WBTC: 48000 * WAD}, ASSETS, index=RAY, debt_price=WAD, debt_decimals=6, min_debt=10 * 10**6
+)
+
+
+def gap(s: pr.Sub) -> int:
+    return GAPPED.health(s.balances, s.scaled_debt).health
+
+
+def test_gap_health_is_the_health_after_each_collateral_falls_by_one_minus_lt() -> None:
+    mixed = sub(0, 1.5, 4_000, wbtc=0.05)
+    assert pr.gap_health(BOOK, mixed.balances, mixed.scaled_debt) == gap(mixed)
+    # One asset: every value scales by its lt, so the gap health is the health times lt (to rounding).
+    only_weth = sub(1, 2.0, 2_500)
+    assert pr.gap_health(BOOK, only_weth.balances, only_weth.scaled_debt) == pytest.approx(
+        health(only_weth) * 0.85, rel=1e-12
+    )
+
+
+def test_a_rescue_moves_collateral_only_into_the_liquidatable_sub_accounts() -> None:
+    """The rescue batch goes to the liquidatable sub-account alone; a sibling that is only below the target is
+    left to ordinary rebalancing, within the reserve."""
+    subs = [sub(0, 1.0, 1_716), sub(1, 1.0, 1_600), sub(2, 10.0, 1_000)]  # 0.99, 1.06, 8.5
+    moves, rescued = pr.plan_rescue(BOOK, subs, TARGET, {0}, max_moves=4)
+    assert rescued == {0}
+    assert {m.to_sub for m in moves} == {0}
+    assert 1 in {m.to_sub for m in pr.plan_rebalances(BOOK, subs, TARGET)}  # ordinary rebalancing serves sub 1
+
+
+TARGET_LOW = 115 * 10**16  # the drills' target: below WETH's gap-proof health 1 / 0.85 = 1.176
+
+
+def banded(s: pr.Sub, threshold: int = 105 * 10**16) -> pr.Sub:
+    s.band = threshold
+    return s
+
+
+def shocked_by_hand(weth_fall: float, wbtc_fall: float = 0.0, debt_rise: float = 0.0) -> pr.Book:
+    prices = {WETH: int(2000 * (1 - weth_fall)) * WAD, WBTC: int(60000 * (1 - wbtc_fall)) * WAD}
+    return pr.Book(prices, ASSETS, index=RAY, debt_price=int(WAD * (1 + debt_rise)), debt_decimals=6)
+
+
+def test_a_shocked_book_repeats_each_recent_move() -> None:
+    shock = pr.Shock({WETH: 10 * 10**16, WBTC: 5 * 10**16}, debt_rise=2 * 10**16)
+    mixed = sub(0, 1.5, 4_000, wbtc=0.05)
+    by_hand = shocked_by_hand(0.10, 0.05, 0.02)
+    assert BOOK.shocked(shock).health(mixed.balances, mixed.scaled_debt) == by_hand.health(
+        mixed.balances, mixed.scaled_debt
+    )
+
+
+def test_in_a_calm_market_a_banded_sub_account_is_left_to_its_band() -> None:
+    """A sub-account at 1.037 opted into a band at 1.05, a rich sibling, a target of 1.15 (which no lift can make
+    gap-proof with WETH). When prices have lately moved 1 % per update, a repeat leaves it at 1.026, inside its band,
+    which will catch it: it is not lifted. When they have moved 5 %, a repeat takes it to 0.985, past the band: it
+    is lifted. A sub-account without a band, or a plan without a shock, lifts it as before."""
+
+    def owner(band: bool) -> list[pr.Sub]:
+        receiver = sub(0, 1.0, 1_640)  # 1700 / 1640 = 1.0366
+        return [banded(receiver) if band else receiver, sub(1, 10.0, 2_000)]
+
+    calm, jumpy = pr.Shock({WETH: 10**16}), pr.Shock({WETH: 5 * 10**16})
+    receiver = owner(True)[0]
+    assert shocked_by_hand(0.01).health(receiver.balances, receiver.scaled_debt).health >= WAD
+    assert shocked_by_hand(0.05).health(receiver.balances, receiver.scaled_debt).health < WAD
+    assert pr.plan_rebalances(BOOK, owner(True), TARGET_LOW, shock=calm) == []
+    for subs, shock in ((owner(True), jumpy), (owner(False), calm), (owner(True), None)):
+        moves = pr.plan_rebalances(BOOK, subs, TARGET_LOW, shock=shock)
+        assert [m.to_sub for m in moves] == [0]
+        assert health(apply(subs, moves)[0]) == pytest.approx(TARGET_LOW, rel=1e-9)
+
+
+def test_in_a_calm_market_a_lift_that_makes_the_sub_account_gap_proof_is_made() -> None:
+    """With a target of 1.2, above WETH's gap-proof health, the same banded sub-account is lifted in a calm market
+    when one move takes it to gap-proof, and not when its donor can only lift it part of the way."""
+    calm = pr.Shock({WETH: 10**16})
+    rich = [banded(sub(0, 1.0, 1_640)), sub(1, 10.0, 2_000)]
+    moves = pr.plan_rebalances(BOOK, rich, TARGET, shock=calm)
+    assert [m.to_sub for m in moves] == [0]
+    assert gap(apply(rich, moves)[0]) >= WAD
+    poor = [banded(sub(0, 1.0, 1_640)), sub(1, 1.0, 1_300)]  # it can give down to 1.2 only: 1.037 -> 1.12
+    assert pr.plan_rebalances(BOOK, poor, TARGET, shock=calm) == []
+    partial = pr.plan_rebalances(BOOK, [sub(0, 1.0, 1_640), sub(1, 1.0, 1_300)], TARGET, shock=calm)
+    assert len(partial) == 1  # without a band, the partial lift is made
+    assert gap(apply(poor, partial)[0]) < WAD
+
+
+def test_recent_moves_keep_the_largest_fall_and_rise_for_their_memory() -> None:
+    a, debt = "0xa", "0xdebt"
+    moves = pr.RecentMoves(memory_s=3_600)
+    assert moves.shock([a], debt) == pr.Shock({a: 0}, 0)  # nothing seen yet: calm
+    moves.observe(0, {a: 100 * WAD, debt: WAD})
+    moves.observe(12, {a: 90 * WAD, debt: WAD})  # -10 %
+    moves.observe(24, {a: 99 * WAD, debt: 13 * WAD // 10})  # +10 %, the debt asset +30 %
+    moves.observe(36, {debt: WAD})  # no price for `a` in this block: nothing measured for it
+    moves.observe(48, {a: 97_02 * WAD // 100})  # -2 % from 99, measured from the last price seen
+    assert moves.largest_fall(a) == 10**17
+    assert moves.largest_rise(a) == 10**17
+    assert moves.shock([a], debt) == pr.Shock({a: 10**17}, 3 * 10**17)
+    moves.observe(3_613, {a: 97_02 * WAD // 100})  # an hour after the -10 % (t = 12): forgotten; the -2 % is not
+    assert moves.largest_fall(a) == 2 * 10**16
+    moves.observe(3_700, {a: 97_02 * WAD // 100, debt: WAD})
+    assert moves.shock([a], debt) == pr.Shock({a: 0}, 0)

@@ -32,6 +32,8 @@ LIBRARY = (
     "pinned-lower-bound",
     "stablecoin-spike",
     "rpc-outage-crash",
+    "slide-then-gap",
+    "grinding-bear-gaps",
 )
 
 # A valid scenario; the tests below change single lines by number, so these numbers are part of the fixture.
@@ -143,9 +145,9 @@ def test_library_scenario_loads_and_fits_the_local_deployment(name: str) -> None
     # Initial prices lie strictly inside the router bounds.
     for asset in scenario.assets:
         assert feeds[asset.symbol]["min_price"] < asset.price < feeds[asset.symbol]["max_price"]
-    # Borrowing can only bring an account down to health lt/ltv: the range must be reachable for every collateral.
-    lowest_reachable = max(feeds[s]["lt"] / feeds[s]["ltv"] for s in scenario.accounts.assets)
-    assert scenario.accounts.health[0] >= lowest_reachable
+    # Every account starts healthy. (Healths below lt/ltv, past the initial margin, are reached too: the drill
+    # borrows at prices raised for the seeding only; docs/drills.md.)
+    assert scenario.accounts.health[0] > 1.0
 
 
 def test_library_faults_and_bounds_match_their_descriptions() -> None:
