@@ -1,5 +1,6 @@
 """How fast the optimizer reads a feed's round history: one eth_call per round (the reader before issue 12 item 13)
-against `keeper.volatility.read_history` (JSON-RPC batch requests), on the same local chain and the same rounds.
+against `keeper.optimizer.volatility.read_history` (JSON-RPC batch requests), on the same local chain and the
+same rounds.
 
     python benchmarks/feed_history.py --rounds 720
     python benchmarks/feed_history.py --rounds 720 --latency-ms 20    # as if the node were 20 ms away
@@ -39,8 +40,8 @@ from web3 import Web3  # noqa: E402
 from web3.providers import HTTPProvider  # noqa: E402
 from web3.types import RPCEndpoint, RPCResponse  # noqa: E402
 
-from keeper import volatility as vol  # noqa: E402
-from keeper.node import AnvilProcess  # noqa: E402
+from keeper.chain.node import AnvilProcess  # noqa: E402
+from keeper.optimizer import volatility as vol  # noqa: E402
 
 ZERO = "0x" + "00" * 20
 FEED_ABI: list[dict[str, Any]] = [

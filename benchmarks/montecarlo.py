@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keeper import stress
+from keeper.optimizer import stress
 
 
 def main() -> int:

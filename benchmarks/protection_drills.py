@@ -44,7 +44,7 @@ WAD = 10**18
 
 
 def scenario_with(name: str, fraction: float, out: Path) -> Path:
-    text = (ROOT / "keeper" / "scenarios" / f"{name}.toml").read_text(encoding="utf-8")
+    text = (ROOT / "keeper" / "drills" / "scenarios" / f"{name}.toml").read_text(encoding="utf-8")
     text = re.sub(r"(?m)^protected\s*=.*\n", "", text)
     text = re.sub(r"(?m)^\[accounts\]\n", f"[accounts]\nprotected = {fraction}\n", text, count=1)
     path = out / f"{name}-protected-{fraction:g}.toml"
@@ -66,9 +66,9 @@ def drill(scenario: Path, out: Path, accounts: int) -> dict[str, object]:
 
 def run_one(scenario_path: Path, out: Path, accounts: int) -> None:
     """The child: the drill (as `keeper drill` runs it), its report, and the per-account record."""
-    from keeper import report
-    from keeper.drill import DrillOptions, run_drill
-    from keeper.scenario import load_scenario
+    from keeper.drills import report
+    from keeper.drills.drill import DrillOptions, run_drill
+    from keeper.drills.scenario import load_scenario
 
     logging.basicConfig(level=logging.WARNING)
     for name in ("keeper", "web3", "urllib3"):
@@ -136,9 +136,9 @@ def main() -> int:
         run_one(args.one, args.out, args.accounts)
         return 0
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in names if not (ROOT / "keeper" / "scenarios" / f"{n}.toml").is_file()]
+    unknown = [n for n in names if not (ROOT / "keeper" / "drills" / "scenarios" / f"{n}.toml").is_file()]
     if unknown or not names:
-        library = sorted(f.stem for f in (ROOT / "keeper" / "scenarios").glob("*.toml"))
+        library = sorted(f.stem for f in (ROOT / "keeper" / "drills" / "scenarios").glob("*.toml"))
         raise SystemExit(f"--scenarios: no library scenario {', '.join(unknown) or '(none given)'}; "
                          f"the library has {', '.join(library)}")  # fmt: skip
     if args.out.exists() and any(args.out.iterdir()):

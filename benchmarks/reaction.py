@@ -2,7 +2,7 @@
 
     python benchmarks/reaction.py --accounts 1000 --drop 0.30
 
-A drill (keeper.drill, the same machinery as `keeper drill`) on a fresh Anvil: N WETH-backed borrowers with health
+A drill (keeper.drills, the same machinery as `keeper drill`) on a fresh Anvil: N WETH-backed borrowers with health
 drawn from --health (default 1.05 to 1.60), one price update that drops WETH by --drop, then blocks mined one by one
 (12 s apart) with the keeper handling each, until nothing is liquidatable. Every figure is read from the chain:
 
@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keeper.drill import DrillOptions, liquidatable, run_drill
-from keeper.report import percentile
-from keeper.scenario import Accounts, Asset, Scenario, Step
+from keeper.drills.drill import DrillOptions, liquidatable, run_drill
+from keeper.drills.report import percentile
+from keeper.drills.scenario import Accounts, Asset, Scenario, Step
 
 BLOCK_TIME_S = 12
 PRICE = 2000.0

@@ -5,9 +5,9 @@
 Seeds N borrowing sub-accounts on an Anvil of its own (once: the chain is cached as an Anvil state file under
 benchmarks/.cache/, keyed by N and the contracts' bytecode), then measures on a fresh Anvil loaded from that file:
 
-  batched  a full refresh as the keeper does it: `keeper.state.read_market` + `keeper.state.read_accounts` over all
+  batched  a full refresh as the keeper does it: `reads.read_market` + `reads.read_accounts` (keeper.chain) over all
            N accounts (chunks of --chunk accounts, --threads calls in flight) pinned to one block, then
-           `keeper.state.health_of` (the pure integer risk mirror) on every account; the median of --reps runs
+           `keeper.chain.reads.health_of` (the pure integer risk mirror) on every account; the median of --reps runs
            after one warm-up run;
   naive    one `eth_call` of `MarginEngine.accountHealth` per account, one after the other, at the same block.
 
@@ -53,8 +53,9 @@ sys.path.insert(0, str(ROOT))
 from web3 import Web3  # noqa: E402
 from web3.contract import Contract  # noqa: E402
 
-from keeper import risk, state  # noqa: E402
-from keeper.deployment import Deployment, connect, contract, load_deployment  # noqa: E402
+from keeper.chain import reads as state  # noqa: E402
+from keeper.chain.deployment import Deployment, connect, contract, load_deployment  # noqa: E402
+from keeper.core import risk  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
 # Bump when the seeded scenario changes, so cached chains are not reused.

@@ -2,6 +2,6 @@
 
 import sys
 
-from keeper.cli import main
+from keeper.cli.main import main
 
 sys.exit(main())

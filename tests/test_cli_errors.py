@@ -19,9 +19,9 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from keeper.cli import JsonFormatter, build_parser, main
-from keeper.config import load_settings
-from keeper.deployment import check_chain, connect, contract, load_deployment
+from keeper.chain.deployment import check_chain, connect, contract, load_deployment
+from keeper.cli.main import JsonFormatter, build_parser, main
+from keeper.engine.settings import load_settings
 
 RAW_KEY = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6"  # Anvil account 9
 

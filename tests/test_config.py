@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from keeper.config import Settings, anvil_from_environment, load_settings
-from keeper.deployment import REQUIRED_ABIS, load_deployment
-from keeper.errors import ChainMismatchError, ConfigError, DeploymentError, SignerError, redact_url
-from keeper.signer import load_signer
+from keeper.chain.deployment import REQUIRED_ABIS, load_deployment
+from keeper.chain.signer import load_signer
+from keeper.core.errors import ChainMismatchError, ConfigError, DeploymentError, SignerError, redact_url
+from keeper.engine.settings import Settings, anvil_from_environment, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # A well-known throw-away key (Anvil account 9); never a real one.

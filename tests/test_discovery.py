@@ -12,11 +12,11 @@ import pytest
 from conftest import fund, open_position
 from web3 import Web3
 
-from keeper.deployment import connect
-from keeper.discovery import CHECKPOINT, Discovery
-from keeper.metrics import Metrics
-from keeper.relay import LogCapProxy
-from keeper.store import Store
+from keeper.chain.deployment import connect
+from keeper.chain.discovery import CHECKPOINT, Discovery
+from keeper.chain.store import Store
+from keeper.drills.relay import LogCapProxy
+from keeper.engine.metrics import Metrics
 
 
 def _discovery(system: Any, w3: Web3, store: Store, confirmations: int = 0, chunk: int = 2_000) -> Discovery:

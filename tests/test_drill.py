@@ -1,4 +1,4 @@
-"""The drill runner end to end (keeper.drill, keeper.report, `keeper drill`): the small scenarios in tests/drills/
+"""The drill runner end to end (keeper.drills, `keeper drill`): the small scenarios in tests/drills/
 replayed on the drill's own Anvil, with the real contracts deployed by `ape run deploy` and the real keeper
 in-process. Every verdict comes from what the chain showed: the DrillRecord's blocks, liquidations and keeper
 transactions, or eth_call / eth_getLogs on the drill's node while it runs (the `on_block` callback); never from the
@@ -25,9 +25,10 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
-from keeper import report
-from keeper.deployment import load_deployment
-from keeper.drill import (
+from keeper.chain.deployment import load_deployment
+from keeper.chain.node import AnvilProcess, Rpc, RpcError
+from keeper.drills import report
+from keeper.drills.drill import (
     BlockRecord,
     DrillOptions,
     DrillRecord,
@@ -39,10 +40,9 @@ from keeper.drill import (
     read_healths,
     run_drill,
 )
-from keeper.node import AnvilProcess, Rpc, RpcError
-from keeper.runner import MAX_BACKOFF_S
-from keeper.scenario import Fault, Scenario, load_scenario
-from keeper.strategy import LIQUIDATION_GAS_ESTIMATE
+from keeper.drills.scenario import Fault, Scenario, load_scenario
+from keeper.engine.runner import MAX_BACKOFF_S
+from keeper.engine.strategy import LIQUIDATION_GAS_ESTIMATE
 
 ROOT = Path(__file__).resolve().parent.parent
 DRILLS = Path(__file__).resolve().parent / "drills"

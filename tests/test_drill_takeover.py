@@ -9,10 +9,10 @@ from pathlib import Path
 
 from conftest import ROOT
 
-from keeper import report
-from keeper.drill import DrillOptions, deploy_embedded, run_drill
-from keeper.node import AnvilProcess
-from keeper.scenario import load_scenario
+from keeper.chain.node import AnvilProcess
+from keeper.drills import report
+from keeper.drills.drill import DrillOptions, deploy_embedded, run_drill
+from keeper.drills.scenario import load_scenario
 
 SCENARIO = """
 name = "takeover"

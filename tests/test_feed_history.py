@@ -29,12 +29,12 @@ import requests
 from chainlink_feeds import flux, proxy, submit, switch
 from web3 import Web3
 
-from keeper import optimizechain as oc
-from keeper import volatility as vol
-from keeper.config import load_settings
-from keeper.deployment import connect, load_deployment
-from keeper.runner import build_keeper
-from keeper.signer import load_signer
+from keeper.chain.deployment import connect, load_deployment
+from keeper.chain.signer import load_signer
+from keeper.engine.runner import build_keeper
+from keeper.engine.settings import load_settings
+from keeper.optimizer import onchain as oc
+from keeper.optimizer import volatility as vol
 
 WAD = 10**18
 KEEPER_INDEX = 6

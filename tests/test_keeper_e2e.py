@@ -15,11 +15,11 @@ from typing import Any
 from conftest import MAX_UINT, WAD, fund, open_position
 from web3 import Web3
 
-from keeper.config import Settings
-from keeper.deployment import load_deployment
-from keeper.runner import Keeper, build_keeper
-from keeper.signer import load_signer
-from keeper.store import Store
+from keeper.chain.deployment import load_deployment
+from keeper.chain.signer import load_signer
+from keeper.chain.store import Store
+from keeper.engine.runner import Keeper, build_keeper
+from keeper.engine.settings import Settings
 
 KEEPER_INDEX = 6  # ape test account 6: used by no other fixture
 
@@ -46,7 +46,7 @@ def _keeper(
     record: Path | None = None,
     **overrides: Any,
 ) -> Keeper:
-    """A keeper wired exactly as `keeper run` wires it (keeper.runner.build_keeper), with the test's web3, clock,
+    """A keeper wired exactly as `keeper run` wires it (keeper.engine.runner.build_keeper), with the test's web3, clock,
     store and deployment record when given."""
     if record is None:
         record = tmp_path / "deployment.json"

@@ -25,10 +25,10 @@ from hexbytes import HexBytes
 from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
 from web3 import Web3
 
-from keeper.relay import FlakyRelay
-from keeper.runner import BREAKER_THRESHOLD, Keeper
-from keeper.state import read_market
-from keeper.store import Store
+from keeper.chain.reads import read_market
+from keeper.chain.store import Store
+from keeper.drills.relay import FlakyRelay
+from keeper.engine.runner import BREAKER_THRESHOLD, Keeper
 
 GWEI = 10**9
 USDC = 10**6

@@ -22,8 +22,8 @@ from conftest import ROOT, WAD, fund, open_position
 from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
 from web3 import Web3
 
-from keeper.deployment import standard_abi
-from keeper.runner import Keeper
+from keeper.chain.deployment import standard_abi
+from keeper.engine.runner import Keeper
 
 USDC = 10**6
 GWEI = 10**9
@@ -245,7 +245,7 @@ def test_keeper_run_logs_no_line_per_scheduler_run(system: Any, chain: Any, tmp_
     ("shipped", "compiled"), [("ERC20", "MockERC20"), ("AggregatorV3Interface", "AggregatorV3Interface")]
 )
 def test_shipped_abis_match_the_standard_interfaces(project: Any, shipped: str, compiled: str) -> None:
-    """The keeper's own minimal ABIs (keeper/abi/) declare exactly what the compiled standard implementations have:
+    """The keeper's own minimal ABIs (keeper/chain/abi) declare exactly what the compiled standard implementations have:
     same names, input and output types, mutability, for every function the keeper may call."""
 
     def signatures(abi: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import MAX_UINT, WAD, fund, open_position, reverts_with
 
-from keeper import risk
+from keeper.core import risk
 
 USDC = 10**6
 PCT = WAD // 100

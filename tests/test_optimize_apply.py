@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from hexbytes import HexBytes
 
-from keeper import optimizechain as oc
-from keeper.config import load_settings
-from keeper.deployment import connect, load_deployment
-from keeper.runner import build_keeper
-from keeper.signer import load_signer
+from keeper.chain.deployment import connect, load_deployment
+from keeper.chain.signer import load_signer
+from keeper.engine.runner import build_keeper
+from keeper.engine.settings import load_settings
+from keeper.optimizer import onchain as oc
 
 WAD = 10**18
 KEEPER_INDEX = 6

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from keeper.scenario import load_scenario
-from keeper.stress import SECONDS_PER_YEAR
+from keeper.drills.scenario import load_scenario
+from keeper.optimizer.stress import SECONDS_PER_YEAR
 
 
 def keeper(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

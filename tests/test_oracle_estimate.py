@@ -17,7 +17,7 @@ from conftest import MAX_UINT, WAD, fund, open_position
 from test_oracle_router import error_data, head_time
 from test_oracle_try_price import eth_call
 
-from keeper.txmanager import GAS_HEADROOM_PERCENT
+from keeper.chain.txmanager import GAS_HEADROOM_PERCENT
 
 BLOCK_TIME = 12
 # What the docs tell integrators to add to eth_estimateGas (IOracleRouter, docs/contracts.md).

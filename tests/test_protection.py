@@ -15,7 +15,7 @@ import pytest
 from conftest import MAX_UINT, WAD, fund, open_position, reverts_with
 from web3.exceptions import ContractLogicError as Web3ContractLogicError
 
-from keeper import risk
+from keeper.core import risk
 
 PCT = WAD // 100
 ZERO_ROLE = b"\x00" * 32
@@ -797,7 +797,7 @@ def test_fuzz_an_operator_cannot_hurt_or_drain_the_owner(
 def test_deployment_record_carries_the_module_and_old_records_still_load(system: Any, tmp_path: Any) -> None:
     import json
 
-    from keeper.deployment import load_deployment
+    from keeper.chain.deployment import load_deployment
 
     record = json.loads(json.dumps(system.deployment.record()))  # a copy: the fixture's record is shared
     path = tmp_path / "31337.json"

@@ -1,4 +1,4 @@
-"""The keeper's protection strategies on Anvil (keeper/protectjob.py through `build_keeper`, as `keeper run` wires
+"""The keeper's protection strategies on Anvil (keeper/engine/protect.py through `build_keeper`, as `keeper run` wires
 them): it rebalances only owners that authorised it, within their target; it pre-liquidates only opted-in accounts in
 their band, improving health; it leaves everyone else alone."""
 
@@ -12,7 +12,7 @@ from conftest import fund, open_position
 from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
 from web3 import Web3
 
-from keeper.protectjob import PLAN_HEADROOM, Protector
+from keeper.engine.protect import PLAN_HEADROOM, Protector
 
 WAD = 10**18
 
@@ -115,7 +115,10 @@ def test_keeper_rescues_a_liquidatable_account_instead_of_liquidating_it(
         assert health(system, alice, 0) >= WAD
         assert health(system, alice, 1) >= 120 * 10**16
         assert keeper.metrics.rescues_sent._value.get() == 1
-        assert (alice.address, 0) not in keeper.state.first_liquidatable  # rescued: no liquidation latency pending
+        assert (
+            alice.address,
+            0,
+        ) not in keeper.state.first_liquidatable  # rescued: no liquidation latency pending
     else:
         assert (alice.address, 0) in liquidated  # no rescue could lift it above 1: liquidated, not delayed
         # Nothing was poured into the account while it was being liquidated; once the liquidation left it healthy

@@ -1,13 +1,13 @@
-"""The keeper's protection planners (keeper/protection.py), pure: every plan is checked against the module's rules
+"""The keeper's protection planners (keeper/core/protection.py), pure: every plan is checked against the module's rules
 with the exact risk mirror, and against what a simpler plan would do."""
 
 from __future__ import annotations
 
 import pytest
 
-from keeper import protection as pr
-from keeper import risk
-from keeper.risk import RAY, WAD
+from keeper.core import protection as pr
+from keeper.core import risk
+from keeper.core.risk import RAY, WAD
 
 WETH, WBTC = "0xweth", "0xwbtc"
 PRICES = {WETH: 2000 * WAD, WBTC: 60000 * WAD}

@@ -1,4 +1,4 @@
-"""Unit tests of keeper/risk.py with hand-computed cases: every rounding direction, the uint256 overflow the
+"""Unit tests of keeper/core/risk.py with hand-computed cases: every rounding direction, the uint256 overflow the
 contracts revert on, the health figures, the liquidation quote's edge cases and the interest accrual.
 Pure: no chain (the differential test against the contracts is tests/test_risk_differential.py)."""
 
@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from keeper import risk
-from keeper.risk import MAX_UINT, RAY, WAD
+from keeper.core import risk
+from keeper.core.risk import MAX_UINT, RAY, WAD
 
 USD = 10**6  # one whole unit of a 6-decimal debt asset
 E18 = 10**18  # one whole unit of an 18-decimal token

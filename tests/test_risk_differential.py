@@ -1,4 +1,4 @@
-"""Differential test of keeper/risk.py against the deployed contracts on a real Anvil, exact to the wei.
+"""Differential test of keeper/core/risk.py against the deployed contracts on a real Anvil, exact to the wei.
 
 Four markets are deployed, with debt assets of 6, 18, 0 and 24 decimals behind 8- or 18-decimal feeds, each with
 seven collaterals of 0, 6, 8, 12, 18, 24 and 36 decimals behind feeds of 0, 8 and 18 decimals, at base prices
@@ -43,7 +43,7 @@ import eth_abi
 from conftest import MAX_UINT, WAD, abi_type, ck_system, plain
 from eth_utils import keccak
 
-from keeper import risk
+from keeper.core import risk
 
 DEFAULT_STATES = 2000
 DEFAULT_SEED = 20_250_301

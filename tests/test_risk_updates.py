@@ -2,7 +2,7 @@
 updateRiskParams (RISK_KEEPER_ROLE), the lt ramp every health figure follows, and the deploy config's bounds.
 
 Every expected figure is computed here from the rules on IMarginEngine: a lowered lt ramps linearly from the
-effective lt at the update's timestamp to the target at `rampEnd`, rounded down (keeper.risk.ramped_lt, which the
+effective lt at the update's timestamp to the target at `rampEnd`, rounded down (keeper.core.risk.ramped_lt, which the
 differential test checks against the engine block by block); ltv and raised lts apply at once.
 """
 
@@ -20,8 +20,8 @@ from eth_abi.abi import encode as abi_encode
 from web3 import Web3
 from web3.exceptions import ContractCustomError
 
-from keeper import risk
-from keeper.state import read_market
+from keeper.chain.reads import read_market
+from keeper.core import risk
 
 PCT = WAD // 100
 ZERO_ROLE = b"\x00" * 32
@@ -408,7 +408,7 @@ def test_other_assets_are_untouched(system: Any, chain: Any, keeper: Any, t0: in
 
 def test_ramp_matches_the_keeper_mirror_block_by_block(system: Any, chain: Any, admin: Any, keeper: Any) -> None:
     """Seeded: chained lowering updates on WETH with random durations; at random blocks, the engine's
-    assetConfig(WETH).lt, the Lens's market config and keeper.state.read_market all equal keeper.risk.ramped_lt
+    assetConfig(WETH).lt, the Lens's market config and reads.read_market all equal risk.ramped_lt
     at the block's timestamp."""
     rng = random.Random(55)
     eng, weth = system.engine, system.weth

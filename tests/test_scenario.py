@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from keeper.errors import KeeperError
-from keeper.scenario import (
+from keeper.core.errors import KeeperError
+from keeper.drills.scenario import (
     FAULT_KINDS,
     Fault,
     Problem,

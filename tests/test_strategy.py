@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from keeper import risk
-from keeper.state import Account, AssetView, Market, PriceView
-from keeper.strategy import LIQUIDATION_GAS_ESTIMATE, Limits, Plan, Skip, gas_cost_usd, plan_account, plan_all
+from keeper.chain.reads import Account, AssetView, Market, PriceView
+from keeper.core import risk
+from keeper.engine.strategy import LIQUIDATION_GAS_ESTIMATE, Limits, Plan, Skip, gas_cost_usd, plan_account, plan_all
 
 GWEI = 10**9
 

@@ -1,4 +1,4 @@
-"""The Monte Carlo stress engine and optimizer (keeper/stress.py), pure NumPy, no chain.
+"""The Monte Carlo stress engine and optimizer (keeper/optimizer/stress.py), pure NumPy, no chain.
 
 The canonical case has a closed form: with no jumps, no oracle lag, no slippage and no discount, an account at
 health 1 leaves bad debt iff S_τ/S_0 < lt, so lt* = exp(σ√τ·z_p − σ²τ/2). The optimizer must land within Monte
@@ -12,7 +12,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from keeper import stress
+from keeper.optimizer import stress
 
 
 def canonical(sigma: float, delay_s: float, paths: int, seed: int = 1, step_s: float = 60) -> stress.Simulation:

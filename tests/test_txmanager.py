@@ -24,8 +24,8 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
-from keeper.store import Attempt, Store
-from keeper.txmanager import FeePolicy, Outcome, TxManager, initial_fees
+from keeper.chain.store import Attempt, Store
+from keeper.chain.txmanager import FeePolicy, Outcome, TxManager, initial_fees
 
 MNEMONIC = "test test test test test test test test test test test junk"
 Account.enable_unaudited_hdwallet_features()
@@ -326,8 +326,8 @@ import logging, os, signal, sys
 from pathlib import Path
 from eth_account import Account
 from web3 import Web3
-from keeper.store import Store
-from keeper.txmanager import FeePolicy, TxManager
+from keeper.chain.store import Store
+from keeper.chain.txmanager import FeePolicy, TxManager
 Account.enable_unaudited_hdwallet_features()
 signer = Account.from_mnemonic("{mnemonic}", account_path="m/44'/60'/0'/0/7")
 w3 = Web3(Web3.HTTPProvider(sys.argv[1]))

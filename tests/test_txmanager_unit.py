@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from web3.exceptions import ProviderConnectionError, Web3RPCError
 from web3.types import RPCResponse
 
-from keeper.store import SCHEMA_VERSION, Store, StoreError
-from keeper.txmanager import FeePolicy, SendErrorClass, bump_fees, classify_send_error, initial_fees
+from keeper.chain.store import SCHEMA_VERSION, Store, StoreError
+from keeper.chain.txmanager import FeePolicy, SendErrorClass, bump_fees, classify_send_error, initial_fees
 
 GWEI = 10**9
 

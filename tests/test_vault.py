@@ -17,7 +17,7 @@ import pytest
 from ape.exceptions import ContractLogicError
 from conftest import MAX_UINT, RAY, WAD, fund, open_position, reverts_with
 
-from keeper import risk
+from keeper.core import risk
 
 YEAR = 365 * 24 * 3600
 DAY = 24 * 3600

@@ -1,6 +1,6 @@
 """The Vault's limits (issue 12, item 7, parts 3 and 4): maxDeposit/maxMint promise exactly what deposit/mint
 accept, and the borrow index at the maximum rate over decades, on the fixture system and on fresh vaults filled to
-the documented bound. Accruals are compared to the wei with the keeper's mirror (`keeper/risk.py`), read from the
+the documented bound. Accruals are compared to the wei with the keeper's mirror (`keeper/core/risk.py`), read from the
 vault's raw storage; the mirror's ceilings are also checked against closed forms.
 """
 
@@ -24,7 +24,7 @@ from debt_tokens import (
     refresh_prices,
 )
 
-from keeper import risk
+from keeper.core import risk
 
 # ---------------------------------------------------------------- maxDeposit / maxMint (item 3)
 

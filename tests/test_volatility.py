@@ -1,4 +1,4 @@
-"""Volatility estimators (keeper/volatility.py) on synthetic histories with a known σ, reading a real feed's rounds
+"""Volatility estimators (optimizer.volatility) on synthetic histories with a known σ, reading a real feed's rounds
 back through `getRoundData` on Anvil, and `keeper optimize --asset` measuring its inputs from the chain."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from web3 import Web3
 
-from keeper import volatility as vol
-from keeper.stress import SECONDS_PER_YEAR
+from keeper.optimizer import volatility as vol
+from keeper.optimizer.stress import SECONDS_PER_YEAR
 
 
 def synthetic(

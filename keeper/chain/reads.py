@@ -17,7 +17,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import BlockIdentifier, TxParams
 
-from keeper import risk
+from keeper.core import risk
 
 # 1,000 accounts with three collaterals is about 17M gas per eth_call: under Anvil's 30M default and geth's
 # 50M eth_call cap, and as fast as larger chunks (docs/benchmarks.md).

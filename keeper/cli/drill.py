@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keeper import report
-from keeper.config import anvil_from_environment
-from keeper.drill import DrillError, DrillOptions, DrillRecord, run_drill
-from keeper.drill import Progress as BlockProgress
-from keeper.scenario import Scenario, _library_names, load_scenario
+from keeper.drills import report
+from keeper.drills.drill import DrillError, DrillOptions, DrillRecord, run_drill
+from keeper.drills.drill import Progress as BlockProgress
+from keeper.drills.scenario import Scenario, _library_names, load_scenario
+from keeper.engine.settings import anvil_from_environment
 
 CHECKED = ("missed_liquidations", "healthy_liquidations", "duplicate_submissions")
 

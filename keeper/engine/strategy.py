@@ -4,7 +4,7 @@ Pure: it takes a market and account snapshot (keeper.state) and returns plans; s
 runner's job. For a fixed account and collateral the liquidator's gain, `seized value - repaid value`, grows
 linearly with the repayment (the discount depends on health only) until the seized amount hits the balance, so the
 best request is the largest the close factor, the operator's `max_repay` and the keeper's inventory allow. Each held
-collateral is quoted at that request with the exact mirror of the contract (keeper.risk) and the most profitable
+collateral is quoted at that request with the exact mirror of the contract (keeper.core.risk) and the most profitable
 one is chosen.
 
 Fees are bid by economics: a liquidation is worth `profit before gas - gas * fee * native price`, so it may pay any
@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from keeper import risk
-from keeper.state import Account, Market, liquidation_inputs, liquidation_valuation
+from keeper.chain.reads import Account, Market, liquidation_inputs, liquidation_valuation
+from keeper.core import risk
 
 # Gas of one liquidation used for profit estimates before the exact estimate (measured: 160-210k with one to
 # three collateral assets; see docs/gas.md). The transaction itself is sent with eth_estimateGas.

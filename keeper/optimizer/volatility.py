@@ -35,8 +35,8 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from keeper.errors import KeeperError
-from keeper.stress import SECONDS_PER_YEAR
+from keeper.core.errors import KeeperError
+from keeper.optimizer.stress import SECONDS_PER_YEAR
 
 DAY_S = 86400
 RISKMETRICS_LAMBDA = 0.94

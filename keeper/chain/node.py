@@ -21,7 +21,7 @@ from typing import Any
 import requests
 from eth_utils.crypto import keccak
 
-from keeper.errors import KeeperError, NodeUnreachableError, redact_url
+from keeper.core.errors import KeeperError, NodeUnreachableError, redact_url
 
 
 class NodeError(KeeperError):

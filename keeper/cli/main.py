@@ -16,10 +16,10 @@ from pathlib import Path
 from web3 import Web3
 
 from keeper import __version__
-from keeper.config import Settings, load_settings
-from keeper.deployment import Deployment, check_chain, connect, load_deployment, native_source
-from keeper.errors import KeeperError
-from keeper.signer import load_signer
+from keeper.chain.deployment import Deployment, check_chain, connect, load_deployment, native_source
+from keeper.chain.signer import load_signer
+from keeper.core.errors import KeeperError
+from keeper.engine.settings import Settings, load_settings
 
 log = logging.getLogger("keeper")
 
@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings, dep, w3 = _startup(args.config, sending=True)
     signer = load_signer(settings, dep.chain_id)
     log.info("signing as %s on chain %d", signer.address, dep.chain_id)
-    from keeper import runner  # imported here: `keeper status` does not need the scheduler
+    from keeper.engine import runner  # imported here: `keeper status` does not need the scheduler
 
     runner.run(settings, dep, w3, signer)
     return 0
@@ -85,25 +85,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings, dep, w3 = _startup(args.config)
-    from keeper import status
+    from keeper.engine import status
 
     return status.show(settings, dep, w3, args.json)
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from keeper import drillcli
+    from keeper.cli import drill as drillcli
 
     return drillcli.drill(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from keeper import drillcli
+    from keeper.cli import drill as drillcli
 
     return drillcli.demo(args)
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from keeper import optimizecli
+    from keeper.optimizer import model as optimizecli
 
     return optimizecli.run(args)
 
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="choose an asset's lt and ltv by Monte Carlo from its volatility, jumps, oracle lag and keeper delay",
     )
-    from keeper.optimizecli import add_arguments
+    from keeper.optimizer.model import add_arguments
 
     add_arguments(optimize)
     optimize.set_defaults(func=cmd_optimize)

@@ -1,5 +1,5 @@
-"""A drill's report, computed from what the chain showed (keeper.drill.DrillRecord): report.json (the schema in
-keeper/schemas/drill-report.schema.json, documented in docs/drills.md), report.md and four plots.
+"""A drill's report, computed from what the chain showed (keeper.drills.drill.DrillRecord): report.json (the schema in
+keeper/drills/schemas/drill-report.schema.json, documented in docs/drills.md), report.md and four plots.
 
 Definitions (also in docs/drills.md):
 
@@ -37,7 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from keeper.drill import WAD, DrillRecord, liquidatable
+from keeper.drills.drill import WAD, DrillRecord, liquidatable
 
 SCHEMA_FILE = "drill-report.schema.json"
 PLOTS = {
@@ -49,7 +49,7 @@ PLOTS = {
 
 
 def schema() -> dict[str, Any]:
-    text = resources.files("keeper").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
+    text = resources.files("keeper.drills").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
     doc: dict[str, Any] = json.loads(text)
     return doc
 

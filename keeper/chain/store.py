@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-from keeper.errors import KeeperError
+from keeper.core.errors import KeeperError
 
 SCHEMA_VERSION = 2  # 2: intents.max_fee_ceiling
 

@@ -31,17 +31,17 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 from web3.types import RPCEndpoint, TxParams
 
-from keeper import risk
-from keeper.config import is_local_chain
-from keeper.deployment import Deployment, NativeSource, connect, contract, native_source, standard_contract
-from keeper.discovery import Discovery
-from keeper.metrics import SKIP_REASONS, Metrics
-from keeper.protectjob import Protector
-from keeper.state import Account as AccountView
-from keeper.state import Market, liquidation_valuation, read_accounts, read_market
-from keeper.store import Store
-from keeper.strategy import COOLDOWN_BLOCKS, Limits, Plan, plan_all
-from keeper.txmanager import FeePolicy, TxManager
+from keeper.chain.deployment import Deployment, NativeSource, connect, contract, native_source, standard_contract
+from keeper.chain.discovery import Discovery
+from keeper.chain.reads import Account as AccountView
+from keeper.chain.reads import Market, liquidation_valuation, read_accounts, read_market
+from keeper.chain.store import Store
+from keeper.chain.txmanager import FeePolicy, TxManager
+from keeper.core import risk
+from keeper.engine.metrics import SKIP_REASONS, Metrics
+from keeper.engine.protect import Protector
+from keeper.engine.settings import is_local_chain
+from keeper.engine.strategy import COOLDOWN_BLOCKS, Limits, Plan, plan_all
 
 BREAKER_THRESHOLD = 5
 MAX_BACKOFF_S = 30.0
@@ -623,7 +623,7 @@ def run(settings: Any, deployment: Deployment, w3: Web3, signer: LocalAccount) -
     )
     scheduler.add_job(keeper.housekeeping, "interval", seconds=15, max_instances=1, coalesce=True, id="housekeeping")
     if settings.optimize_interval_s > 0:
-        from keeper.optimizechain import RiskJob  # NumPy and the optimizer load only when the job runs
+        from keeper.optimizer.onchain import RiskJob  # NumPy and the optimizer load only when the job runs
 
         # Its own thread: a Monte Carlo run takes seconds and must not hold up the block job.
         scheduler.add_job(

@@ -1,4 +1,5 @@
-"""Planning the opt-in protections (docs/protection.md), pure: integers, no I/O, the engine's math from `keeper.risk`.
+"""Planning the opt-in protections (docs/protection.md), pure: integers, no I/O, the engine's math from
+`keeper.core.risk`.
 
 - **Rebalancing**: an owner authorises the keeper with a target health. For each of the owner's sub-accounts below
   the target, move collateral from the owner's other sub-accounts (donors) so that the receiver rises to the target
@@ -30,8 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from keeper import risk
-from keeper.risk import WAD, AssetRisk
+from keeper.core import risk
+from keeper.core.risk import WAD, AssetRisk
 
 K = str  # asset address
 EQUAL_LIFT = 10**12  # WAD health: lifts closer than this (one part in a million) count as equal

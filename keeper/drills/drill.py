@@ -17,7 +17,7 @@ A drill has four phases:
    code `keeper run` schedules) and inspects the node's pool for what the keeper sent. Chain time is therefore
    compressed: a drill of two hours of chain time takes as long as the keeper needs for its blocks.
 4. **Settle and measure.** After the last step (and fault) a settle period lets the keeper finish; then
-   `keeper.report` turns the record into report.json, report.md and the plots.
+   `keeper.drills.report` turns the record into report.json, report.md and the plots.
 
 Everything measured comes from the node (blocks, logs, receipts, pool, eth_call on each block), never from the
 keeper's own journal or metrics.
@@ -46,16 +46,16 @@ from pydantic import ValidationError
 from web3 import Web3
 from web3.contract import Contract
 
-from keeper.config import Settings
-from keeper.deployment import Deployment, contract, load_deployment
-from keeper.discovery import Discovery, MemoryStore
-from keeper.errors import DeploymentError, KeeperError
-from keeper.node import AnvilProcess, Rpc, deal, find_balance_slot
-from keeper.relay import FlakyRelay
-from keeper.runner import Keeper, NativePrice, build_keeper
-from keeper.scenario import FEED_FAULTS, Fault, Scenario
-from keeper.signer import load_signer
-from keeper.state import read_market
+from keeper.chain.deployment import Deployment, contract, load_deployment
+from keeper.chain.discovery import Discovery, MemoryStore
+from keeper.chain.node import AnvilProcess, Rpc, deal, find_balance_slot
+from keeper.chain.reads import read_market
+from keeper.chain.signer import load_signer
+from keeper.core.errors import DeploymentError, KeeperError
+from keeper.drills.relay import FlakyRelay
+from keeper.drills.scenario import FEED_FAULTS, Fault, Scenario
+from keeper.engine.runner import Keeper, NativePrice, build_keeper
+from keeper.engine.settings import Settings
 
 WAD = 10**18
 GWEI = 10**9
@@ -163,7 +163,7 @@ class KeeperTx:
 
 @dataclass
 class DrillRecord:
-    """Everything the drill observed; `keeper.report` computes the report from it."""
+    """Everything the drill observed; `keeper.drills.report` computes the report from it."""
 
     scenario: Scenario
     seed: int
@@ -1234,7 +1234,8 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         keeper.ensure_allowance()
         for _ in range(WARMUP_BLOCKS):
             rpc.mine()
-            keeper.discovery.scan()  # index only: a liquidation before the replay's first block would go unrecorded
+            # index only: a liquidation before the replay's first block would go unrecorded
+            keeper.discovery.scan()
         driver.mine_all()
         if keeper.store.account_count() < len(set(accounts)):
             raise DrillError(

@@ -24,7 +24,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from keeper.errors import ConfigError
+from keeper.core.errors import ConfigError
 
 ENV_PREFIX = "KEEPER_"
 CONFIG_ENV = "KEEPER_CONFIG"  # the config file's path, when --config is not given

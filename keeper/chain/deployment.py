@@ -1,7 +1,7 @@
 """The deployment record (`deployments/<chainId>.json`, written by `ape run deploy`), the node connection, and the
 start-up checks that the node, the config and the record agree. The keeper never compiles: the protocol's contracts
 are built from the ABIs in the record, and the tokens and feeds it reads from the minimal ERC-20 and
-AggregatorV3Interface ABIs shipped in this package (keeper/abi/), whatever contracts the deployment uses there."""
+AggregatorV3Interface ABIs shipped in this package (keeper/chain/abi/), whatever contracts the deployment uses there."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from web3 import HTTPProvider, LegacyWebSocketProvider, Web3
 from web3.contract import Contract
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
 
-from keeper.config import Settings, is_local_chain
-from keeper.errors import ChainMismatchError, ConfigError, DeploymentError, NodeUnreachableError, redact_url
+from keeper.core.errors import ChainMismatchError, ConfigError, DeploymentError, NodeUnreachableError, redact_url
+from keeper.engine.settings import Settings, is_local_chain
 
 RECORD_FORMAT = 1
 REQUIRED_ABIS = ("MarginEngine", "OracleRouter", "Vault", "Lens")
-# The standard interfaces the keeper calls on contracts that are not the protocol's (keeper/abi/<name>.json).
+# The standard interfaces the keeper calls on contracts that are not the protocol's (keeper/chain/abi/<name>.json).
 STANDARD_ABIS = ("ERC20", "AggregatorV3Interface")
 CORE_CONTRACTS = ("MarginEngine", "Vault", "OracleRouter", "Lens")
 REDEPLOY = "regenerate it with `ape run deploy`"
@@ -233,7 +233,7 @@ def standard_abi(name: str) -> list[dict[str, Any]]:
     """A minimal standard ABI shipped with the package: ERC20 or AggregatorV3Interface."""
     if name not in STANDARD_ABIS:
         raise ValueError(f"no standard ABI {name!r}; there are {', '.join(STANDARD_ABIS)}")
-    text = resources.files("keeper").joinpath("abi", f"{name}.json").read_text(encoding="utf-8")
+    text = resources.files("keeper.chain").joinpath("abi", f"{name}.json").read_text(encoding="utf-8")
     abi: list[dict[str, Any]] = json.loads(text)
     return abi
 

@@ -23,11 +23,11 @@ from typing import Any
 
 from web3.contract import Contract
 
-from keeper import protection as pr
-from keeper import risk
-from keeper.risk import WAD
-from keeper.state import Account, Market
-from keeper.strategy import COOLDOWN_BLOCKS
+from keeper.chain.reads import Account, Market
+from keeper.core import protection as pr
+from keeper.core import risk
+from keeper.core.risk import WAD
+from keeper.engine.strategy import COOLDOWN_BLOCKS
 
 CACHE_BLOCKS = 20
 PRE_LIQUIDATION_GAS = 220_000

@@ -11,10 +11,10 @@ from typing import Any, TextIO
 
 from web3 import Web3
 
-from keeper import risk
-from keeper.deployment import Deployment, contract
-from keeper.discovery import Discovery, MemoryStore
-from keeper.state import Account, Market, health_of, mirror_inputs, read_accounts, read_market
+from keeper.chain.deployment import Deployment, contract
+from keeper.chain.discovery import Discovery, MemoryStore
+from keeper.chain.reads import Account, Market, health_of, mirror_inputs, read_accounts, read_market
+from keeper.core import risk
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from keeper import stress
-from keeper.errors import KeeperError
+from keeper.core.errors import KeeperError
+from keeper.optimizer import stress
 
 WAD = 10**18
 STATIC = (0.67, 0.60)  # the static baseline: 150 % collateral at the liquidation threshold
@@ -147,7 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _setting_default(name: str) -> Any:
     """The keeper setting's default, so `keeper optimize` and `keeper run`'s job ask for the same history."""
-    from keeper.config import Settings
+    from keeper.engine.settings import Settings
 
     return Settings.model_fields[name].default
 
@@ -165,7 +165,7 @@ def _pick(flag: float | None, measured: float | None, default: float) -> float:
 
 def scenario_regime(spec: str) -> dict[str, float]:
     """The stress inputs a scenario's price path implies for one asset: every change of its price is a jump."""
-    from keeper.scenario import load_scenario
+    from keeper.drills.scenario import load_scenario
 
     name, _, symbol = spec.rpartition(":")
     if not name or not symbol:
@@ -382,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
             raise OptimizeError(f"{flag} needs --asset SYMBOL (and a config for the chain)")
     need = history_need(args)
     if args.asset:
-        from keeper import optimizechain
+        from keeper.optimizer import onchain as optimizechain
 
         chain = optimizechain.open_chain(args.config)
         measured = optimizechain.measure(
@@ -403,11 +403,11 @@ def run(args: argparse.Namespace) -> int:
         stress.plot(result.curve, result.choice, targets.p_bad_debt, args.plot, title)
     doc = to_json(result, measured)
     if args.apply:
-        from keeper import optimizechain
+        from keeper.optimizer import onchain as optimizechain
 
         doc["applied"] = optimizechain.apply(chain, args.asset, result.choice.metrics)
     if args.dry_run:
-        from keeper import optimizechain
+        from keeper.optimizer import onchain as optimizechain
 
         doc["dry_run"] = optimizechain.dry_run(chain, args.asset, result.choice.metrics)
     if args.json:

@@ -13,8 +13,8 @@ from eth_account import Account
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
 from eth_account.signers.local import LocalAccount
 
-from keeper.config import Settings, is_local_chain
-from keeper.errors import SignerError
+from keeper.core.errors import SignerError
+from keeper.engine.settings import Settings, is_local_chain
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Drill scenario files: a crash written as TOML (format in docs/drills.md), loaded and checked before a drill starts.
 
-`load_scenario("black-thursday")` reads the library file `keeper/scenarios/black-thursday.toml` (package data);
+`load_scenario("black-thursday")` reads the library file `keeper/drills/scenarios/black-thursday.toml` (package data);
 `load_scenario("my/crash.toml")` reads any file. Every problem in a file is reported at once, each with the file, the
 line and what is wrong, in one `ScenarioError`, so nothing is deployed or seeded for a scenario that cannot run.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast, get_args
 
-from keeper.errors import KeeperError
+from keeper.core.errors import KeeperError
 
 FaultKind = Literal["stale", "zero", "negative", "sequencer_down", "base_fee", "rpc_outage"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
@@ -43,7 +43,7 @@ TOP_KEYS = ("name", "description", "seed", "block_time_s", "accounts", "asset", 
 ACCOUNTS_KEYS = ("count", "health", "assets", "protected")
 ASSET_KEYS = ("symbol", "price", "quote")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # the name becomes a folder name: drills/<name>-<time>/
-LIBRARY_PACKAGE = "keeper"
+LIBRARY_PACKAGE = "keeper.drills"
 LIBRARY_FOLDER = "scenarios"
 
 

@@ -42,7 +42,7 @@ from web3.exceptions import (
 )
 from web3.types import TxReceipt
 
-from keeper.store import Attempt, AttemptKind, Intent, Store
+from keeper.chain.store import Attempt, AttemptKind, Intent, Store
 
 # Replacement rule of the common clients (geth's default price bump): both fees at least 12.5 % higher.
 BUMP_NUMERATOR = 1125

@@ -17,11 +17,11 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TransactionNotFound
 from web3.types import BlockIdentifier
 
-from keeper import stress, volatility
-from keeper.config import Settings
-from keeper.deployment import AssetInfo, Deployment, contract
-from keeper.errors import KeeperError
-from keeper.optimizecli import WAD, HistoryNeed, Measured
+from keeper.chain.deployment import AssetInfo, Deployment, contract
+from keeper.core.errors import KeeperError
+from keeper.engine.settings import Settings
+from keeper.optimizer import stress, volatility
+from keeper.optimizer.model import WAD, HistoryNeed, Measured
 
 # Updates smaller than this (WAD, 0.25 %) are not worth a transaction or a ramp.
 DEAD_BAND = 25 * 10**14
@@ -37,7 +37,7 @@ class Chain:
 
 def open_chain(config: Path | None) -> Chain:
     """Settings, deployment and node, checked as `keeper run` checks them (`cli._startup`)."""
-    from keeper.cli import _startup
+    from keeper.cli.main import _startup
 
     return Chain(*_startup(config))
 
@@ -255,8 +255,8 @@ def submit(txm: Any, engine: Contract, token: str, plan: Plan, on: Onchain) -> A
 
 def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
     """`keeper optimize --apply`: one bounded step toward `choice`, sent and waited for."""
-    from keeper.runner import build_keeper
-    from keeper.signer import load_signer
+    from keeper.chain.signer import load_signer
+    from keeper.engine.runner import build_keeper
 
     a = asset_info(chain.dep, symbol)
     signer = load_signer(chain.settings, chain.dep.chain_id)
@@ -314,7 +314,7 @@ def dry_run(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]
     """`keeper optimize --dry-run`: the transaction `--apply` would send now (from, to, function, arguments,
     calldata) and what `eth_call` and gas estimation from the keeper's key say of it. Nothing is signed, sent or
     journalled, and the state file is not opened."""
-    from keeper.signer import load_signer
+    from keeper.chain.signer import load_signer
 
     a = asset_info(chain.dep, symbol)
     signer = load_signer(chain.settings, chain.dep.chain_id)
@@ -411,7 +411,7 @@ def describe_dry_run(d: dict[str, Any]) -> str:
 def _job_args(settings: Any, asset: str) -> argparse.Namespace:
     """The optimizer's inputs as `keeper optimize --asset ASSET` would take them: the command's own defaults, with
     the keeper's settings where it has one."""
-    from keeper.optimizecli import add_arguments
+    from keeper.optimizer.model import add_arguments
 
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
@@ -486,7 +486,7 @@ class RiskJob:
 
     def _one(self, a: AssetInfo) -> dict[str, Any] | None:
         """Measure, optimize and send one asset's step; None when its bounds are unset or its window is closed."""
-        from keeper.optimizecli import build, solve
+        from keeper.optimizer.model import build, solve
 
         k = self.keeper
         engine = k.engine
