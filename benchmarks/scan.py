@@ -7,7 +7,7 @@ benchmarks/.cache/, keyed by N and the contracts' bytecode), then measures on a 
 
   batched  a full refresh as the keeper does it: `reads.read_market` + `reads.read_accounts` (keeper.chain) over all
            N accounts (chunks of --chunk accounts, --threads calls in flight) pinned to one block, then
-           `keeper.chain.reads.health_of` (the pure integer risk mirror) on every account; the median of --reps runs
+           `keeper.core.snapshot.health_of` (the pure integer risk mirror) on every account; the median of --reps runs
            after one warm-up run;
   naive    one `eth_call` of `MarginEngine.accountHealth` per account, one after the other, at the same block.
 
@@ -55,7 +55,7 @@ from web3.contract import Contract  # noqa: E402
 
 from keeper.chain import reads as state  # noqa: E402
 from keeper.chain.deployment import Deployment, connect, contract, load_deployment  # noqa: E402
-from keeper.core import risk  # noqa: E402
+from keeper.core import risk, snapshot  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
 # Bump when the seeded scenario changes, so cached chains are not reused.
@@ -332,8 +332,8 @@ def refresh_feeds(w3: Web3, dep: Deployment) -> None:
 
 @dataclass
 class Refresh:
-    market: state.Market
-    accounts: list[state.Account]
+    market: snapshot.Market
+    accounts: list[snapshot.Account]
     healths: list[risk.Health | None]
     seconds: float
 
@@ -344,14 +344,14 @@ def batched(lens: Contract, pairs: Sequence[tuple[str, int]], chunk: int, pool: 
     started = time.perf_counter()
     market = state.read_market(lens)
 
-    def read(part: Sequence[tuple[str, int]]) -> list[state.Account]:
+    def read(part: Sequence[tuple[str, int]]) -> list[snapshot.Account]:
         return state.read_accounts(lens, part, block=market.block, chunk=chunk)
 
-    accounts: list[state.Account] = []
+    accounts: list[snapshot.Account] = []
     healths: list[risk.Health | None] = []
     for rows in pool.map(read, [pairs[i : i + chunk] for i in range(0, len(pairs), chunk)]):
         accounts += rows
-        healths += [state.health_of(a, market) for a in rows]
+        healths += [snapshot.health_of(a, market) for a in rows]
     return Refresh(market, accounts, healths, time.perf_counter() - started)
 
 

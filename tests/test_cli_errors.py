@@ -20,7 +20,8 @@ from eth_account import Account
 from web3 import Web3
 
 from keeper.chain.deployment import check_chain, connect, contract, load_deployment
-from keeper.cli.main import JsonFormatter, build_parser, main
+from keeper.cli.main import build_parser, main
+from keeper.cli.startup import JsonFormatter
 from keeper.engine.settings import load_settings
 
 RAW_KEY = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6"  # Anvil account 9

@@ -14,12 +14,12 @@ from web3 import Web3
 
 from keeper.chain.deployment import connect
 from keeper.chain.discovery import CHECKPOINT, Discovery
-from keeper.chain.store import Store
+from keeper.chain.index import SqliteIndex
 from keeper.drills.relay import LogCapProxy
 from keeper.engine.metrics import Metrics
 
 
-def _discovery(system: Any, w3: Web3, store: Store, confirmations: int = 0, chunk: int = 2_000) -> Discovery:
+def _discovery(system: Any, w3: Web3, store: SqliteIndex, confirmations: int = 0, chunk: int = 2_000) -> Discovery:
     dep = system.deployment
     engine = dep.contracts["MarginEngine"]
     return Discovery(
@@ -39,7 +39,7 @@ def test_finds_deposits_for_others_and_moved_collateral(
     w3 = Web3(Web3.HTTPProvider(chain.provider.uri))
     expected = [(alice.address, 0), (alice.address, 7), (alice.address, 200)]
     for chunk in (2_000, 1):
-        store = Store(tmp_path / f"s{chunk}.db")
+        store = SqliteIndex.open(tmp_path / f"s{chunk}.db")
         _discovery(system, w3, store, chunk=chunk).scan()
         assert sorted(store.accounts()) == sorted(expected)
 
@@ -48,7 +48,7 @@ def test_restart_resumes_from_the_checkpoint(system: Any, chain: Any, alice: Any
     """Confirmed blocks are checkpointed; a new Discovery on the same store scans only what came after, and an
     account in the unconfirmed tip is tracked at once without moving the checkpoint."""
     w3 = Web3(Web3.HTTPProvider(chain.provider.uri))
-    store = Store(tmp_path / "state.db")
+    store = SqliteIndex.open(tmp_path / "state.db")
     open_position(system, alice, 0, {"WETH": 10**18})
     chain.mine(3)
     first = _discovery(system, w3, store, confirmations=2).scan()
@@ -97,13 +97,13 @@ def test_discovery_through_a_provider_that_caps_log_queries(
     logs hold; no answered query broke the cap; the range shrank on the refusals and grew back over the sparse
     stretch; a restarted scan (the tip) goes through as well."""
     expected = _spread_accounts(system, chain, alice, dense=12, sparse_gap=120)
-    direct = Store(tmp_path / "direct.db")
+    direct = SqliteIndex.open(tmp_path / "direct.db")
     _discovery(system, Web3(Web3.HTTPProvider(chain.provider.uri)), direct).scan()
     assert set(expected) <= set(direct.accounts())
 
     with LogCapProxy(chain.provider.uri, style=style, **cap) as proxy:
         w3 = connect(proxy.url)  # as the keeper connects: no retries on HTTP errors
-        store = Store(tmp_path / "capped.db")
+        store = SqliteIndex.open(tmp_path / "capped.db")
         discovery = _discovery(system, w3, store, chunk=64)
         discovery.scan()
         assert store.accounts() == direct.accounts()

@@ -31,7 +31,7 @@ from web3 import Web3
 
 from keeper.chain.deployment import connect, load_deployment
 from keeper.chain.signer import load_signer
-from keeper.engine.runner import build_keeper
+from keeper.engine.compose import build_keeper
 from keeper.engine.settings import load_settings
 from keeper.optimizer import onchain as oc
 from keeper.optimizer import volatility as vol
@@ -164,7 +164,7 @@ def keeper_for(system: Any, chain: Any, tmp_path: Path) -> Iterator[Any]:
 
     yield make
     for k in built:
-        k.store.close()
+        k.close()
 
 
 def two_phases(chain: Any, admin: Any, oracle: Any, sigma: float, n: int, seed: int) -> Feed:

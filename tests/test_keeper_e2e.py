@@ -16,9 +16,11 @@ from conftest import MAX_UINT, WAD, fund, open_position
 from web3 import Web3
 
 from keeper.chain.deployment import load_deployment
+from keeper.chain.index import AccountIndex
 from keeper.chain.signer import load_signer
-from keeper.chain.store import Store
-from keeper.engine.runner import Keeper, build_keeper
+from keeper.chain.sqlite import StateFile
+from keeper.engine.compose import build_keeper
+from keeper.engine.keeper import Keeper
 from keeper.engine.settings import Settings
 
 KEEPER_INDEX = 6  # ape test account 6: used by no other fixture
@@ -42,12 +44,13 @@ def _keeper(
     *,
     w3: Web3 | None = None,
     clock: Callable[[], float] = time.monotonic,
-    store: Store | None = None,
+    state: StateFile | None = None,
+    index: AccountIndex | None = None,
     record: Path | None = None,
     **overrides: Any,
 ) -> Keeper:
-    """A keeper wired exactly as `keeper run` wires it (keeper.engine.runner.build_keeper), with the test's web3, clock,
-    store and deployment record when given."""
+    """A keeper wired exactly as `keeper run` wires it (compose.build_keeper), with the test's web3, clock, state
+    file, index and deployment record when given."""
     if record is None:
         record = tmp_path / "deployment.json"
         record.write_text(json.dumps(system.deployment.record()))
@@ -68,7 +71,9 @@ def _keeper(
     dep = load_deployment(record, chain.chain_id)
     w3 = w3 or Web3(Web3.HTTPProvider(chain.provider.uri))
     signer = load_signer(settings, chain.chain_id)
-    return build_keeper(settings, dep, w3, signer, store=store, clock=clock, log=logging.getLogger("keeper-test"))
+    return build_keeper(
+        settings, dep, w3, signer, state=state, index=index, clock=clock, log=logging.getLogger("keeper-test")
+    )
 
 
 def test_keeper_liquidates_every_liquidatable_account_and_no_healthy_one(
@@ -100,7 +105,7 @@ def test_keeper_liquidates_every_liquidatable_account_and_no_healthy_one(
         keeper.tick()  # discovers accounts, approves the engine
         _mine(w3)
         keeper.tick()
-        assert keeper.store.account_count() == len(book)
+        assert keeper.index.account_count() == len(book)
 
         system.feeds["WETH"].setAnswer(1700 * 10**8, sender=system.admin)  # -15 %
         price_block = _mine(w3)

@@ -25,10 +25,12 @@ from hexbytes import HexBytes
 from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
 from web3 import Web3
 
+from keeper.chain.index import SqliteIndex
+from keeper.chain.journal import Journal
 from keeper.chain.reads import read_market
-from keeper.chain.store import Store
+from keeper.chain.sqlite import StateFile
 from keeper.drills.relay import FlakyRelay
-from keeper.engine.runner import BREAKER_THRESHOLD, Keeper
+from keeper.engine.keeper import BREAKER_THRESHOLD, Keeper
 
 GWEI = 10**9
 USDC = 10**6
@@ -54,12 +56,12 @@ class FakeClock:
         self.now += seconds
 
 
-class CheckpointLog(Store):
-    """The keeper's store, remembering every checkpoint it was asked to write (to see a rewind that the re-scan
+class CheckpointLog(SqliteIndex):
+    """The keeper's index, remembering every checkpoint it was asked to write (to see a rewind that the re-scan
     in the same cycle moves forward again)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
+        super().__init__(StateFile(path))
         self.history: list[tuple[str, int, str]] = []
 
     def set_checkpoint(self, name: str, block: int, block_hash: str) -> None:
@@ -91,7 +93,7 @@ def _sample(keeper: Keeper, name: str) -> float:
     return value
 
 
-def _liquidation_intents(store: Store, owner: str, sub: int) -> list[Any]:
+def _liquidation_intents(store: Journal, owner: str, sub: int) -> list[Any]:
     prefix = f"liquidate:{owner}:{sub}:"
     return [i for i in store.intents() if i.intent_key.startswith(prefix)]
 
@@ -294,7 +296,7 @@ def test_deep_reorg_rewinds_discovery_and_liquidates_again_on_the_new_chain(
     fund(system, stranger, "WETH", 10**18)
     fund(system, liquidator, "WETH", 10**18)
     store = CheckpointLog(tmp_path / "state.db")
-    keeper = _keeper(system, chain, tmp_path, store=store)
+    keeper = _keeper(system, chain, tmp_path, state=store.db, index=store)
     w3 = chain.provider.web3
     engine = _engine(system, w3)
     nonce0 = w3.eth.get_transaction_count(keeper_address)
@@ -386,17 +388,17 @@ def test_shallow_reorg_puts_the_mined_liquidation_back_and_rebroadcasts_it(
         keeper.tick()
         mined_block = _mine(w3)
         keeper.tick()
-        [intent] = _liquidation_intents(keeper.store, alice.address, 0)
+        [intent] = _liquidation_intents(keeper.journal, alice.address, 0)
         assert (intent.status, intent.block_number) == ("mined", mined_block)
-        [attempt] = keeper.store.attempts(intent.id)
+        [attempt] = keeper.journal.attempts(intent.id)
 
         _rpc(w3, "anvil_reorg", 1, [])
         assert _rpc(w3, "eth_getTransactionReceipt", attempt.tx_hash) is None
         _mine(w3)
         keeper.tick()
-        again = keeper.store.intent(intent.id)
+        again = keeper.journal.intent(intent.id)
         assert (again.status, again.block_number) == ("pending", None)  # the keeper saw the reorg
-        assert keeper.store.attempts(intent.id) == [attempt]  # nothing new signed
+        assert keeper.journal.attempts(intent.id) == [attempt]  # nothing new signed
         remined = _mine(w3)
         keeper.tick()
         _mine(w3)
@@ -404,12 +406,12 @@ def test_shallow_reorg_puts_the_mined_liquidation_back_and_rebroadcasts_it(
     finally:
         _rpc(w3, "evm_setAutomine", True)
 
-    final = keeper.store.intent(intent.id)
+    final = keeper.journal.intent(intent.id)
     assert (final.status, final.block_number, final.tx_hash) == ("confirmed", remined, attempt.tx_hash)
     events = _liquidated(engine, drop_block)
     assert [(e.args.owner, e.args.subId, e.blockNumber) for e in events] == [(alice.address, 0, remined)]
     assert Web3.to_hex(events[0].transactionHash) == attempt.tx_hash
-    assert len(_liquidation_intents(keeper.store, alice.address, 0)) == 1
+    assert len(_liquidation_intents(keeper.journal, alice.address, 0)) == 1
 
 
 # ---------------------------------------------------------------------------------------------- 3. RPC outage
@@ -436,7 +438,7 @@ def test_rpc_outage_backs_off_opens_the_breaker_and_recovers(
     try:
         keeper.tick()
         assert keeper.state.failures == 0
-        assert keeper.store.account_count() == len(book)
+        assert keeper.index.account_count() == len(book)
 
         relay.down()
         drop = system.feeds["WETH"].setAnswer(WETH_DROP, sender=system.admin)
@@ -593,7 +595,7 @@ def test_stale_feed_blocks_liquidations_of_its_collateral_until_a_fresh_price(
         events = _liquidated(engine, stale_block)
         assert [(e.args.owner, e.args.subId) for e in events] == [(bob.address, 1)]
         for owner, sub in weth_book:
-            assert _liquidation_intents(keeper.store, owner.address, sub) == []
+            assert _liquidation_intents(keeper.journal, owner.address, sub) == []
 
         system.feeds["WETH"].setAnswer(WETH_DROP, sender=system.admin)
         fresh_block = _mine(w3)

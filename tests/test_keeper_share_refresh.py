@@ -44,5 +44,5 @@ def test_the_keeper_refreshes_a_listed_shares_snapshot_daily(
     keeper.housekeeping()  # once a day only: nothing more is sent
     chain.mine()
     assert int(system.router.shareConfig(share).snapshotTime) == refreshed
-    sent = [i for i in keeper.store.intents() if i.intent_key.startswith("refresh-share:")]
+    sent = [i for i in keeper.journal.intents() if i.intent_key.startswith("refresh-share:")]
     assert len(sent) == 1

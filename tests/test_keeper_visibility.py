@@ -23,7 +23,7 @@ from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
 from web3 import Web3
 
 from keeper.chain.deployment import standard_abi
-from keeper.engine.runner import Keeper
+from keeper.engine.keeper import Keeper
 
 USDC = 10**6
 GWEI = 10**9
@@ -88,7 +88,7 @@ def test_no_inventory_is_counted_and_logged_once_and_the_approval_is_not_a_liqui
         assert m['keeper_accounts_skipped{reason="inventory"}'] == 1
         assert sum(v for k, v in m.items() if k.startswith("keeper_accounts_skipped{")) == 1
         assert m["keeper_debt_inventory"] == 0
-        [approval] = keeper.store.intents("approve-engine")
+        [approval] = keeper.journal.intents("approve-engine")
         assert approval.status == "confirmed"
         assert m["keeper_liquidations_confirmed_total"] == 0
         assert m["keeper_liquidations_sent_total"] == 0
@@ -188,12 +188,12 @@ def test_gas_is_priced_through_the_deployments_native_source(
         _rpc(w3, "anvil_setNextBlockBaseFeePerGas", hex(max(base, GWEI)))
         calm = _mine(w3)
         keeper.tick()
-        [intent] = [i for i in keeper.store.intents() if i.intent_key.startswith(f"liquidate:{alice.address}:0:")]
+        [intent] = [i for i in keeper.journal.intents() if i.intent_key.startswith(f"liquidate:{alice.address}:0:")]
         ceiling = intent.max_fee_ceiling
         assert ceiling is not None
         # The ceiling is what the liquidation earns (above min_profit 0), spent on its estimated gas at 1710 USD/ETH.
         assert 20 * GWEI < ceiling < 500 * GWEI
-        [attempt] = keeper.store.attempts(intent.id)
+        [attempt] = keeper.journal.attempts(intent.id)
         assert attempt.max_fee <= ceiling
         _mine(w3)
         keeper.tick()
@@ -287,7 +287,7 @@ def test_an_insolvent_account_the_keeper_cannot_liquidate_is_written_off_at_once
         for _ in range(3):
             keeper.tick()
             _mine(w3)
-        assert not [i for i in keeper.store.intents() if i.intent_key.startswith("writeoff:")]
+        assert not [i for i in keeper.journal.intents() if i.intent_key.startswith("writeoff:")]
         assert int(system.engine.debtOf(alice, 0)) >= 1500 * USDC  # nothing written off (interest accrues)
         system.feeds["WETH"].setAnswer(1400 * 10**8, sender=system.admin)  # $1,400 against 1,500: insolvent
         _mine(w3)
@@ -305,7 +305,7 @@ def test_an_insolvent_account_the_keeper_cannot_liquidate_is_written_off_at_once
     assert int(system.vault.convertToAssets(10**12)) < price_before
     assert keeper.metrics.write_offs_sent._value.get() == 2
     assert keeper.metrics.liquidations_sent._value.get() == 0
-    written = [i for i in keeper.store.intents() if i.intent_key.startswith("writeoff:")]
+    written = [i for i in keeper.journal.intents() if i.intent_key.startswith("writeoff:")]
     assert sorted(i.status for i in written) == ["confirmed", "confirmed"]
 
 

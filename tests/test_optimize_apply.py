@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 from hexbytes import HexBytes
+from keeper.engine.runner import build_keeper
 
 from keeper.chain.deployment import connect, load_deployment
 from keeper.chain.signer import load_signer
-from keeper.engine.runner import build_keeper
 from keeper.engine.settings import load_settings
 from keeper.optimizer import onchain as oc
 
@@ -218,7 +218,7 @@ def test_run_job_updates_bounded_assets_once_per_interval(
         assert system.engine.assetConfig(weth).lt == lt0 + 10 * 10**16
         assert keeper.metrics.risk_updates_sent._value.get() == 2
     finally:
-        keeper.store.close()
+        keeper.close()
 
 
 def test_keeper_run_sends_the_update_on_its_schedule(system: Any, chain: Any, bounded: Any, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from keeper.core import protection as pr
 from keeper.core import risk
-from keeper.core.risk import RAY, WAD
+from keeper.core.units import RAY, WAD
 
 WETH, WBTC = "0xweth", "0xwbtc"
 PRICES = {WETH: 2000 * WAD, WBTC: 60000 * WAD}

@@ -10,8 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from keeper.core import risk
-from keeper.core.risk import MAX_UINT, RAY, WAD
+from keeper.core import risk, units
+from keeper.core.risk import MAX_UINT
+from keeper.core.units import RAY, WAD
 
 USD = 10**6  # one whole unit of a 6-decimal debt asset
 E18 = 10**18  # one whole unit of an 18-decimal token
@@ -22,9 +23,9 @@ PCT = WAD // 100
 
 
 def test_constants_match_riskmath() -> None:
-    assert risk.WAD == 1_000_000_000_000_000_000
-    assert risk.RAY == 1_000_000_000_000_000_000_000_000_000
-    assert risk.YEAR == 31_536_000  # 365 days, as Solidity's `365 days`
+    assert units.WAD == 1_000_000_000_000_000_000
+    assert units.RAY == 1_000_000_000_000_000_000_000_000_000
+    assert units.YEAR == 31_536_000  # 365 days, as Solidity's `365 days`
     assert risk.MAX_UINT == 2**256 - 1
     assert (risk.MAX_DISCOUNT, risk.MAX_MIN_DISCOUNT, risk.HALF_CLOSE) == (25 * PCT, 5 * PCT, 50 * PCT)
 
@@ -586,7 +587,7 @@ def test_borrow_rate_below_at_and_above_the_kink() -> None:
 
 
 def test_accrue_index_simple_interest_rounded_down() -> None:
-    assert risk.accrue_index(RAY, 10 * PCT, risk.YEAR) == 11 * RAY // 10
+    assert risk.accrue_index(RAY, 10 * PCT, units.YEAR) == 11 * RAY // 10
     assert risk.accrue_index(RAY, 10 * PCT, 1) == RAY + 3_170_979_198_376_458_650  # floor(1e26 / 31,536,000)
     with pytest.raises(risk.Overflow):
         risk.accrue_index(RAY, 2**200, 2**60)

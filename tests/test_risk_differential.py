@@ -44,6 +44,7 @@ from conftest import MAX_UINT, WAD, abi_type, ck_system, plain
 from eth_utils import keccak
 
 from keeper.core import risk
+from keeper.core.units import RAY
 
 DEFAULT_STATES = 2000
 DEFAULT_SEED = 20_250_301
@@ -291,10 +292,10 @@ class Campaign:
         self.txs: list[tuple[str, Call]] = []  # queued, mined by `flush`
         self.accounts: list[Acct] = []
         # The vault as of its last accrual (always at the previous round's timestamp).
-        self.stored_index = risk.RAY
+        self.stored_index = RAY
         self.last_accrual = 0
         self.stored_reserve = 0
-        self.index = risk.RAY  # the mirror's index at `now`
+        self.index = RAY  # the mirror's index at `now`
 
     # ------------------------------------------------------------------------------------ admin moves
 

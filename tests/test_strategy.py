@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from keeper.chain.reads import Account, AssetView, Market, PriceView
 from keeper.core import risk
+from keeper.core.snapshot import Account, AssetView, Market, PriceView
 from keeper.engine.strategy import LIQUIDATION_GAS_ESTIMATE, Limits, Plan, Skip, gas_cost_usd, plan_account, plan_all
 
 GWEI = 10**9

@@ -24,7 +24,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
-from keeper.chain.store import Attempt, Store
+from keeper.chain.journal import Attempt, SqliteJournal
 from keeper.chain.txmanager import FeePolicy, Outcome, TxManager, initial_fees
 
 MNEMONIC = "test test test test test test test test test test test junk"
@@ -60,8 +60,10 @@ def manager(
     replace_after_blocks: int = 3,
     **hooks: Any,
 ) -> TxManager:
-    """A TxManager on a fresh Store over `db` (a second call is what a restarted process builds)."""
-    return TxManager(w3, w3, SIGNER, Store(db), CHAIN_ID, policy, confirmations, replace_after_blocks, LOG, **hooks)
+    """A TxManager on a fresh journal over `db` (a second call is what a restarted process builds)."""
+    return TxManager(
+        w3, w3, SIGNER, SqliteJournal.open(db), CHAIN_ID, policy, confirmations, replace_after_blocks, LOG, **hooks
+    )
 
 
 def rpc(w3: Web3, method: str, *params: Any) -> Any:
@@ -184,7 +186,7 @@ def test_submit_is_followed_to_the_confirmation_depth(system: Any, w3: Web3, db:
     assert outcome.receipt is not None
     assert outcome.receipt["status"] == 1
     assert usdc_balance(system) == balance + MINT
-    store = Store(db)
+    store = SqliteJournal.open(db)
     [intent] = store.intents("mint:1")
     assert (intent.status, intent.nonce, intent.tx_hash) == ("confirmed", start, sub.tx_hash)
     [attempt] = store.attempts(intent.id)
@@ -200,7 +202,7 @@ def test_second_submit_of_a_pending_intent_is_refused(system: Any, w3: Web3, db:
         assert first is not None
         assert tm.submit("mint:dup", mint_tx(system, 5)) is None
         assert pool_hashes(w3) == {start: first.tx_hash}
-        assert len(Store(db).intents("mint:dup")) == 1
+        assert len(SqliteJournal.open(db).intents("mint:dup")) == 1
         outcomes = []
         for _ in range(3):
             outcomes += tm.poll(mine(w3))
@@ -216,7 +218,7 @@ def test_simulation_refuses_a_reverting_call(system: Any, w3: Web3, db: Path, st
     start = nonce(w3)
     overdraw = {"to": str(system.usdc.address), "data": system.usdc.transfer.encode_input(stranger, 1)}
     assert tm.submit("overdraw", overdraw) is None
-    assert Store(db).intents() == []
+    assert SqliteJournal.open(db).intents() == []
     assert nonce(w3) == start
     # Without simulation (and with a gas limit, so nothing estimates) it is sent and reported as reverted.
     sub = tm.submit("overdraw", {**overdraw, "gas": 100_000}, simulate=False)
@@ -236,7 +238,7 @@ def test_refused_send_releases_its_nonce_for_the_next_intent(system: Any, w3: We
     assert failed is not None
     assert (failed.status, failed.nonce) == ("failed", start)
     assert failed.error
-    assert Store(db).intents("too-big")[0].status == "failed"
+    assert SqliteJournal.open(db).intents("too-big")[0].status == "failed"
     ok = tm.submit("mint:after", mint_tx(system))
     assert ok is not None
     assert (ok.status, ok.nonce) == ("pending", start)  # the same nonce: no gap
@@ -252,7 +254,7 @@ def test_crash_after_journal_before_send_is_sent_once_on_restart(system: Any, w3
     start, balance = nonce(w3), usdc_balance(system)
     with pytest.raises(ProcessKilledError):
         manager(w3, db, before_send=crash_before_send).submit("mint:crash", mint_tx(system))
-    store = Store(db)
+    store = SqliteJournal.open(db)
     [intent] = store.intents("mint:crash")
     [attempt] = store.attempts(intent.id)
     assert (intent.status, intent.nonce, attempt.status) == ("pending", start, "signed")
@@ -268,7 +270,7 @@ def test_crash_after_journal_before_send_is_sent_once_on_restart(system: Any, w3
     assert [(o.intent_key, o.status, o.tx_hash) for o in outcomes] == [("mint:crash", "confirmed", attempt.tx_hash)]
     assert nonce(w3) == start + 1
     assert usdc_balance(system) == balance + MINT
-    assert len(Store(db).attempts(intent.id)) == 1
+    assert len(SqliteJournal.open(db).attempts(intent.id)) == 1
     assert restarted.next_nonce() == start + 1
 
 
@@ -283,13 +285,13 @@ def test_crash_after_the_node_got_it_is_not_sent_again(system: Any, w3: Web3, db
     with automine_off(w3):
         with pytest.raises(ProcessKilledError):
             manager(w3, db, before_send=send_then_die).submit("mint:racy", mint_tx(system))
-        [attempt] = Store(db).attempts(Store(db).intents("mint:racy")[0].id)
+        [attempt] = SqliteJournal.open(db).attempts(SqliteJournal.open(db).intents("mint:racy")[0].id)
         assert attempt.status == "signed"
         sends: list[str] = []
         restarted = manager(w3, db, before_send=lambda a: sends.append(a.tx_hash))
         assert restarted.reconcile() == []
         assert sends == []  # found in the node's pool: nothing re-sent
-        assert Store(db).attempt(attempt.id).status == "sent"
+        assert SqliteJournal.open(db).attempt(attempt.id).status == "sent"
         assert pool_hashes(w3) == {start: attempt.tx_hash}
         outcomes = []
         for _ in range(3):
@@ -306,13 +308,13 @@ def test_kill_between_send_and_receipt_resolves_on_restart(system: Any, w3: Web3
 
     with pytest.raises(ProcessKilledError):
         manager(w3, db, after_send=die_after_send).submit("mint:kill", mint_tx(system))
-    [attempt] = Store(db).attempts(Store(db).intents("mint:kill")[0].id)
+    [attempt] = SqliteJournal.open(db).attempts(SqliteJournal.open(db).intents("mint:kill")[0].id)
     assert attempt.status == "sent"
     wait(w3, attempt.tx_hash)
     sends: list[str] = []
     restarted = manager(w3, db, before_send=lambda a: sends.append(a.tx_hash))
     assert restarted.reconcile() == []
-    [intent] = Store(db).intents("mint:kill")
+    [intent] = SqliteJournal.open(db).intents("mint:kill")
     assert intent.status == "mined"
     outcomes = follow_to_end(w3, restarted)
     assert [(o.intent_key, o.status) for o in outcomes] == [("mint:kill", "confirmed")]
@@ -326,12 +328,12 @@ import logging, os, signal, sys
 from pathlib import Path
 from eth_account import Account
 from web3 import Web3
-from keeper.chain.store import Store
+from keeper.chain.journal import SqliteJournal
 from keeper.chain.txmanager import FeePolicy, TxManager
 Account.enable_unaudited_hdwallet_features()
 signer = Account.from_mnemonic("{mnemonic}", account_path="m/44'/60'/0'/0/7")
 w3 = Web3(Web3.HTTPProvider(sys.argv[1]))
-tm = TxManager(w3, w3, signer, Store(Path(sys.argv[2])), 31337, FeePolicy(100 * 10**9, 10**9), 2, 3,
+tm = TxManager(w3, w3, signer, SqliteJournal.open(Path(sys.argv[2])), 31337, FeePolicy(100 * 10**9, 10**9), 2, 3,
                logging.getLogger("child"), before_send=lambda attempt: os.kill(os.getpid(), signal.SIGKILL))
 tm.submit("mint:kill9", {{"to": sys.argv[3], "data": sys.argv[4]}})
 """
@@ -358,8 +360,8 @@ def test_kill_9_after_the_journal_commit(system: Any, w3: Web3, db: Path, chain:
     )
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()
     assert nonce(w3) == start
-    [intent] = Store(db).intents("mint:kill9")
-    [attempt] = Store(db).attempts(intent.id)
+    [intent] = SqliteJournal.open(db).intents("mint:kill9")
+    [attempt] = SqliteJournal.open(db).attempts(intent.id)
     assert (intent.status, attempt.status) == ("pending", "signed")
     restarted = manager(w3, db)
     restarted.reconcile()
@@ -379,8 +381,8 @@ def test_already_known_when_the_pool_has_it(system: Any, w3: Web3, db: Path) -> 
         sub = tm.submit("mint:known", mint_tx(system))
         assert sub is not None
         assert tm.rebroadcast("mint:known") == "already_known"  # Anvil: "transaction already imported"
-        [intent] = Store(db).intents("mint:known")
-        [attempt] = Store(db).attempts(intent.id)
+        [intent] = SqliteJournal.open(db).intents("mint:known")
+        [attempt] = SqliteJournal.open(db).attempts(intent.id)
         assert (attempt.tx_hash, attempt.status) == (sub.tx_hash, "sent")
         assert pool_hashes(w3) == {sub.nonce: sub.tx_hash}
 
@@ -398,8 +400,8 @@ def test_nonce_taken_by_another_tx_moves_a_new_intent(system: Any, w3: Web3, db:
     assert sub is not None
     assert (sub.status, sub.nonce) == ("pending", start + 1)
     wait(w3, sub.tx_hash)
-    [intent] = Store(db).intents("mint:race")
-    first, second = Store(db).attempts(intent.id)
+    [intent] = SqliteJournal.open(db).intents("mint:race")
+    first, second = SqliteJournal.open(db).attempts(intent.id)
     assert (first.nonce, first.status, first.error_class) == (start, "rejected", "nonce_too_low")
     assert (second.nonce, second.tx_hash) == (start + 1, sub.tx_hash)
     assert receipt_or_none(w3, first.tx_hash) is None
@@ -414,14 +416,14 @@ def test_nonce_too_low_from_our_own_tx_resolves_the_intent(system: Any, w3: Web3
     start, balance = nonce(w3), usdc_balance(system)
     with pytest.raises(ProcessKilledError):
         manager(w3, db, before_send=crash_before_send).submit("mint:own", mint_tx(system))
-    [intent] = Store(db).intents("mint:own")
-    [attempt] = Store(db).attempts(intent.id)
+    [intent] = SqliteJournal.open(db).intents("mint:own")
+    [attempt] = SqliteJournal.open(db).attempts(intent.id)
     restarted = manager(w3, db, before_send=lambda a: send_raw(w3, a.raw_tx))  # it lands just before our send
     restarted.reconcile()
-    assert Store(db).intent(intent.id).status == "mined"
+    assert SqliteJournal.open(db).intent(intent.id).status == "mined"
     outcomes = follow_to_end(w3, restarted)
     assert [(o.status, o.tx_hash) for o in outcomes] == [("confirmed", attempt.tx_hash)]
-    assert len(Store(db).attempts(intent.id)) == 1
+    assert len(SqliteJournal.open(db).attempts(intent.id)) == 1
     assert nonce(w3) == start + 1
     assert usdc_balance(system) == balance + MINT
 
@@ -437,7 +439,7 @@ def test_journalled_intent_whose_nonce_was_used_elsewhere_is_dropped(system: Any
     [outcome] = restarted.reconcile()
     assert (outcome.intent_key, outcome.status, outcome.nonce) == ("mint:lost", "dropped", start)
     assert sends == []
-    assert Store(db).intents("mint:lost")[0].status == "dropped"
+    assert SqliteJournal.open(db).intents("mint:lost")[0].status == "dropped"
     assert usdc_balance(system) == balance
     assert restarted.next_nonce() == start + 1
 
@@ -447,11 +449,11 @@ def test_unreachable_submit_node_keeps_the_tx_journalled_and_sends_it_later(syst
     raw transaction goes out on the next poll through a node that answers; it is never signed twice."""
     dead = Web3(Web3.HTTPProvider("http://127.0.0.1:9", exception_retry_configuration=None))
     start, balance = nonce(w3), usdc_balance(system)
-    offline = TxManager(w3, dead, SIGNER, Store(db), CHAIN_ID, POLICY, 2, 3, LOG)
+    offline = TxManager(w3, dead, SIGNER, SqliteJournal.open(db), CHAIN_ID, POLICY, 2, 3, LOG)
     sub = offline.submit("mint:offline", mint_tx(system))
     assert sub is not None
     assert (sub.status, sub.nonce) == ("pending", start)
-    [attempt] = Store(db).attempts(Store(db).intents("mint:offline")[0].id)
+    [attempt] = SqliteJournal.open(db).attempts(SqliteJournal.open(db).intents("mint:offline")[0].id)
     assert attempt.status == "signed"
     assert offline.next_nonce() == start + 1  # held, not released
     online = manager(w3, db)
@@ -459,7 +461,7 @@ def test_unreachable_submit_node_keeps_the_tx_journalled_and_sends_it_later(syst
     wait(w3, sub.tx_hash)
     outcomes = follow_to_end(w3, online)
     assert [(o.status, o.tx_hash) for o in outcomes] == [("confirmed", sub.tx_hash)]
-    assert len(Store(db).attempts(attempt.intent_id)) == 1
+    assert len(SqliteJournal.open(db).attempts(attempt.intent_id)) == 1
     assert nonce(w3) == start + 1
     assert usdc_balance(system) == balance + MINT
 
@@ -473,7 +475,7 @@ def test_stuck_tx_is_replaced_with_higher_fees_and_only_one_lands(system: Any, w
     with automine_off(w3):
         sub = tm.submit("mint:stuck", mint_tx(system))
         assert sub is not None
-        store = Store(db)
+        store = SqliteJournal.open(db)
         intent_id = store.intents("mint:stuck")[0].id
         [first] = store.attempts(intent_id)
         out = first.max_fee + 1  # a base fee our first attempt cannot pay
@@ -506,7 +508,7 @@ def test_fee_cap_leaves_no_room_so_the_tx_waits(
         assert sub is not None
         for _ in range(4):
             assert tm.poll(mine(w3, base_fee=GWEI + 1)) == []
-        [attempt] = Store(db).attempts(Store(db).intents("mint:capped")[0].id)
+        [attempt] = SqliteJournal.open(db).attempts(SqliteJournal.open(db).intents("mint:capped")[0].id)
         assert attempt.tx_hash == sub.tx_hash
         assert pool_hashes(w3) == {sub.nonce: sub.tx_hash}
     warnings = [r.getMessage() for r in caplog.records if "leaves no room" in r.getMessage()]
@@ -532,7 +534,7 @@ def test_an_intents_fee_ceiling_bounds_its_bumps_across_a_restart(
         out = ceiling + 1  # a base fee no attempt within the ceiling can pay
         for _ in range(12):
             assert restarted.poll(mine(w3, base_fee=out)) == []
-        store = Store(db)
+        store = SqliteJournal.open(db)
         [intent] = store.intents("mint:ceiling")
         assert intent.max_fee_ceiling == ceiling
         attempts = store.attempts(intent.id)
@@ -566,7 +568,7 @@ def test_replacement_of_a_call_that_now_reverts_is_a_cancel(system: Any, w3: Web
     with automine_off(w3):
         sub = tm.submit("pull", pull)
         assert sub is not None
-        [first] = Store(db).attempts(Store(db).intents("pull")[0].id)
+        [first] = SqliteJournal.open(db).attempts(SqliteJournal.open(db).intents("pull")[0].id)
         out = first.max_fee + 1  # a base fee our transaction cannot pay
         revoke = ADMIN_KEY.sign_transaction(
             {
@@ -585,8 +587,8 @@ def test_replacement_of_a_call_that_now_reverts_is_a_cancel(system: Any, w3: Web
         assert tm.poll(mine(w3, base_fee=out)) == []  # the revoke lands, our tx does not
         assert receipt_or_none(w3, revoke.hash.to_0x_hex()) is not None
         tm.poll(mine(w3, base_fee=out))  # 2 blocks: due for replacement, but the call now reverts
-        intent_id = Store(db).intents("pull")[0].id
-        first, cancel = Store(db).attempts(intent_id)
+        intent_id = SqliteJournal.open(db).intents("pull")[0].id
+        first, cancel = SqliteJournal.open(db).attempts(intent_id)
         assert (cancel.kind, cancel.nonce) == ("cancel", first.nonce)
         assert cancel.max_fee * 1000 >= first.max_fee * 1125
         sent = w3.eth.get_transaction(HexBytes(cancel.tx_hash))
@@ -608,7 +610,7 @@ def test_reorged_out_tx_is_rebroadcast_and_confirmed(system: Any, w3: Web3, db: 
     assert sub is not None
     head = int(wait(w3, sub.tx_hash)["blockNumber"])
     assert tm.poll(head) == []
-    intent = Store(db).intents("mint:reorg")[0]
+    intent = SqliteJournal.open(db).intents("mint:reorg")[0]
     assert (intent.status, intent.block_number) == ("mined", head)
     old_hash = intent.block_hash
 
@@ -623,7 +625,7 @@ def test_reorged_out_tx_is_rebroadcast_and_confirmed(system: Any, w3: Web3, db: 
     assert receipt["blockHash"].to_0x_hex() != old_hash
     outcomes = tm.poll(int(w3.eth.block_number)) + follow_to_end(w3, tm, blocks=2)
     assert [(o.status, o.tx_hash, o.block) for o in outcomes] == [("confirmed", sub.tx_hash, receipt["blockNumber"])]
-    assert len(Store(db).attempts(intent.id)) == 1
+    assert len(SqliteJournal.open(db).attempts(intent.id)) == 1
     assert nonce(w3) == start + 1
     assert usdc_balance(system) == balance + MINT
 
@@ -639,7 +641,7 @@ def test_a_released_nonce_below_a_pending_one_is_filled(system: Any, w3: Web3, d
         assert a is not None
         assert b is not None
         assert (a.nonce, b.nonce) == (start, start + 1)
-        store = Store(db)
+        store = SqliteJournal.open(db)
         rpc(w3, "anvil_dropTransaction", a.tx_hash)
         store.resolve_intent(store.intents("mint:a")[0].id, "failed", "given up by hand")
         outcomes = []
@@ -663,7 +665,7 @@ def test_a_receipt_for_an_earlier_attempt_resolves_the_intent(system: Any, w3: W
     with automine_off(w3):
         sub = tm.submit("mint:any", mint_tx(system))
         assert sub is not None
-        store = Store(db)
+        store = SqliteJournal.open(db)
         intent_id = store.intents("mint:any")[0].id
         [first] = store.attempts(intent_id)
         tm.poll(mine(w3, base_fee=first.max_fee + 1))

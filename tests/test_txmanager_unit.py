@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -15,7 +16,9 @@ from hypothesis import strategies as st
 from web3.exceptions import ProviderConnectionError, Web3RPCError
 from web3.types import RPCResponse
 
-from keeper.chain.store import SCHEMA_VERSION, Store, StoreError
+from keeper.chain.index import SqliteIndex
+from keeper.chain.journal import SqliteJournal
+from keeper.chain.sqlite import SCHEMA_VERSION, StateFile, StoreError
 from keeper.chain.txmanager import FeePolicy, SendErrorClass, bump_fees, classify_send_error, initial_fees
 
 GWEI = 10**9
@@ -208,6 +211,22 @@ def test_classify_transport_failures(exc: BaseException) -> None:
 
 
 # ------------------------------------------------------------------------------------------ store
+
+
+class Store:
+    """One state file with both of its stores, the discovery index and the journal, for the tests below that use
+    both through one name (an attribute is looked up on the index, then the journal, then the file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = StateFile(path)
+        self.index = SqliteIndex(self.db)
+        self.journal = SqliteJournal(self.db)
+
+    def __getattr__(self, name: str) -> Any:
+        for part in (self.index, self.journal, self.db):
+            if hasattr(part, name):
+                return getattr(part, name)
+        raise AttributeError(name)
 
 
 @pytest.fixture

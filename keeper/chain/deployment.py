@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -22,7 +22,7 @@ from web3.contract import Contract
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
 
 from keeper.core.errors import ChainMismatchError, ConfigError, DeploymentError, NodeUnreachableError, redact_url
-from keeper.engine.settings import Settings, is_local_chain
+from keeper.core.networks import is_local_chain
 
 RECORD_FORMAT = 1
 REQUIRED_ABIS = ("MarginEngine", "OracleRouter", "Vault", "Lens")
@@ -290,7 +290,20 @@ def ask(url: str, call: Callable[[], T], timeout_s: float | None = None) -> T:
     )
 
 
-def check_chain(w3: Web3, settings: Settings, dep: Deployment) -> None:
+class ChainTarget(Protocol):
+    """The node and chain the keeper's settings name."""
+
+    @property
+    def rpc_url(self) -> str: ...
+
+    @property
+    def chain_id(self) -> int: ...
+
+    @property
+    def rpc_timeout_s(self) -> float: ...
+
+
+def check_chain(w3: Web3, settings: ChainTarget, dep: Deployment) -> None:
     """The node is on settings.chain_id, the record is for that chain, and the record's engine has code there."""
     url = settings.rpc_url
     node_chain = ask(url, lambda: w3.eth.chain_id, settings.rpc_timeout_s)

@@ -21,13 +21,15 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 from eth_abi.abi import decode as abi_decode
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import Web3RPCError
+
+from keeper.chain.index import AccountIndex
 
 CHECKPOINT = "discovery"
 # How many recent block hashes are kept for finding the fork point after a reorg.
@@ -102,22 +104,6 @@ def next_range(text: str, size: int) -> tuple[int, int | None]:
     return max(1, nxt), limit
 
 
-class DiscoveryStore(Protocol):
-    """What discovery needs from the keeper's store."""
-
-    def add_accounts(self, accounts: Iterable[tuple[str, int, int]]) -> int: ...
-
-    def get_checkpoint(self, name: str) -> tuple[int, str] | None: ...
-
-    def set_checkpoint(self, name: str, block: int, block_hash: str) -> None: ...
-
-    def record_block_hash(self, number: int, block_hash: str) -> None: ...
-
-    def block_hash(self, number: int) -> str | None: ...
-
-    def prune_block_hashes(self, below: int) -> object: ...
-
-
 @dataclass(frozen=True)
 class ScanResult:
     from_block: int
@@ -139,7 +125,7 @@ class Discovery:
     def __init__(
         self,
         w3: Web3,
-        store: DiscoveryStore,
+        store: AccountIndex,
         engine: str,
         engine_abi: Sequence[dict[str, Any]],
         start_block: int,
@@ -280,39 +266,3 @@ class Discovery:
                 )
                 found.append((owner, int(to_sub), block))
         return found
-
-
-class MemoryStore:
-    """A DiscoveryStore in memory, for one-off scans (`keeper status`) that keep no state."""
-
-    def __init__(self) -> None:
-        self._accounts: dict[tuple[str, int], int] = {}
-        self._checkpoints: dict[str, tuple[int, str]] = {}
-        self._hashes: dict[int, str] = {}
-
-    def add_accounts(self, accounts: Iterable[tuple[str, int, int]]) -> int:
-        added = 0
-        for owner, sub_id, block in accounts:
-            if (owner, sub_id) not in self._accounts:
-                self._accounts[(owner, sub_id)] = block
-                added += 1
-        return added
-
-    def accounts(self) -> list[tuple[str, int]]:
-        return sorted(self._accounts)
-
-    def get_checkpoint(self, name: str) -> tuple[int, str] | None:
-        return self._checkpoints.get(name)
-
-    def set_checkpoint(self, name: str, block: int, block_hash: str) -> None:
-        self._checkpoints[name] = (block, block_hash)
-
-    def record_block_hash(self, number: int, block_hash: str) -> None:
-        self._hashes[number] = block_hash
-
-    def block_hash(self, number: int) -> str | None:
-        return self._hashes.get(number)
-
-    def prune_block_hashes(self, below: int) -> None:
-        for n in [n for n in self._hashes if n < below]:
-            del self._hashes[n]

@@ -8,7 +8,6 @@ call per account.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from eth_abi.abi import decode as abi_decode
@@ -18,64 +17,17 @@ from web3.contract import Contract
 from web3.types import BlockIdentifier, TxParams
 
 from keeper.core import risk
+from keeper.core.snapshot import Account, AssetView, Market, PriceView
+from keeper.core.units import Ray, Wad
 
 # 1,000 accounts with three collaterals is about 17M gas per eth_call: under Anvil's 30M default and geth's
 # 50M eth_call cap, and as fast as larger chunks (docs/benchmarks.md).
 DEFAULT_CHUNK = 1_000
 
 
-@dataclass(frozen=True)
-class PriceView:
-    asset: str
-    ok: bool
-    price: int  # WAD USD per whole token; 0 when not ok
-    error: bytes  # the router's revert data when not ok
-
-
-@dataclass(frozen=True)
-class AssetView:
-    address: str
-    index: int
-    decimals: int
-    risk: risk.AssetRisk
-    price: PriceView
-
-
-@dataclass(frozen=True)
-class Market:
-    block: int
-    timestamp: int
-    index: int  # borrow index, RAY
-    debt_asset: str
-    debt_decimals: int
-    debt_price: PriceView
-    assets: tuple[AssetView, ...]
-    params: risk.RiskParams
-
-    def asset(self, address: str) -> AssetView:
-        for a in self.assets:
-            if a.address == address:
-                return a
-        raise KeyError(address)
-
-
-@dataclass(frozen=True)
-class Account:
-    owner: str
-    sub_id: int
-    scaled_debt: int
-    debt: int
-    mask: int
-    balances: tuple[int, ...]  # one per listed asset, in Market.assets order
-
-    def held(self) -> list[int]:
-        """Indexes of the assets this account holds."""
-        return [i for i in range(len(self.balances)) if self.mask >> i & 1]
-
-
 def _price(raw: Sequence[Any]) -> PriceView:
     asset, ok, price, error = raw
-    return PriceView(Web3.to_checksum_address(asset), bool(ok), int(price), bytes(error))
+    return PriceView(Web3.to_checksum_address(asset), bool(ok), Wad(int(price)), bytes(error))
 
 
 def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
@@ -98,7 +50,7 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
     return Market(
         block=int(block_number),
         timestamp=int(timestamp),
-        index=int(index),
+        index=Ray(int(index)),
         debt_asset=Web3.to_checksum_address(debt_asset),
         debt_decimals=int(debt_decimals),
         debt_price=_price(debt_price),
@@ -152,85 +104,3 @@ def read_accounts(
                 )
             )
     return out
-
-
-MirrorInputs = tuple[dict[int, int], dict[int, int], dict[int, risk.AssetRisk]]
-
-
-def mirror_inputs(account: Account, market: Market) -> MirrorInputs | None:
-    """Balances, prices and configs of the assets `account` holds, keyed by asset index in `assetList()` order
-    (the order the engine walks them), or None when the router refuses a price the account needs."""
-    if account.debt and not market.debt_price.ok:
-        return None
-    balances: dict[int, int] = {}
-    prices: dict[int, int] = {}
-    assets: dict[int, risk.AssetRisk] = {}
-    for i in account.held():
-        view = market.assets[i]
-        if not view.price.ok:
-            return None
-        balances[i] = account.balances[i]
-        prices[i] = view.price.price
-        assets[i] = view.risk
-    return balances, prices, assets
-
-
-def liquidation_inputs(account: Account, market: Market) -> MirrorInputs | None:
-    """What the engine's liquidation values an account with (its lenient valuation): balances and configs of every
-    asset it holds, and the prices the router accepts; a held asset whose price is refused is left out of the
-    prices and counts at zero. None only when the account has debt and the debt asset's price is refused."""
-    if account.debt and not market.debt_price.ok:
-        return None
-    balances: dict[int, int] = {}
-    prices: dict[int, int] = {}
-    assets: dict[int, risk.AssetRisk] = {}
-    for i in account.held():
-        view = market.assets[i]
-        balances[i] = account.balances[i]
-        assets[i] = view.risk
-        if view.price.ok:
-            prices[i] = view.price.price
-    return balances, prices, assets
-
-
-def liquidation_valuation(account: Account, market: Market) -> risk.Valuation | None:
-    """The account as `liquidate` values it (unpriceable collateral at zero), or None when it cannot be valued
-    (the debt asset's price is refused, or the contract's arithmetic would overflow)."""
-    inputs = liquidation_inputs(account, market)
-    if inputs is None:
-        return None
-    balances, prices, assets = inputs
-    try:
-        return risk.valuation(
-            balances,
-            prices,
-            assets,
-            account.scaled_debt,
-            market.index,
-            market.debt_price.price if market.debt_price.ok else None,
-            market.debt_decimals,
-            market.params.min_discount,
-        )
-    except risk.ContractRevert:
-        return None
-
-
-def health_of(account: Account, market: Market) -> risk.Health | None:
-    """The account's health by the mirror, or None when a price it needs is one the router refuses."""
-    inputs = mirror_inputs(account, market)
-    if inputs is None:
-        return None
-    balances, prices, assets = inputs
-    try:
-        return risk.account_health(
-            balances,
-            prices,
-            assets,
-            account.scaled_debt,
-            market.index,
-            market.debt_price.price,
-            market.debt_decimals,
-        )
-    except risk.ContractRevert:
-        # The contract would revert too (an overflow on absurd balances): the account cannot be priced.
-        return None

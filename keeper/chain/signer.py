@@ -7,14 +7,15 @@ import json
 import logging
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account import Account
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
 from eth_account.signers.local import LocalAccount
+from pydantic import SecretStr
 
 from keeper.core.errors import SignerError
-from keeper.engine.settings import Settings, is_local_chain
+from keeper.core.networks import is_local_chain
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,24 @@ def dev_account_path(index: int) -> str:
     return f"m/44'/60'/0'/0/{index}"
 
 
-def load_signer(settings: Settings, chain_id: int) -> LocalAccount:
+class KeySource(Protocol):
+    """Where the signing key comes from (the keeper's settings): a keystore with its password file, an Anvil dev
+    account index, or a raw key."""
+
+    @property
+    def keystore(self) -> Path | None: ...
+
+    @property
+    def password_file(self) -> Path | None: ...
+
+    @property
+    def dev_account_index(self) -> int | None: ...
+
+    @property
+    def private_key(self) -> SecretStr | None: ...
+
+
+def load_signer(settings: KeySource, chain_id: int) -> LocalAccount:
     """The account named by `settings` for use on `chain_id` (the node's chain id)."""
     local = is_local_chain(chain_id)
     if settings.keystore is not None and settings.password_file is not None:

@@ -42,7 +42,7 @@ from web3.exceptions import (
 )
 from web3.types import TxReceipt
 
-from keeper.chain.store import Attempt, AttemptKind, Intent, Store
+from keeper.chain.journal import Attempt, AttemptKind, Intent, Journal
 
 # Replacement rule of the common clients (geth's default price bump): both fees at least 12.5 % higher.
 BUMP_NUMERATOR = 1125
@@ -235,7 +235,7 @@ class TxManager:
         read_w3: Web3,
         submit_w3: Web3,
         signer: LocalAccount,
-        store: Store,
+        journal: Journal,
         chain_id: int,
         policy: FeePolicy,
         confirmations: int,
@@ -251,7 +251,7 @@ class TxManager:
         self._submit = submit_w3
         self._signer = signer
         self.address = Web3.to_checksum_address(signer.address)
-        self._store = store
+        self.journal = journal
         self._chain_id = chain_id
         self.policy = policy
         self._confirmations = max(confirmations, 1)
@@ -274,7 +274,7 @@ class TxManager:
     def in_flight(self, intent_key: str) -> bool:
         """Whether an intent with this key is open (sent, not yet confirmed or abandoned)."""
         with self._lock:
-            return self._store.open_intent(intent_key) is not None
+            return self.journal.open_intent(intent_key) is not None
 
     def submit(
         self, intent_key: str, tx: Mapping[str, Any], simulate: bool = True, max_fee_wei: int | None = None
@@ -286,7 +286,7 @@ class TxManager:
         if max_fee_wei is not None and max_fee_wei <= 0:
             raise ValueError(f"max_fee_wei must be positive, not {max_fee_wei}")
         with self._lock:
-            existing = self._store.open_intent(intent_key)
+            existing = self.journal.open_intent(intent_key)
             if existing is not None:
                 self._log.info(
                     "not sending %s: intent already in flight at nonce %d (%s)",
@@ -332,7 +332,7 @@ class TxManager:
         with self._lock:
             head = int(self._read.eth.block_number)
             outcomes = self._sweep(head, allow_replace=False)
-            open_now = self._store.open_intents(self.address)
+            open_now = self.journal.open_intents(self.address)
             self._log.info(
                 "journal reconciled at block %d: %d open intent(s), next nonce %d",
                 head,
@@ -344,10 +344,10 @@ class TxManager:
     def rebroadcast(self, intent_key: str) -> SendResult:
         """Send the latest live attempt of the open intent `intent_key` again, unchanged (same hash)."""
         with self._lock:
-            intent = self._store.open_intent(intent_key)
+            intent = self.journal.open_intent(intent_key)
             if intent is None:
                 raise KeyError(f"no open intent {intent_key!r}")
-            current = self._current_attempt(self._store.attempts(intent.id))
+            current = self._current_attempt(self.journal.attempts(intent.id))
             if current is None:
                 raise KeyError(f"intent {intent_key!r} has no live attempt")
             result = self._broadcast(current, fresh=False)
@@ -379,8 +379,8 @@ class TxManager:
         max_fee, priority = initial_fees(base_fee, self.policy, ceiling)
         chain_nonce = self._chain_nonce()
         nonce = self._free_nonce(chain_nonce)
-        with self._store.transaction():
-            intent = self._store.add_intent(
+        with self.journal.transaction():
+            intent = self.journal.add_intent(
                 intent_key, self.address, nonce, to, data, value, gas, simulate, max_fee_ceiling=max_fee_wei
             )
             attempt = self._sign(intent, "original", max_fee, priority, head)
@@ -409,7 +409,7 @@ class TxManager:
                 if self._nonce_used(intent):
                     return Submission(intent_key, attempt.nonce, attempt.tx_hash, "pending")
                 if moves == MAX_RENONCE:
-                    self._store.resolve_intent(intent.id, "failed", "nonce kept being taken by other transactions")
+                    self.journal.resolve_intent(intent.id, "failed", "nonce kept being taken by other transactions")
                     self._log.error("gave up on %s: its nonce kept being taken by other transactions", intent_key)
                     return Submission(intent_key, attempt.nonce, attempt.tx_hash, "failed", "nonce taken")
                 moves += 1
@@ -420,14 +420,14 @@ class TxManager:
                     intent_key,
                     new_nonce,
                 )
-                with self._store.transaction():
-                    self._store.set_attempt_status(attempt.id, "rejected", "nonce_too_low", "nonce used by another tx")
-                    self._store.set_intent_nonce(intent.id, new_nonce)
-                    intent = self._store.intent(intent.id)
+                with self.journal.transaction():
+                    self.journal.set_attempt_status(attempt.id, "rejected", "nonce_too_low", "nonce used by another tx")
+                    self.journal.set_intent_nonce(intent.id, new_nonce)
+                    intent = self.journal.intent(intent.id)
                     attempt = self._sign(intent, "original", max_fee, priority, head)
                 continue
-            error = self._store.attempt(attempt.id).error
-            self._store.resolve_intent(intent.id, "failed", error)
+            error = self.journal.attempt(attempt.id).error
+            self.journal.resolve_intent(intent.id, "failed", error)
             self._log.warning("node refused %s (%s): %s; nonce %d released", intent_key, result, error, attempt.nonce)
             return Submission(intent_key, attempt.nonce, attempt.tx_hash, "failed", error)
 
@@ -447,7 +447,7 @@ class TxManager:
             if intent.to is not None:
                 tx["to"] = intent.to
         signed = self._signer.sign_transaction(tx)
-        return self._store.add_attempt(
+        return self.journal.add_attempt(
             intent.id,
             kind,
             intent.nonce,
@@ -470,17 +470,17 @@ class TxManager:
             if cls == "rejected" and self._node_knows(attempt.tx_hash):
                 cls = "already_known"
             if cls == "already_known":
-                self._store.set_attempt_status(attempt.id, "sent")
+                self.journal.set_attempt_status(attempt.id, "sent")
                 return cls
             if cls in ("transport", "nonce_too_low"):
                 self._log.info("send of tx %s: %s (%s)", attempt.tx_hash, cls, exc)
                 return cls
             if fresh:
-                self._store.set_attempt_status(attempt.id, "rejected", cls, str(exc)[:500])
+                self.journal.set_attempt_status(attempt.id, "rejected", cls, str(exc)[:500])
             else:
                 self._log.warning("re-broadcast of tx %s refused (%s): %s", attempt.tx_hash, cls, exc)
             return cls
-        self._store.set_attempt_status(attempt.id, "sent")
+        self.journal.set_attempt_status(attempt.id, "sent")
         if self.after_send is not None:
             self.after_send(attempt)
         return "sent"
@@ -489,7 +489,7 @@ class TxManager:
 
     def _sweep(self, head: int, allow_replace: bool) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        for intent in self._store.open_intents(self.address):
+        for intent in self.journal.open_intents(self.address):
             try:
                 outcome = self._follow(intent, head, allow_replace)
             except Exception as exc:
@@ -504,7 +504,7 @@ class TxManager:
         return outcomes
 
     def _follow(self, intent: Intent, head: int, allow_replace: bool) -> Outcome | None:
-        attempts = self._store.attempts(intent.id)
+        attempts = self.journal.attempts(intent.id)
         found = self._find_receipt(attempts)
         if found is not None:
             return self._track_mined(intent, found[0], found[1], head)
@@ -516,7 +516,7 @@ class TxManager:
                 intent.intent_key,
                 intent.block_number,
             )
-            self._store.mark_unmined(intent.id)
+            self.journal.mark_unmined(intent.id)
         if intent.nonce < self._chain_nonce():
             # Re-check after reading the nonce: one of ours may have been mined in between.
             found = self._find_receipt(attempts)
@@ -525,7 +525,7 @@ class TxManager:
             return self._drop(intent)
         current = self._current_attempt(attempts)
         if current is None:
-            self._store.resolve_intent(intent.id, "failed", "every attempt was refused")
+            self.journal.resolve_intent(intent.id, "failed", "every attempt was refused")
             return None
         if reorged or not self._node_knows(current.tx_hash):
             self._log.info("re-broadcasting tx %s of %s (nonce %d)", current.tx_hash, intent.intent_key, intent.nonce)
@@ -534,7 +534,7 @@ class TxManager:
                 return None
         elif current.status == "signed":
             # Journalled, and the node has it: the crash came after the send.
-            self._store.set_attempt_status(current.id, "sent")
+            self.journal.set_attempt_status(current.id, "sent")
         if allow_replace and self._replacement_due(attempts, head):
             self._replace(intent, attempts, head)
         return None
@@ -544,10 +544,10 @@ class TxManager:
         block_hash = _hex(receipt["blockHash"])
         if intent.status == "mined" and intent.block_hash == block_hash and intent.tx_hash == attempt.tx_hash:
             return
-        with self._store.transaction():
+        with self.journal.transaction():
             if attempt.status != "sent":  # journalled, then the process died before it recorded the send
-                self._store.set_attempt_status(attempt.id, "sent")
-            self._store.mark_mined(intent.id, attempt.tx_hash, number, block_hash)
+                self.journal.set_attempt_status(attempt.id, "sent")
+            self.journal.mark_mined(intent.id, attempt.tx_hash, number, block_hash)
         self._log.info(
             "%s mined: tx %s (nonce %d) in block %d", intent.intent_key, attempt.tx_hash, attempt.nonce, number
         )
@@ -564,7 +564,7 @@ class TxManager:
             status = "confirmed"
         else:
             status = "reverted"
-        self._store.resolve_intent(intent.id, status)
+        self.journal.resolve_intent(intent.id, status)
         log = self._log.info if status == "confirmed" else self._log.warning
         log(
             "%s %s: tx %s in block %d, gas used %d",
@@ -577,7 +577,9 @@ class TxManager:
         return Outcome(intent.intent_key, status, intent.nonce, attempt.tx_hash, number, receipt)
 
     def _drop(self, intent: Intent) -> Outcome:
-        self._store.resolve_intent(intent.id, "dropped", f"nonce {intent.nonce} used by a transaction that is not ours")
+        self.journal.resolve_intent(
+            intent.id, "dropped", f"nonce {intent.nonce} used by a transaction that is not ours"
+        )
         self._log.warning(
             "%s dropped: nonce %d was used by a transaction that is none of its attempts",
             intent.intent_key,
@@ -587,7 +589,7 @@ class TxManager:
 
     def _nonce_used(self, intent: Intent) -> bool:
         """The node says the intent's nonce is used: True if by one of its attempts (now tracked as mined)."""
-        found = self._find_receipt(self._store.attempts(intent.id))
+        found = self._find_receipt(self.journal.attempts(intent.id))
         if found is None:
             return False
         self._mark_mined(intent, found[0], found[1])
@@ -644,7 +646,7 @@ class TxManager:
                     reason,
                     intent.nonce,
                 )
-        with self._store.transaction():
+        with self.journal.transaction():
             attempt = self._sign(intent, kind, max_fee, priority, head)
         result = self._broadcast(attempt, fresh=True)
         if result in ("sent", "already_known"):
@@ -671,7 +673,7 @@ class TxManager:
         return int(self._read.eth.get_transaction_count(self.address, "latest"))
 
     def _free_nonce(self, start: int) -> int:
-        held = self._store.held_nonces(self.address)
+        held = self.journal.held_nonces(self.address)
         nonce = start
         while nonce in held:
             nonce += 1
@@ -680,7 +682,7 @@ class TxManager:
     def _fill_gaps(self) -> None:
         """Send a zero-value transfer to self at every free nonce below the highest held one, so transactions
         behind a released nonce are not stuck."""
-        held = self._store.held_nonces(self.address)
+        held = self.journal.held_nonces(self.address)
         if not held:
             return
         chain_nonce = self._chain_nonce()

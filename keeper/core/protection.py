@@ -32,7 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from keeper.core import risk
-from keeper.core.risk import WAD, AssetRisk
+from keeper.core.risk import AssetRisk
+from keeper.core.units import WAD
 
 K = str  # asset address
 EQUAL_LIFT = 10**12  # WAD health: lifts closer than this (one part in a million) count as equal

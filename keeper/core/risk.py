@@ -23,9 +23,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-WAD = 10**18
-RAY = 10**27
-YEAR = 365 * 24 * 60 * 60
+from keeper.core.units import RAY, WAD, YEAR
+
 MAX_UINT = 2**256 - 1
 MAX_UINT128 = 2**128 - 1
 

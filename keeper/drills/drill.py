@@ -47,14 +47,16 @@ from web3 import Web3
 from web3.contract import Contract
 
 from keeper.chain.deployment import Deployment, contract, load_deployment
-from keeper.chain.discovery import Discovery, MemoryStore
+from keeper.chain.discovery import Discovery
+from keeper.chain.index import MemoryIndex
 from keeper.chain.node import AnvilProcess, Rpc, deal, find_balance_slot
 from keeper.chain.reads import read_market
 from keeper.chain.signer import load_signer
 from keeper.core.errors import DeploymentError, KeeperError
 from keeper.drills.relay import FlakyRelay
 from keeper.drills.scenario import FEED_FAULTS, Fault, Scenario
-from keeper.engine.runner import Keeper, NativePrice, build_keeper
+from keeper.engine.compose import build_keeper
+from keeper.engine.keeper import Keeper, NativePrice
 from keeper.engine.settings import Settings
 
 WAD = 10**18
@@ -1174,7 +1176,7 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
 
         # Accounts already on the engine (an earlier drill on this node, a fork's users): measured like the seeded
         # ones, since the keeper finds and liquidates them too.
-        found = MemoryStore()
+        found = MemoryIndex()
         Discovery(w3, found, dep.engine, dep.abis["MarginEngine"], dep.start_block, confirmations=0).scan()
         preexisting = found.accounts()
         plans = plan_seeding(scenario, system, count, seed)
@@ -1209,7 +1211,7 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         keeper, address = _keeper(
             keeper_url, rpc, record_path, opts.out, clock, scenario.block_time_s, protect, opts.keeper_settings
         )
-        stack.callback(keeper.store.close)
+        stack.callback(keeper.close)
         assert address == keeper_address
         record = DrillRecord(
             scenario=scenario,
@@ -1237,9 +1239,9 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
             # index only: a liquidation before the replay's first block would go unrecorded
             keeper.discovery.scan()
         driver.mine_all()
-        if keeper.store.account_count() < len(set(accounts)):
+        if keeper.index.account_count() < len(set(accounts)):
             raise DrillError(
-                f"the keeper indexed {keeper.store.account_count()} of {len(accounts)} accounts before the start"
+                f"the keeper indexed {keeper.index.account_count()} of {len(accounts)} accounts before the start"
             )
         _phase(opts, f"replaying {scenario.name}: {record.replay_blocks} blocks, then settling")
         Replay(opts, rpc, system, driver, keeper, relay, record, clock).run()

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
 
 from web3.contract import Contract
 
-from keeper.chain.reads import Account, Market
+from keeper.chain.txmanager import TxManager
 from keeper.core import protection as pr
 from keeper.core import risk
-from keeper.core.risk import WAD
-from keeper.engine.strategy import COOLDOWN_BLOCKS
+from keeper.core.snapshot import Account, Market
+from keeper.core.units import WAD
+from keeper.engine.metrics import Metrics
+from keeper.engine.settings import Settings
+from keeper.engine.strategy import COOLDOWN_BLOCKS, Limits
 
 CACHE_BLOCKS = 20
 PRE_LIQUIDATION_GAS = 220_000
@@ -42,11 +45,22 @@ MOVE_MEMORY_S = 86_400
 
 
 class Protector:
-    def __init__(self, keeper: Any, module: Contract, log: logging.Logger) -> None:
-        self.k = keeper
+    def __init__(
+        self,
+        settings: Settings,
+        module: Contract,
+        txm: TxManager,
+        metrics: Metrics,
+        limits: Callable[[], Limits | None],
+        log: logging.Logger,
+    ) -> None:
+        self.settings = settings
         self.module = module
+        self.txm = txm
+        self.metrics = metrics
+        self._limits = limits  # the block's liquidation limits (fees, inventory, prices), once the block job has them
         self.log = log
-        self.me = keeper.signer.address
+        self.me = txm.address
         self._targets: dict[str, tuple[int, int]] = {}  # owner -> (target health, block read)
         self._optins: dict[tuple[str, int], tuple[pr.PreConfig, int]] = {}
         self._cooldown: dict[str, int] = {}  # intent key -> block until which it is not retried
@@ -121,7 +135,7 @@ class Protector:
         """Send a rescue for every authorising owner whose liquidatable sub-accounts the owner's other sub-accounts
         can lift back above health 1; the accounts a rescue was sent for, which the caller does not liquidate."""
         self.observe(market)
-        if not self.k.settings.rebalance_enabled or not liquidatable:
+        if not self.settings.rebalance_enabled or not liquidatable:
             return set()
         book = self.book(market)
         if book is None:
@@ -144,7 +158,7 @@ class Protector:
             except (risk.PriceUnavailable, risk.AssetNotListed):  # the module could not price it either
                 continue
             if rescued and self._send_moves(owner, moves, head, rescue=True):
-                self.k.metrics.rescues_sent.inc()
+                self.metrics.rescues_sent.inc()
                 saved |= {(owner, i) for i in rescued}
         return saved
 
@@ -153,7 +167,7 @@ class Protector:
         book = self.book(market)
         if book is None:
             return
-        settings = self.k.settings
+        settings = self.settings
         lifted: set[tuple[str, int]] = set()
         if settings.rebalance_enabled:
             lifted = self._rebalances(book, market, accounts, head, liquidatable)
@@ -167,12 +181,12 @@ class Protector:
         if not intent_key.startswith(("rebalance:", "pre:")):
             return False
         if status == "reverted":
-            self.k.metrics.protection_reverted.inc()
+            self.metrics.protection_reverted.inc()
             self._cooldown[intent_key] = head + COOLDOWN_BLOCKS
         return True
 
     def _gas_usd(self, gas: int) -> float:
-        limits = self.k.last_limits
+        limits = self._limits()
         if limits is None:
             return 0.0
         return float(gas * limits.gas_price_wei / 1e18 * limits.native_price_usd / 1e18)
@@ -206,7 +220,7 @@ class Protector:
                 "preLiquidate", [a.owner, a.sub_id, plan.collateral, plan.repaid, min_seized, self.me]
             )
             if self._send(f"pre:{a.owner}:{a.sub_id}", data, head):
-                self.k.metrics.pre_liquidations_sent.inc()
+                self.metrics.pre_liquidations_sent.inc()
                 self.log.info(
                     "pre-liquidating %s/%d: repay %d seize %d, health %.4f -> %.4f, profit %.2f USD",
                     a.owner,
@@ -259,7 +273,7 @@ class Protector:
             data = self.module.encode_abi("rebalanceBatch", [owner, batch])
         if not self._send(f"rebalance:{owner}", data, head):
             return False
-        self.k.metrics.rebalances_sent.inc()
+        self.metrics.rebalances_sent.inc()
         for m in moves:
             self.log.info(
                 "%s %s: %d -> %d, %d of %s, receiver health -> %.4f, giver -> %.4f",
@@ -277,9 +291,9 @@ class Protector:
     def _send(self, key: str, data: str, head: int) -> bool:
         """Simulate and send unless cooling down or already in flight; a refusal (the simulation reverts) cools
         the key down for COOLDOWN_BLOCKS, an intent still in flight does not."""
-        if self._cooldown.get(key, -1) > head or self.k.txm.in_flight(key):
+        if self._cooldown.get(key, -1) > head or self.txm.in_flight(key):
             return False
-        sub = self.k.txm.submit(key, {"to": self.module.address, "data": data, "value": 0}, simulate=True)
+        sub = self.txm.submit(key, {"to": self.module.address, "data": data, "value": 0}, simulate=True)
         if sub is None or sub.status != "pending":
             self._cooldown[key] = head + COOLDOWN_BLOCKS
             return False

@@ -25,19 +25,14 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from keeper.core.errors import ConfigError
+from keeper.core.networks import is_local_chain
 
 ENV_PREFIX = "KEEPER_"
 CONFIG_ENV = "KEEPER_CONFIG"  # the config file's path, when --config is not given
 DEFAULT_CONFIG = Path("keeper.toml")
-LOCAL_CHAIN_IDS = frozenset({31337, 1337})  # Anvil/Hardhat and Ganache/Geth --dev
 PATH_FIELDS = ("deployment", "keystore", "password_file", "state_db", "anvil")
 ANVIL_ENV = ENV_PREFIX + "ANVIL"
 URL_SCHEMES = ("http", "https", "ws", "wss")
-
-
-def is_local_chain(chain_id: int) -> bool:
-    """A throw-away development chain, where dev accounts and raw keys are acceptable."""
-    return chain_id in LOCAL_CHAIN_IDS
 
 
 def _check_url(value: str) -> str:

@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 from web3 import Web3
 
 from keeper.chain.deployment import Deployment, contract
-from keeper.chain.discovery import Discovery, MemoryStore
-from keeper.chain.reads import Account, Market, health_of, mirror_inputs, read_accounts, read_market
+from keeper.chain.discovery import Discovery
+from keeper.chain.index import MemoryIndex
+from keeper.chain.reads import read_accounts, read_market
 from keeper.core import risk
+from keeper.core.snapshot import Account, Market, health_of, mirror_inputs
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
     return rows
 
 
-def show(settings: Any, dep: Deployment, w3: Web3, as_json: bool, out: TextIO = sys.stdout) -> int:
-    store = MemoryStore()
+def show(dep: Deployment, w3: Web3, as_json: bool, out: TextIO = sys.stdout) -> int:
+    store = MemoryIndex()
     Discovery(w3, store, dep.engine, dep.abis["MarginEngine"], dep.start_block, confirmations=0).scan()
     lens = contract(w3, dep, "Lens")
     head = w3.eth.block_number

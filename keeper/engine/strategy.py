@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from keeper.chain.reads import Account, Market, liquidation_inputs, liquidation_valuation
 from keeper.core import risk
+from keeper.core.snapshot import Account, Market, liquidation_inputs, liquidation_valuation
 
 # Gas of one liquidation used for profit estimates before the exact estimate (measured: 160-210k with one to
 # three collateral assets; see docs/gas.md). The transaction itself is sent with eth_estimateGas.

@@ -37,7 +37,7 @@ class Chain:
 
 def open_chain(config: Path | None) -> Chain:
     """Settings, deployment and node, checked as `keeper run` checks them (`cli._startup`)."""
-    from keeper.cli.main import _startup
+    from keeper.cli.startup import startup as _startup
 
     return Chain(*_startup(config))
 
@@ -256,7 +256,7 @@ def submit(txm: Any, engine: Contract, token: str, plan: Plan, on: Onchain) -> A
 def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
     """`keeper optimize --apply`: one bounded step toward `choice`, sent and waited for."""
     from keeper.chain.signer import load_signer
-    from keeper.engine.runner import build_keeper
+    from keeper.engine.compose import build_keeper
 
     a = asset_info(chain.dep, symbol)
     signer = load_signer(chain.settings, chain.dep.chain_id)
@@ -291,7 +291,7 @@ def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
         if sub.status == "failed":
             status = f"refused by the node: {sub.error}"
     finally:
-        keeper.store.close()
+        keeper.close()
     after = read_onchain(engine, a.token)
     return {
         **base,

@@ -1,8 +1,7 @@
-"""The keeper loop: on every new block, discover → read → evaluate → plan → simulate → send → follow receipts.
-
-APScheduler runs two jobs on one worker thread (so they never overlap and share the web3 connection and the store
-safely): the block job (every `poll_interval_s`, `max_instances=1`, coalescing) and housekeeping (signer balance and
-debt-asset inventory, low-balance and low-inventory warnings). Each job catches and reports its own errors. After
+"""The keeper's logic, independent of scheduling: on every new block, discover → read → evaluate → plan → simulate →
+send → follow receipts (`Keeper.tick`), and housekeeping (signer balance and debt-asset inventory, low-balance and
+low-inventory warnings, share-rate refreshes). `keeper.engine.lifecycle` schedules both; tests drive them directly.
+Each job catches and reports its own errors. After
 `BREAKER_THRESHOLD` failures in a row the circuit breaker pauses sending (reading goes on) and the job backs off
 exponentially; a stale node (no new block for `stale_node_s`) raises an alert and stops sending until blocks flow
 again, except on a local chain that mines only when it gets a transaction (automine), where an idle chain is not a
@@ -16,39 +15,37 @@ The keeper is never silent when it cannot act: every account the mirror finds li
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.blocking import BlockingScheduler
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 from web3.types import RPCEndpoint, TxParams
 
-from keeper.chain.deployment import Deployment, NativeSource, connect, contract, native_source, standard_contract
+from keeper.chain.deployment import Deployment, NativeSource, contract, native_source, standard_contract
 from keeper.chain.discovery import Discovery
-from keeper.chain.reads import Account as AccountView
-from keeper.chain.reads import Market, liquidation_valuation, read_accounts, read_market
-from keeper.chain.store import Store
-from keeper.chain.txmanager import FeePolicy, TxManager
+from keeper.chain.index import AccountIndex
+from keeper.chain.journal import Journal
+from keeper.chain.reads import read_accounts, read_market
+from keeper.chain.txmanager import TxManager
 from keeper.core import risk
+from keeper.core.networks import is_local_chain
+from keeper.core.snapshot import Account as AccountView
+from keeper.core.snapshot import Market, liquidation_valuation
+from keeper.core.units import GWEI, WAD
 from keeper.engine.metrics import SKIP_REASONS, Metrics
 from keeper.engine.protect import Protector
-from keeper.engine.settings import is_local_chain
+from keeper.engine.settings import Settings
 from keeper.engine.strategy import COOLDOWN_BLOCKS, Limits, Plan, plan_all
 
 BREAKER_THRESHOLD = 5
 MAX_BACKOFF_S = 30.0
 # Slippage accepted on the seized amount between the read and the mined block.
 SEIZE_SLIPPAGE_BPS = 100
-GWEI = 10**9
-WAD = 10**18
 # 0.1 % of a repayment kept in reserve for interest accrued between reading and inclusion.
 INTEREST_HEADROOM_DIVISOR = 1_000
 LIQUIDATION_PREFIX = "liquidate:"
@@ -127,21 +124,23 @@ class Keeper:
 
     def __init__(
         self,
-        settings: Any,
+        settings: Settings,
         deployment: Deployment,
         w3: Web3,
         signer: LocalAccount,
-        store: Any,
-        txm: Any,
+        index: AccountIndex,
+        txm: TxManager,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
+        self._on_close = on_close
         self.settings = settings
         self.dep = deployment
         self.w3 = w3
         self.signer = signer
-        self.store = store
+        self.index = index
         self.txm = txm
         self.metrics = metrics
         self.clock = clock
@@ -162,7 +161,7 @@ class Keeper:
             )
         self.discovery = Discovery(
             w3,
-            store,
+            index,
             deployment.engine,
             deployment.abis["MarginEngine"],
             start_block=deployment.start_block,
@@ -174,7 +173,19 @@ class Keeper:
         self.protector: Protector | None = None
         if deployment.protection and (settings.rebalance_enabled or settings.pre_liquidation_enabled):
             module = contract(w3, deployment, "ProtectionModule", deployment.protection)
-            self.protector = Protector(self, module, self.log.getChild("protection"))
+            self.protector = Protector(
+                settings, module, txm, metrics, lambda: self.last_limits, self.log.getChild("protection")
+            )
+
+    @property
+    def journal(self) -> Journal:
+        """The transaction journal the keeper's transaction manager writes."""
+        return self.txm.journal
+
+    def close(self) -> None:
+        """Release the keeper's state (its file, when the composition root opened one)."""
+        if self._on_close is not None:
+            self._on_close()
 
     # ------------------------------------------------------------------ jobs
 
@@ -277,7 +288,7 @@ class Keeper:
 
     def process_block(self, head: int) -> None:
         self.discovery.scan()
-        tracked = self.store.accounts()
+        tracked = self.index.accounts()
         self.metrics.accounts_tracked.set(len(tracked))
         market = read_market(self.lens, head)
         accounts = read_accounts(self.lens, [(o, s) for o, s in tracked], head)
@@ -570,83 +581,3 @@ class Keeper:
             )
         else:
             self.log.warning("block job failed (%d in a row, retry in %.1f s): %s", self.state.failures, backoff, exc)
-
-
-def build_keeper(
-    settings: Any,
-    deployment: Deployment,
-    w3: Web3,
-    signer: LocalAccount,
-    *,
-    submit_w3: Web3 | None = None,
-    store: Store | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    log: logging.Logger | None = None,
-) -> Keeper:
-    """A Keeper with its store, fee policy and transaction manager wired from `settings`: what `keeper run`,
-    the drills and the tests all use."""
-    log = log or logging.getLogger("keeper")
-    store = store or Store(settings.state_db)
-    cap = settings.max_fee_gwei
-    policy = FeePolicy(
-        max_fee_cap_wei=None if cap is None else int(cap * GWEI),
-        priority_fee_wei=int(settings.priority_fee_gwei * GWEI),
-    )
-    txm = TxManager(
-        w3,
-        submit_w3 or w3,
-        signer,
-        store,
-        deployment.chain_id,
-        policy,
-        settings.confirmations,
-        settings.replace_after_blocks,
-        log.getChild("tx"),
-    )
-    return Keeper(settings, deployment, w3, signer, store, txm, Metrics(), clock=clock, log=log)
-
-
-def run(settings: Any, deployment: Deployment, w3: Web3, signer: LocalAccount) -> None:
-    """Run until SIGTERM or SIGINT: reconcile the journal with the chain, then the jobs."""
-    log = logging.getLogger("keeper")
-    submit_w3 = connect(settings.submit_url, settings.rpc_timeout_s) if settings.submit_url else None
-    keeper = build_keeper(settings, deployment, w3, signer, submit_w3=submit_w3, log=log)
-    if settings.metrics_port:
-        keeper.metrics.serve(settings.metrics_port, settings.metrics_host)
-    store, txm = keeper.store, keeper.txm
-    for outcome in txm.reconcile():
-        log.info("after restart: intent %s %s at nonce %d", outcome.intent_key, outcome.status, outcome.nonce)
-    keeper.ensure_allowance()
-    scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1), "risk": ThreadPoolExecutor(1)})
-    scheduler.add_job(
-        keeper.tick, "interval", seconds=settings.poll_interval_s, max_instances=1, coalesce=True, id="block"
-    )
-    scheduler.add_job(keeper.housekeeping, "interval", seconds=15, max_instances=1, coalesce=True, id="housekeeping")
-    if settings.optimize_interval_s > 0:
-        from keeper.optimizer.onchain import RiskJob  # NumPy and the optimizer load only when the job runs
-
-        # Its own thread: a Monte Carlo run takes seconds and must not hold up the block job.
-        scheduler.add_job(
-            RiskJob(keeper, log.getChild("risk")),
-            "interval",
-            seconds=settings.optimize_interval_s,
-            max_instances=1,
-            coalesce=True,
-            id="risk",
-            executor="risk",
-            next_run_time=datetime.now(UTC),
-        )
-
-    def _stop(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping after the current job", signum)
-        scheduler.shutdown(wait=False)
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    keeper.housekeeping()
-    log.info("keeper %s running on chain %d from block %d", signer.address, deployment.chain_id, w3.eth.block_number)
-    try:
-        scheduler.start()
-    finally:
-        store.close()
-        log.info("keeper stopped")
