@@ -27,7 +27,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypedDict, cast
 
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
@@ -65,6 +65,13 @@ SendErrorClass = Literal[
 ]
 SendResult = Literal["sent"] | SendErrorClass
 OutcomeStatus = Literal["confirmed", "reverted", "cancelled", "dropped"]
+
+
+# What a caller asks the manager to send: `to` (None: a contract creation) and `data` (0x-hex or bytes), optionally
+# `value` (wei), `gas` (else estimated) and `from` (must be the signer).
+TxRequest = TypedDict(
+    "TxRequest", {"to": str | None, "data": str | bytes, "value": int, "gas": int, "from": str}, total=False
+)
 
 
 @dataclass(frozen=True)
@@ -277,7 +284,7 @@ class TxManager:
             return self.journal.open_intent(intent_key) is not None
 
     def submit(
-        self, intent_key: str, tx: Mapping[str, Any], simulate: bool = True, max_fee_wei: int | None = None
+        self, intent_key: str, tx: TxRequest, simulate: bool = True, max_fee_wei: int | None = None
     ) -> Submission | None:
         """Journal and send `tx` (`to`, `data`, optional `value` and `gas`) for `intent_key`, never paying more than
         `max_fee_wei` per gas (this intent's ceiling, replacements included; the policy's cap applies too). Returns

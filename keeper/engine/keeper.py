@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -31,7 +31,7 @@ from keeper.chain.discovery import Discovery
 from keeper.chain.index import AccountIndex
 from keeper.chain.journal import Journal
 from keeper.chain.reads import read_accounts, read_market
-from keeper.chain.txmanager import TxManager
+from keeper.chain.txmanager import TxManager, TxRequest
 from keeper.core import risk
 from keeper.core.networks import is_local_chain
 from keeper.core.snapshot import Account as AccountView
@@ -437,7 +437,7 @@ class Keeper:
         data = self.engine.encode_abi(
             "liquidate", [plan.owner, plan.sub_id, plan.collateral, plan.request, min_seized, self.signer.address, b""]
         )
-        payload: dict[str, Any] = {"to": self.dep.engine, "data": data, "value": 0}
+        payload: TxRequest = {"to": self.dep.engine, "data": data, "value": 0}
         try:
             # Never send what the node says reverts; a position that fails cools down instead of being retried
             # every block (the transaction manager simulates again right before signing).
