@@ -18,6 +18,7 @@ from web3 import Web3
 from keeper import __version__
 from keeper.chain.deployment import Deployment, check_chain, connect, load_deployment, native_source
 from keeper.chain.signer import load_signer
+from keeper.cli import optimize_flags
 from keeper.core.errors import KeeperError
 from keeper.engine.settings import Settings, load_settings
 
@@ -103,9 +104,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from keeper.optimizer import model as optimizecli
+    from keeper.cli import optimize  # imported here: it loads NumPy, which no other command needs
 
-    return optimizecli.run(args)
+    return optimize.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,9 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="choose an asset's lt and ltv by Monte Carlo from its volatility, jumps, oracle lag and keeper delay",
     )
-    from keeper.optimizer.model import add_arguments
-
-    add_arguments(optimize)
+    optimize_flags.add_arguments(optimize)
     optimize.set_defaults(func=cmd_optimize)
     return parser
 
