@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=opt.SLIPPAGE_DEPTH_USD,
         metavar="USD",
-        help="liquidity depth (0 = no slippage; the default)",
+        help="liquidity depth (0 = no slippage)",
     )
     g.add_argument(
         "--position-usd",
