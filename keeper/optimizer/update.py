@@ -23,7 +23,6 @@ from keeper.optimizer.model import WAD, HistoryNeed, Measured
 
 # Updates smaller than this (WAD, 0.25 %) are not worth a transaction or a ramp.
 DEAD_BAND = 25 * 10**14
-APPLY_TIMEOUT_S = 180.0
 
 
 def asset_info(dep: Deployment, symbol: str) -> AssetInfo:
