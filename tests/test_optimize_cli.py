@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from keeper.cli.main import build_parser
+from keeper.cli.optimize_flags import inputs_from
 from keeper.drills.scenario import load_scenario
+from keeper.engine.settings import Settings
+from keeper.optimizer import inputs as opt
 from keeper.optimizer.stress import SECONDS_PER_YEAR
 
 
@@ -27,6 +31,14 @@ def optimize_json(*args: str) -> dict[str, object]:
     assert done.returncode == 0, done.stderr
     doc: dict[str, object] = json.loads(done.stdout)
     return doc
+
+
+def test_flags_and_settings_fill_one_inputs_object() -> None:
+    """The command's flags and the keeper's settings default to the same inputs, stated once in
+    keeper/optimizer/inputs.py; the paths differ on purpose (the job runs every interval)."""
+    assert inputs_from(build_parser().parse_args(["optimize"])) == opt.OptimizerInputs()
+    job = Settings.model_construct().optimizer_inputs()
+    assert job == opt.OptimizerInputs(paths=opt.JOB_PATHS, delay_s=opt.DELAY_S)
 
 
 def test_flags_give_one_json_object() -> None:

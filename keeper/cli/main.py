@@ -13,6 +13,7 @@ from pathlib import Path
 
 from keeper import __version__
 from keeper.chain.signer import load_signer
+from keeper.cli import optimize_flags
 from keeper.cli.startup import startup
 from keeper.core.errors import KeeperError
 
@@ -48,9 +49,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from keeper.optimizer import model as optimizecli
+    from keeper.cli import optimize  # imported here: it loads NumPy, which no other command needs
 
-    return optimizecli.run(args)
+    return optimize.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="choose an asset's lt and ltv by Monte Carlo from its volatility, jumps, oracle lag and keeper delay",
     )
-    from keeper.optimizer.model import add_arguments
-
-    add_arguments(optimize)
+    optimize_flags.add_arguments(optimize)
     optimize.set_defaults(func=cmd_optimize)
     return parser
 

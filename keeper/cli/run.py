@@ -23,8 +23,17 @@ def run(settings: Settings, dep: Deployment, w3: Web3, signer: LocalAccount) -> 
         keeper.metrics.serve(settings.metrics_port, settings.metrics_host)
     jobs: list[Job] = []
     if settings.optimize_interval_s > 0:
-        from keeper.optimizer.onchain import RiskJob  # NumPy and the optimizer load only when the job is asked for
+        from keeper.optimizer.job import RiskJob  # NumPy and the optimizer load only when the job is asked for
 
-        jobs.append(Job("risk", RiskJob(keeper, log.getChild("risk")), settings.optimize_interval_s))
+        risk = RiskJob(
+            keeper.w3,
+            keeper.dep,
+            keeper.txm,
+            keeper.metrics,
+            keeper.signer.address,
+            settings.optimizer_inputs(),
+            log.getChild("risk"),
+        )
+        jobs.append(Job("risk", risk, settings.optimize_interval_s))
     run_keeper(keeper, jobs)
     return 0

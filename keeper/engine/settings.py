@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from keeper.core.errors import ConfigError
 from keeper.core.networks import is_local_chain
+from keeper.optimizer import inputs as opt
 
 ENV_PREFIX = "KEEPER_"
 CONFIG_ENV = "KEEPER_CONFIG"  # the config file's path, when --config is not given
@@ -135,17 +136,28 @@ class Settings(BaseSettings):
     write_off_enabled: bool = Field(default=True, description="writeOff insolvent accounts it does not liquidate")
     # --- risk-parameter updates (run when the key holds RISK_KEEPER_ROLE; docs/risk-model.md)
     optimize_interval_s: float = Field(default=3600.0, ge=0, description="how often to re-optimize; 0 = never")
-    optimize_paths: int = Field(default=50_000, ge=1000, le=10_000_000)
-    optimize_target_prob: float = Field(default=0.01, gt=0, lt=1, description="max P(bad debt) at health 1")
-    optimize_shortfall_budget: float = Field(default=0.001, gt=0, lt=1, description="max E[bad debt] per $ of debt")
-    optimize_liq_prob: float = Field(default=0.05, gt=0, lt=1, description="max P(liquidated | opened at ltv)")
-    optimize_delay_s: float = Field(default=60.0, ge=0, description="the keeper's reaction delay assumed")
-    optimize_oracle_deviation: float = Field(default=0.005, ge=0, lt=1, description="the feeds' deviation threshold")
-    optimize_window_s: float = Field(default=30 * 86400.0, gt=0, description="feed history used for volatility")
-    # At most 5,000: the job reads no more rounds than that (optimizechain.JOB_MAX_ROUNDS).
-    optimize_min_rounds: int = Field(default=24, ge=3, le=5000, description="fewest rounds a volatility comes from")
-    optimize_min_history_days: float = Field(default=1.0, ge=0, description="fewest days of rounds it is measured over")
-    optimize_min_sigma: float = Field(default=0.01, ge=0, description="a lower measured σ is a frozen feed: refused")
+    # The defaults are the optimizer's own (keeper/optimizer/inputs.py); only the paths differ, on purpose (JOB_PATHS).
+    optimize_paths: int = Field(default=opt.JOB_PATHS, ge=opt.MIN_PATHS, le=10_000_000)
+    optimize_target_prob: float = Field(default=opt.TARGET_PROB, gt=0, lt=1, description="max P(bad debt) at health 1")
+    optimize_shortfall_budget: float = Field(
+        default=opt.SHORTFALL_BUDGET, gt=0, lt=1, description="max E[bad debt] per $ of debt"
+    )
+    optimize_liq_prob: float = Field(default=opt.LIQ_PROB, gt=0, lt=1, description="max P(liquidated | opened at ltv)")
+    optimize_delay_s: float = Field(default=opt.DELAY_S, ge=0, description="the keeper's reaction delay assumed")
+    optimize_oracle_deviation: float = Field(
+        default=opt.ORACLE_DEVIATION, ge=0, lt=1, description="the feeds' deviation threshold"
+    )
+    optimize_window_s: float = Field(default=opt.WINDOW_S, gt=0, description="feed history used for volatility")
+    # At most MAX_ROUNDS: the job reads no more rounds than that.
+    optimize_min_rounds: int = Field(
+        default=opt.MIN_ROUNDS, ge=3, le=opt.MAX_ROUNDS, description="fewest rounds a volatility comes from"
+    )
+    optimize_min_history_days: float = Field(
+        default=opt.MIN_HISTORY_DAYS, ge=0, description="fewest days of rounds it is measured over"
+    )
+    optimize_min_sigma: float = Field(
+        default=opt.MIN_SIGMA, ge=0, description="a lower measured σ is a frozen feed: refused"
+    )
     # --- state, metrics, logs
     state_db: Path = Path("keeper-state.db")
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
@@ -154,6 +166,22 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # --- tools
     anvil: Path | None = Field(default=None, description="the Anvil binary the drills start (KEEPER_ANVIL)")
+
+    def optimizer_inputs(self) -> opt.OptimizerInputs:
+        """The inputs `keeper run`'s optimizer job runs with: the `optimize_*` settings, the optimizer's defaults
+        for the rest."""
+        return opt.OptimizerInputs(
+            paths=self.optimize_paths,
+            oracle_deviation=self.optimize_oracle_deviation,
+            delay_s=self.optimize_delay_s,
+            target_prob=self.optimize_target_prob,
+            shortfall_budget=self.optimize_shortfall_budget,
+            liq_prob=self.optimize_liq_prob,
+            window_s=self.optimize_window_s,
+            min_rounds=self.optimize_min_rounds,
+            min_history_days=self.optimize_min_history_days,
+            min_sigma=self.optimize_min_sigma,
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -1,24 +1,32 @@
-"""`keeper optimize`: choose an asset's lt and ltv from its risk (docs/risk-model.md).
-
-Inputs come from flags, or are measured from a live chain with `--asset SYMBOL` (the feed's round history for the
-volatility and jumps, the engine for the discount schedule, the router for the heartbeat); a flag always wins over a
-measured value. Prints a table, or one JSON object with `--json`; `--plot` draws the trade-off; `--apply` moves the
-on-chain parameters one bounded step toward the choice through the keeper's transaction manager.
+"""The optimizer's model: from one `OptimizerInputs` and, when read from a chain, the `Measured` values, build the
+stress simulation and targets (docs/risk-model.md), solve for an asset's lt and ltv, and say the answer as a
+table or one JSON object. No argparse and no chain here: `keeper optimize` (keeper/cli/optimize.py) and
+`keeper run`'s job (keeper/optimizer/job.py) fill the inputs and read the chain.
 """
 
 from __future__ import annotations
 
-import argparse
-import itertools
-import json
-import math
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from keeper.core.errors import KeeperError
 from keeper.optimizer import stress
+from keeper.optimizer.inputs import (
+    BUFFER_HORIZON_S,
+    DELAY_S,
+    HEARTBEAT_S,
+    HORIZON_S,
+    JUMP_INTENSITY,
+    JUMP_MEAN,
+    JUMP_VOL,
+    LT_MAX,
+    MAX_DISCOUNT,
+    MIN_DISCOUNT,
+    MIN_PATHS,
+    STEP_S,
+    OptimizerInputs,
+)
 
 WAD = 10**18
 STATIC = (0.67, 0.60)  # the static baseline: 150 % collateral at the liquidation threshold
@@ -63,183 +71,64 @@ class HistoryNeed:
     advice: str
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("market (a flag wins over a value measured with --asset)")
-    g.add_argument("--sigma", type=float, metavar="S", help="annualised volatility, e.g. 0.8")
-    g.add_argument("--jump-intensity", type=float, metavar="N", help="jumps per year (0 = no jumps; default 0)")
-    g.add_argument("--jump-mean", type=float, metavar="M", help="mean log jump size, e.g. -0.08 (default 0)")
-    g.add_argument("--jump-vol", type=float, metavar="V", help="standard deviation of the log jump size (default 0)")
-    g = p.add_argument_group("oracle, keeper and liquidity")
-    g.add_argument("--oracle-deviation", type=float, metavar="F", help="deviation threshold (0 = no lag; 0.005)")
-    g.add_argument("--heartbeat-s", type=float, metavar="S", help="heartbeat (0 = none; default 3600)")
-    g.add_argument("--delay-s", type=float, metavar="S", help="keeper reaction delay in seconds (default 60)")
-    g.add_argument("--slippage-depth-usd", type=float, metavar="USD", help="liquidity depth (0 = no slippage)")
-    g.add_argument("--position-usd", type=float, metavar="USD", help="collateral sold at once (default 1,000,000)")
-    g.add_argument("--min-discount", type=float, metavar="F", help="discount just below health 1 (default 0.005)")
-    g.add_argument("--max-discount", type=float, metavar="F", help="discount cap (default 0.10)")
-    g = p.add_argument_group("targets and simulation")
-    g.add_argument("--target-prob", type=float, default=0.01, metavar="P", help="max P(bad debt) (default 0.01)")
-    g.add_argument(
-        "--shortfall-budget", type=float, default=0.001, metavar="F", help="max E[bad debt] per $ of debt (0.001)"
-    )
-    g.add_argument(
-        "--liq-prob",
-        type=float,
-        default=0.05,
-        metavar="P",
-        help="max P(an account opened at ltv is liquidated within the horizon); sets the buffer (default 0.05)",
-    )
-    g.add_argument(
-        "--calm-sigma",
-        type=float,
-        metavar="S",
-        help="set the ltv buffer in a calm market (this volatility, no jumps) instead of the stressed one",
-    )
-    g.add_argument(
-        "--buffer-horizon-s", type=float, metavar="S", help="horizon of the calm-market buffer (default 86400)"
-    )
-    g.add_argument("--lt-max", type=float, metavar="F", help="cap on lt (default: the on-chain bound, else 0.99)")
-    g.add_argument("--horizon-s", type=float, metavar="S", help="horizon (default 86400)")
-    g.add_argument("--step-s", type=float, metavar="S", help="time step (default 60)")
-    g.add_argument("--paths", type=int, default=200_000, metavar="N", help="Monte Carlo paths (default 200000)")
-    g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    g.add_argument(
-        "--from-scenario",
-        metavar="NAME:SYMBOL",
-        help="stress regime from a drill scenario's path: its moves of SYMBOL as jumps (intensity, mean, vol), its "
-        "duration as the horizon, its block time as delay and step",
-    )
-    g = p.add_argument_group("live chain")
-    g.add_argument("--asset", metavar="SYMBOL", help="measure the inputs for this collateral from the chain")
-    g.add_argument("--window-s", type=float, default=30 * 86400, metavar="S", help="history window (30 days)")
-    g.add_argument("--max-rounds", type=int, default=5000, metavar="N", help="feed rounds to read at most (5000)")
-    g.add_argument(
-        "--min-rounds",
-        type=int,
-        default=_setting_default("optimize_min_rounds"),
-        metavar="N",
-        help="refuse a volatility measured from fewer feed rounds (default %(default)s)",
-    )
-    g.add_argument(
-        "--min-history-days",
-        type=float,
-        default=_setting_default("optimize_min_history_days"),
-        metavar="D",
-        help="refuse a volatility measured over fewer days of rounds (default %(default)s)",
-    )
-    g.add_argument(
-        "--min-sigma",
-        type=float,
-        default=_setting_default("optimize_min_sigma"),
-        metavar="S",
-        help="refuse a measured volatility below this: a frozen feed (default %(default)s)",
-    )
-    g.add_argument("--apply", action="store_true", help="send the bounded on-chain update (needs the role)")
-    g.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="show the transaction --apply would send (calldata, simulation) and send nothing",
-    )
-    g = p.add_argument_group("output")
-    g.add_argument("--json", action="store_true", help="print one JSON object")
-    g.add_argument("--plot", type=Path, metavar="PNG", help="write the bad-debt / borrowing-power plot here")
-
-
-def _setting_default(name: str) -> Any:
-    """The keeper setting's default, so `keeper optimize` and `keeper run`'s job ask for the same history."""
-    from keeper.engine.settings import Settings
-
-    return Settings.model_fields[name].default
-
-
-CLI_ADVICE = (
-    "wait for more rounds, widen --window-s, lower --min-rounds / --min-history-days / --min-sigma, or give --sigma"
-)
-
-
-def _pick(flag: float | None, measured: float | None, default: float) -> float:
-    if flag is not None:
-        return flag
+def _pick(given: float | None, measured: float | None, default: float) -> float:
+    if given is not None:
+        return given
     return measured if measured is not None else default
 
 
-def scenario_regime(spec: str) -> dict[str, float]:
-    """The stress inputs a scenario's price path implies for one asset: every change of its price is a jump."""
-    from keeper.drills.scenario import load_scenario
-
-    name, _, symbol = spec.rpartition(":")
-    if not name or not symbol:
-        raise OptimizeError(f"--from-scenario {spec!r}: expected NAME:SYMBOL, e.g. black-thursday:WETH")
-    sc = load_scenario(name)
-    collateral = [a.symbol for a in sc.assets if not a.quote]
-    if symbol.upper() not in collateral:
-        raise OptimizeError(f"--from-scenario: {sc.name} has no collateral {symbol!r}; it has {', '.join(collateral)}")
-    path = sc.price_path(symbol.upper())
-    moves = [math.log(b / a) for (_, a), (_, b) in itertools.pairwise(path) if a > 0 and b > 0 and b != a]
-    if len(moves) < 2 or sc.duration_s <= 0:
-        raise OptimizeError(f"--from-scenario: {sc.name} moves {symbol} fewer than twice; nothing to calibrate on")
-    mean = sum(moves) / len(moves)
-    return {
-        "jump_intensity": len(moves) / sc.duration_s * stress.SECONDS_PER_YEAR,
-        "jump_mean": mean,
-        "jump_vol": math.sqrt(sum((m - mean) ** 2 for m in moves) / len(moves)),
-        "horizon_s": float(sc.duration_s),
-        "delay_s": float(sc.block_time_s),
-        "step_s": float(sc.block_time_s),
-    }
-
-
-def calm_simulation(sim: stress.Simulation, sigma: float | None, horizon_s: float | None) -> stress.Simulation | None:
-    """The calm market the ltv buffer is set in: the same oracle and keeper, `sigma`, no jumps."""
-    if sigma is None:
+def calm_simulation(sim: stress.Simulation, inputs: OptimizerInputs) -> stress.Simulation | None:
+    """The calm market the ltv buffer is set in (`inputs.calm_sigma`): the same oracle and keeper, no jumps."""
+    if inputs.calm_sigma is None:
         return None
     try:
         return replace(
             sim,
-            market=stress.Market(sigma=sigma),
-            horizon_s=horizon_s if horizon_s is not None else 86400.0,
+            market=stress.Market(sigma=inputs.calm_sigma),
+            horizon_s=_pick(inputs.buffer_horizon_s, None, BUFFER_HORIZON_S),
             seed=sim.seed + 1,
         )
     except stress.StressError as exc:
         raise OptimizeError(f"calm market: {exc}") from exc
 
 
-def build(args: argparse.Namespace, m: Measured | None) -> tuple[stress.Simulation, stress.Targets]:
-    """The simulation and targets from flags, measured values and defaults, in that order of precedence."""
-    sigma = args.sigma if args.sigma is not None else (max(m.sigma, m.ewma) if m else None)
+def build(inputs: OptimizerInputs, m: Measured | None) -> tuple[stress.Simulation, stress.Targets]:
+    """The simulation and targets from the given inputs, measured values and defaults, in that order of
+    precedence."""
+    sigma = inputs.sigma if inputs.sigma is not None else (max(m.sigma, m.ewma) if m else None)
     if sigma is None:
         raise OptimizeError("give the volatility with --sigma, or measure it from a chain with --asset SYMBOL")
-    if args.paths < 1000:
-        raise OptimizeError("--paths must be at least 1000 for a tail probability to mean anything")
-    lt_max = _pick(args.lt_max, m.lt_max if m else None, 0.99)
+    if inputs.paths < MIN_PATHS:
+        raise OptimizeError(f"--paths must be at least {MIN_PATHS} for a tail probability to mean anything")
+    lt_max = _pick(inputs.lt_max, m.lt_max if m else None, LT_MAX)
     try:
         sim = stress.Simulation(
             market=stress.Market(
                 sigma=sigma,
-                jump_intensity=_pick(args.jump_intensity, m.jump_intensity if m else None, 0.0),
-                jump_mean=_pick(args.jump_mean, m.jump_mean if m else None, 0.0),
-                jump_vol=_pick(args.jump_vol, m.jump_vol if m else None, 0.0),
+                jump_intensity=_pick(inputs.jump_intensity, m.jump_intensity if m else None, JUMP_INTENSITY),
+                jump_mean=_pick(inputs.jump_mean, m.jump_mean if m else None, JUMP_MEAN),
+                jump_vol=_pick(inputs.jump_vol, m.jump_vol if m else None, JUMP_VOL),
             ),
             oracle=stress.Oracle(
-                deviation=_pick(args.oracle_deviation, None, 0.005),
-                heartbeat_s=_pick(args.heartbeat_s, m.heartbeat_s if m else None, 3600.0),
+                deviation=inputs.oracle_deviation,
+                heartbeat_s=_pick(inputs.heartbeat_s, m.heartbeat_s if m else None, HEARTBEAT_S),
             ),
             liquidation=stress.Liquidation(
-                delay_s=_pick(args.delay_s, None, 60.0),
-                min_discount=_pick(args.min_discount, m.min_discount if m else None, 0.005),
-                max_discount=_pick(args.max_discount, m.max_discount if m else None, 0.10),
-                slippage_depth_usd=_pick(args.slippage_depth_usd, None, 0.0),
-                position_usd=_pick(args.position_usd, None, 1_000_000.0),
+                delay_s=_pick(inputs.delay_s, None, DELAY_S),
+                min_discount=_pick(inputs.min_discount, m.min_discount if m else None, MIN_DISCOUNT),
+                max_discount=_pick(inputs.max_discount, m.max_discount if m else None, MAX_DISCOUNT),
+                slippage_depth_usd=inputs.slippage_depth_usd,
+                position_usd=inputs.position_usd,
             ),
-            horizon_s=_pick(args.horizon_s, None, 86400.0),
-            step_s=_pick(args.step_s, None, 60.0),
-            paths=args.paths,
-            seed=args.seed,
+            horizon_s=_pick(inputs.horizon_s, None, HORIZON_S),
+            step_s=_pick(inputs.step_s, None, STEP_S),
+            paths=inputs.paths,
+            seed=inputs.seed,
         )
         targets = stress.Targets(
-            p_bad_debt=args.target_prob,
-            shortfall=args.shortfall_budget,
-            p_liquidation=args.liq_prob,
+            p_bad_debt=inputs.target_prob,
+            shortfall=inputs.shortfall_budget,
+            p_liquidation=inputs.liq_prob,
             lt_max=lt_max,
         )
     except stress.StressError as exc:
@@ -369,69 +258,21 @@ def table(r: Result, m: Measured | None) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    measured: Measured | None = None
-    current: tuple[float, float] | None = None
-    chain: Any = None
-    if args.plot is not None and not args.plot.resolve().parent.is_dir():
-        raise OptimizeError(f"--plot {args.plot}: folder {args.plot.resolve().parent} does not exist; create it first")
-    if args.apply and args.dry_run:
-        raise OptimizeError("--apply and --dry-run exclude each other: --dry-run shows what --apply would send")
-    for flag, wanted in (("--apply", args.apply), ("--dry-run", args.dry_run)):
-        if wanted and not args.asset:
-            raise OptimizeError(f"{flag} needs --asset SYMBOL (and a config for the chain)")
-    need = history_need(args)
-    if args.asset:
-        from keeper.optimizer import onchain as optimizechain
-
-        chain = optimizechain.open_chain(args.config)
-        measured = optimizechain.measure(
-            chain.w3, chain.dep, args.asset, args.window_s, args.max_rounds, need, need_history=args.sigma is None
-        )
-        current = (measured.lt, measured.ltv)
-    if args.from_scenario:
-        # The scenario fills what the flags left unset.
-        for key, value in scenario_regime(args.from_scenario).items():
-            if getattr(args, key) is None:
-                setattr(args, key, value)
-    sim, targets = build(args, measured)
-    calm = calm_simulation(sim, args.calm_sigma, args.buffer_horizon_s)
-    result = solve(sim, targets, current, calm, with_curve=args.plot is not None)
-    if result.curve is not None:
-        source = args.asset or (args.from_scenario or "").replace(":", " ") or "flags"
-        title = f"{source}: σ {sim.market.sigma:.2f}, delay {sim.liquidation.delay_s:g} s, horizon {sim.horizon_s:g} s"
-        stress.plot(result.curve, result.choice, targets.p_bad_debt, args.plot, title)
-    doc = to_json(result, measured)
-    if args.apply:
-        from keeper.optimizer import onchain as optimizechain
-
-        doc["applied"] = optimizechain.apply(chain, args.asset, result.choice.metrics)
-    if args.dry_run:
-        from keeper.optimizer import onchain as optimizechain
-
-        doc["dry_run"] = optimizechain.dry_run(chain, args.asset, result.choice.metrics)
-    if args.json:
-        print(json.dumps(doc, allow_nan=False))
-    else:
-        print(table(result, measured))
-        if args.plot is not None:
-            print(f"plot: {args.plot}")
-        if "applied" in doc:
-            print(optimizechain.describe(doc["applied"]))
-        if "dry_run" in doc:
-            print(optimizechain.describe(doc["dry_run"]))
-    return 0
-
-
-def history_need(args: argparse.Namespace) -> HistoryNeed:
-    """The least history `--asset` measures from (`--min-rounds`, `--min-history-days`, `--min-sigma`), checked."""
-    if args.min_rounds < 3:
-        raise OptimizeError(f"--min-rounds {args.min_rounds}: at least 3 rounds are needed for any estimate")
-    if args.max_rounds < args.min_rounds:
-        raise OptimizeError(f"--max-rounds {args.max_rounds} is below --min-rounds {args.min_rounds}; raise it")
-    for flag, value in (("--min-history-days", args.min_history_days), ("--min-sigma", args.min_sigma)):
+def history_need(inputs: OptimizerInputs, advice: str) -> HistoryNeed:
+    """The least history a volatility is measured from (`--min-rounds`, `--min-history-days`, `--min-sigma`),
+    checked with the window it is read from."""
+    if inputs.min_rounds < 3:
+        raise OptimizeError(f"--min-rounds {inputs.min_rounds}: at least 3 rounds are needed for any estimate")
+    if inputs.max_rounds < inputs.min_rounds:
+        raise OptimizeError(f"--max-rounds {inputs.max_rounds} is below --min-rounds {inputs.min_rounds}; raise it")
+    for flag, value in (("--min-history-days", inputs.min_history_days), ("--min-sigma", inputs.min_sigma)):
         if not value >= 0:
             raise OptimizeError(f"{flag} {value:g}: must be 0 or more")
-    if args.window_s <= 0:
-        raise OptimizeError(f"--window-s {args.window_s:g}: must be positive")
-    return HistoryNeed(args.min_rounds, args.min_history_days, args.min_sigma, CLI_ADVICE)
+    if inputs.window_s <= 0:
+        raise OptimizeError(f"--window-s {inputs.window_s:g}: must be positive")
+    return unchecked_need(inputs, advice)
+
+
+def unchecked_need(inputs: OptimizerInputs, advice: str) -> HistoryNeed:
+    """The history need as given, for callers whose inputs were validated already (the keeper's settings)."""
+    return HistoryNeed(inputs.min_rounds, inputs.min_history_days, inputs.min_sigma, advice)

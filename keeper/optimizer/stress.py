@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from keeper.optimizer.inputs import PATHS
+
 SECONDS_PER_YEAR = 365 * 86400
 DEFAULT_CHUNK = 1 << 16
 
@@ -103,7 +105,7 @@ class Simulation:
     liquidation: Liquidation = Liquidation()
     horizon_s: float = 86400.0
     step_s: float = 60.0
-    paths: int = 100_000
+    paths: int = PATHS
     seed: int = 0
     chunk: int = DEFAULT_CHUNK
 

@@ -1,45 +1,27 @@
-"""The live-chain side of the optimizer: measure an asset's inputs, plan one bounded update toward the optimizer's
-choice, and send it through the keeper's transaction manager (`keeper optimize --apply` and `keeper run`)."""
+"""The live-chain side of the optimizer: read an asset's risk parameters and measure its inputs, plan one bounded
+update toward the optimizer's choice, and hand it to a transaction submitter. Used by `keeper optimize --asset`
+(keeper/cli/optimize.py) and by `keeper run`'s job (keeper/optimizer/job.py)."""
 
 from __future__ import annotations
 
-import argparse
-import logging
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from eth_abi.abi import decode
 from eth_utils.abi import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractLogicError, TransactionNotFound
+from web3.exceptions import ContractLogicError
 from web3.types import BlockIdentifier
 
 from keeper.chain.deployment import AssetInfo, Deployment, contract
+from keeper.chain.txmanager import Submission, TxRequest
 from keeper.core.errors import KeeperError
-from keeper.engine.settings import Settings
-from keeper.optimizer import stress, volatility
+from keeper.optimizer import volatility
 from keeper.optimizer.model import WAD, HistoryNeed, Measured
 
 # Updates smaller than this (WAD, 0.25 %) are not worth a transaction or a ramp.
 DEAD_BAND = 25 * 10**14
-APPLY_TIMEOUT_S = 180.0
-
-
-@dataclass(frozen=True)
-class Chain:
-    settings: Settings
-    dep: Deployment
-    w3: Web3
-
-
-def open_chain(config: Path | None) -> Chain:
-    """Settings, deployment and node, checked as `keeper run` checks them (`cli._startup`)."""
-    from keeper.cli.startup import startup as _startup
-
-    return Chain(*_startup(config))
 
 
 def asset_info(dep: Deployment, symbol: str) -> AssetInfo:
@@ -243,101 +225,29 @@ def measure(
 # ---------------------------------------------------------------------------------------------- sending
 
 
-def submit(txm: Any, engine: Contract, token: str, plan: Plan, on: Onchain) -> Any:
-    """Send `updateRiskParams` through the transaction manager: simulated first (nothing is sent if it would
-    revert), journalled under one intent per asset and update window, so a restart never sends it twice."""
-    data = engine.functions.updateRiskParams(
-        Web3.to_checksum_address(token), plan.ltv, plan.lt
-    )._encode_transaction_data()
-    key = f"risk:{Web3.to_checksum_address(token)}:{on.last_update}"
-    return txm.submit(key, {"to": engine.address, "data": data})
+class Submitter(Protocol):
+    """What the optimizer needs of the keeper's transaction manager (keeper.chain.txmanager.TxManager): journalled,
+    simulated sending under an intent key; None when nothing was sent."""
 
-
-def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
-    """`keeper optimize --apply`: one bounded step toward `choice`, sent and waited for."""
-    from keeper.chain.signer import load_signer
-    from keeper.engine.compose import build_keeper
-
-    a = asset_info(chain.dep, symbol)
-    signer = load_signer(chain.settings, chain.dep.chain_id)
-    engine = contract(chain.w3, chain.dep, "MarginEngine")
-    if not has_role(engine, signer.address):
-        raise KeeperError(
-            f"{signer.address} does not hold RISK_KEEPER_ROLE on the engine {chain.dep.engine}: governance grants "
-            "it (deploy config [roles] risk_keeper)"
-        )
-    head = chain.w3.eth.get_block("latest")
-    on = read_onchain(engine, a.token, int(head["number"]))
-    plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
-    base = {"asset": a.symbol, "before": {"ltv": on.ltv / WAD, "lt": on.lt / WAD}}
-    if isinstance(plan, str):
-        return {**base, "sent": False, "reason": plan}
-    keeper = build_keeper(chain.settings, chain.dep, chain.w3, signer, log=logging.getLogger("keeper.optimize"))
-    try:
-        sub = submit(keeper.txm, engine, a.token, plan, on)
-        if sub is None:
-            return {**base, "sent": False, "reason": "not sent: simulation reverts or the same update is in flight"}
-        # Wait for the receipt, not for confirmations: the journal keeps the intent, and `keeper run` (or the next
-        # --apply) follows it to confirmation and replaces it if it gets stuck.
-        deadline = time.monotonic() + APPLY_TIMEOUT_S
-        status = "pending"
-        while sub.status == "pending" and time.monotonic() < deadline:
-            keeper.txm.poll(chain.w3.eth.block_number)
-            receipt = _receipt(chain.w3, sub.tx_hash)
-            if receipt is not None:
-                status = "mined" if int(receipt["status"]) == 1 else "reverted"
-                break
-            time.sleep(1.0)
-        if sub.status == "failed":
-            status = f"refused by the node: {sub.error}"
-    finally:
-        keeper.close()
-    after = read_onchain(engine, a.token)
-    return {
-        **base,
-        "sent": True,
-        "status": status,
-        "tx": sub.tx_hash,
-        "ltv": plan.ltv / WAD,
-        "lt_target": plan.lt / WAD,
-        "ramps": plan.ramps,
-        "ramp_end": after.ramp_end if plan.ramps else 0,
-        "after": {"ltv": after.ltv / WAD, "lt": after.lt / WAD},
-        "plan": {k: v / WAD if isinstance(v, int) and not isinstance(v, bool) else v for k, v in asdict(plan).items()},
-    }
+    def submit(self, intent_key: str, tx: TxRequest) -> Submission | None: ...
 
 
 UPDATE_FUNCTION = "updateRiskParams(address,uint64,uint64)"
 
 
-def dry_run(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
-    """`keeper optimize --dry-run`: the transaction `--apply` would send now (from, to, function, arguments,
-    calldata) and what `eth_call` and gas estimation from the keeper's key say of it. Nothing is signed, sent or
-    journalled, and the state file is not opened."""
-    from keeper.chain.signer import load_signer
+def update_calldata(engine: Contract, token: str, plan: Plan) -> str:
+    """The calldata of `updateRiskParams(token, plan.ltv, plan.lt)`."""
+    data = engine.functions.updateRiskParams(
+        Web3.to_checksum_address(token), plan.ltv, plan.lt
+    )._encode_transaction_data()
+    return str(data)
 
-    a = asset_info(chain.dep, symbol)
-    signer = load_signer(chain.settings, chain.dep.chain_id)
-    engine = contract(chain.w3, chain.dep, "MarginEngine")
-    head = chain.w3.eth.get_block("latest")
-    on = read_onchain(engine, a.token, int(head["number"]))
-    plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
-    base = {"asset": a.symbol, "dry_run": True, "sent": False, "before": {"ltv": on.ltv / WAD, "lt": on.lt / WAD}}
-    if isinstance(plan, str):
-        return {**base, "reason": plan}
-    token = Web3.to_checksum_address(a.token)
-    data = engine.functions.updateRiskParams(token, plan.ltv, plan.lt)._encode_transaction_data()
-    tx = {"from": signer.address, "to": engine.address, "data": data}
-    return {
-        **base,
-        "role": has_role(engine, signer.address),
-        "tx": {**tx, "function": UPDATE_FUNCTION, "args": {"asset": token, "ltv": plan.ltv, "lt": plan.lt}},
-        "simulation": simulate(chain.w3, chain.dep.abis["MarginEngine"], tx),
-        "ltv": plan.ltv / WAD,
-        "lt_target": plan.lt / WAD,
-        "ramps": plan.ramps,
-        "plan": {k: v / WAD if isinstance(v, int) and not isinstance(v, bool) else v for k, v in asdict(plan).items()},
-    }
+
+def submit(txm: Submitter, engine: Contract, token: str, plan: Plan, on: Onchain) -> Submission | None:
+    """Send `updateRiskParams` through the transaction manager: simulated first (nothing is sent if it would
+    revert), journalled under one intent per asset and update window, so a restart never sends it twice."""
+    key = f"risk:{Web3.to_checksum_address(token)}:{on.last_update}"
+    return txm.submit(key, {"to": engine.address, "data": update_calldata(engine, token, plan)})
 
 
 def simulate(w3: Web3, abi: list[dict[str, Any]], tx: dict[str, Any]) -> dict[str, Any]:
@@ -369,13 +279,6 @@ def revert_text(abi: list[dict[str, Any]], exc: ContractLogicError) -> str:
     return str(exc.message or exc)
 
 
-def _receipt(w3: Web3, tx_hash: str) -> Any:
-    try:
-        return w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-    except TransactionNotFound:
-        return None
-
-
 def describe(applied: dict[str, Any]) -> str:
     if applied.get("dry_run"):
         return describe_dry_run(applied)
@@ -403,129 +306,3 @@ def describe_dry_run(d: dict[str, Any]) -> str:
         f"  calldata {tx['data']}\n"
         f"  simulation: {outcome}{role}"
     )
-
-
-# ---------------------------------------------------------------------------------------------- keeper run job
-
-
-def _job_args(settings: Any, asset: str) -> argparse.Namespace:
-    """The optimizer's inputs as `keeper optimize --asset ASSET` would take them: the command's own defaults, with
-    the keeper's settings where it has one."""
-    from keeper.optimizer.model import add_arguments
-
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    args = parser.parse_args(["--asset", asset, "--paths", str(settings.optimize_paths)])
-    args.oracle_deviation = settings.optimize_oracle_deviation
-    args.delay_s = settings.optimize_delay_s
-    args.target_prob = settings.optimize_target_prob
-    args.shortfall_budget = settings.optimize_shortfall_budget
-    args.liq_prob = settings.optimize_liq_prob
-    return args
-
-
-JOB_ADVICE = (
-    "the job leaves this asset's ratios as they are; optimize_window_s, optimize_min_rounds, "
-    "optimize_min_history_days and optimize_min_sigma set what it asks for"
-)
-JOB_MAX_ROUNDS = 5000
-
-
-def job_need(settings: Any) -> HistoryNeed:
-    return HistoryNeed(
-        rounds=settings.optimize_min_rounds,
-        days=settings.optimize_min_history_days,
-        sigma=settings.optimize_min_sigma,
-        advice=JOB_ADVICE,
-    )
-
-
-class RiskJob:
-    """`keeper run`'s optimizer job: for every asset governance has bounded, when its update window is open,
-    measure, optimize and send one bounded step. Never raises; a run per `optimize_interval_s`. Each asset is on its
-    own: one that cannot be measured (a feed that reverts, too little history, a frozen answer) is logged with the
-    reason and counted (`keeper_risk_optimizer_failures`), and the others go on."""
-
-    def __init__(self, keeper: Any, log: logging.Logger) -> None:
-        self.keeper = keeper
-        self.log = log
-        self._role_logged: bool | None = None
-
-    def __call__(self) -> None:
-        try:
-            self.run_once()
-        except Exception:
-            self.log.exception("risk optimizer job failed; retrying at the next interval")
-
-    def run_once(self) -> list[dict[str, Any]]:
-        k = self.keeper
-        holds = has_role(k.engine, k.signer.address)
-        if holds != self._role_logged:
-            state = ("on", "holds") if holds else ("off", "lacks")
-            self.log.info("risk updates %s: the key %s RISK_KEEPER_ROLE", *state)
-            self._role_logged = holds
-        if not holds:
-            return []
-        done = []
-        for a in k.dep.assets:
-            try:
-                entry = self._one(a)
-            except KeeperError as exc:  # the asset's own problem, said in words: history, σ, feed, node
-                reason = str(getattr(exc, "reason", "error"))
-                self.log.warning("risk %s: not optimized (%s): %s", a.symbol, reason, exc)
-                entry = {"asset": a.symbol, "sent": False, "failed": reason, "error": str(exc)}
-            except Exception as exc:  # a bug or an unexpected node answer: logged in full, the next asset still runs
-                self.log.exception("risk %s: not optimized (error)", a.symbol)
-                entry = {"asset": a.symbol, "sent": False, "failed": "error", "error": repr(exc)}
-            if entry is None:
-                continue
-            if "failed" in entry:
-                k.metrics.risk_optimizer_failures.labels(asset=a.symbol, reason=entry["failed"]).inc()
-            done.append(entry)
-        return done
-
-    def _one(self, a: AssetInfo) -> dict[str, Any] | None:
-        """Measure, optimize and send one asset's step; None when its bounds are unset or its window is closed."""
-        from keeper.optimizer.model import build, solve
-
-        k = self.keeper
-        engine = k.engine
-        head = k.w3.eth.get_block("latest")
-        on = read_onchain(engine, a.token, int(head["number"]))
-        if on.max_step == 0 or int(head["timestamp"]) < on.next_allowed:
-            return None
-        measured = measure(k.w3, k.dep, a.symbol, k.settings.optimize_window_s, JOB_MAX_ROUNDS, job_need(k.settings))
-        sim, targets = build(_job_args(k.settings, a.symbol), measured)
-        result = solve(sim, targets, (measured.lt, measured.ltv))
-        k.metrics.risk_optimizer_runs.inc()
-        choice = result.choice.metrics
-        plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))
-        history = {"rounds": measured.rounds, "days": measured.span_s / 86400, "phases": list(measured.phases)}
-        entry: dict[str, Any] = {
-            "asset": a.symbol,
-            "choice": {"ltv": choice.ltv, "lt": choice.lt},
-            "measured": {**history, "sigma": sim.market.sigma},
-        }
-        if isinstance(plan, str):
-            self.log.info("risk %s: no update (%s)", a.symbol, plan)
-            return {**entry, "sent": False, "reason": plan}
-        sub = submit(k.txm, engine, a.token, plan, on)
-        if sub is not None:
-            k.metrics.risk_updates_sent.inc()
-        self.log.info(
-            "risk %s: ltv %.4f -> %.4f, lt %.4f -> %.4f%s (choice ltv %.4f lt %.4f, P(bad debt) %.3g; σ %.3f from %d "
-            "rounds over %.1f days)",
-            a.symbol,
-            on.ltv / WAD,
-            plan.ltv / WAD,
-            on.lt / WAD,
-            plan.lt / WAD,
-            " ramping" if plan.ramps else "",
-            choice.ltv,
-            choice.lt,
-            choice.p_bad_debt,
-            sim.market.sigma,
-            measured.rounds,
-            measured.span_s / 86400,
-        )
-        return {**entry, "sent": sub is not None, "ltv": plan.ltv / WAD, "lt": plan.lt / WAD}
