@@ -316,7 +316,7 @@ def test_deep_reorg_rewinds_discovery_and_liquidates_again_on_the_new_chain(
         old_logs = _liquidated(engine, liquidation_block, liquidation_block)
         assert [(e.args.owner, e.args.subId) for e in old_logs] == [(alice.address, 0)]
         old_tx = old_logs[0].transactionHash
-        [old_intent] = _liquidation_intents(store, alice.address, 0)
+        [old_intent] = _liquidation_intents(keeper.journal, alice.address, 0)
         assert old_intent.status == "confirmed"
         head = _mine(w3)
         keeper.tick()
@@ -360,7 +360,7 @@ def test_deep_reorg_rewinds_discovery_and_liquidates_again_on_the_new_chain(
     events = _liquidated(engine, fork_point + 1)
     assert [(e.args.owner, e.args.subId, e.blockNumber) for e in events] == [(alice.address, 0, new_block)]
     assert _health(engine, alice.address, 0) >= WAD
-    intents = _liquidation_intents(store, alice.address, 0)
+    intents = _liquidation_intents(keeper.journal, alice.address, 0)
     assert [i.status for i in intents] == ["confirmed", "confirmed"]
     assert intents[1].tx_hash == Web3.to_hex(events[0].transactionHash)
     # The new liquidation took the nonce the reorg gave back: no gap, no extra transaction.

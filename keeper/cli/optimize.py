@@ -32,7 +32,7 @@ from keeper.cli.optimize_flags import inputs_from
 from keeper.cli.startup import startup
 from keeper.core.errors import KeeperError
 from keeper.drills.scenario import load_scenario
-from keeper.engine.runner import build_keeper
+from keeper.engine.compose import build_keeper
 from keeper.engine.settings import Settings
 from keeper.optimizer import stress
 from keeper.optimizer.inputs import Regime
@@ -191,7 +191,7 @@ def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
         if sub.status == "failed":
             status = f"refused by the node: {sub.error}"
     finally:
-        keeper.store.close()
+        keeper.close()
     after = read_onchain(engine, a.token)
     return {
         **base,
