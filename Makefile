@@ -15,12 +15,13 @@ SOLCX_PTH = $(shell test -x $(PY) && $(PY) -c 'import sysconfig; print(sysconfig
 export PATH := $(BIN):$(PATH)
 export SOLCX_BINARY_PATH := $(SOLCX_DIR)
 
-.PHONY: help setup compile test test-long demo lint gas gas-check bench clean
+.PHONY: help setup compile test test-unit test-long demo lint lint-imports gas gas-check bench clean
 
 help:
 	@echo "make demo   keeper demo: a crash replayed on a local Anvil against 200 accounts and the keeper, with a report"
-	@echo "make test   run the whole test suite against a real Anvil"
-	@echo "make lint   ruff, mypy (strict on keeper/) and slither"
+	@echo "make test   run the whole test suite against a real Anvil (tests/unit/ included): what CI runs"
+	@echo "make test-unit  the pure tests of tests/unit/ only: no Anvil, no ape, no compiled contracts; seconds"
+	@echo "make lint   ruff, format check, mypy (strict on keeper/), the import contract, compile and slither"
 	@echo "make gas    measure the gas of every user operation and rewrite gas-snapshot.json"
 	@echo "make bench  gas check and the keeper scan benchmark (1,000 and 10,000 accounts)"
 	@echo "make setup  install everything (idempotent; the other targets call it)"
@@ -68,6 +69,12 @@ compile: setup
 test: setup
 	$(APE) test tests/ -p no:cacheprovider
 
+# The pure tier: tests/unit/ with plain pytest. It needs only the venv; `-p no:ape_test` keeps ape's pytest plugin
+# (and its provider) out and --confcutdir keeps tests/conftest.py (the deployed system) from loading. The `slow`
+# cases are left to `make test`.
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -p no:ape_test -p no:cacheprovider --confcutdir=tests/unit -m "not slow" tests/unit
+
 test-long: setup
 	CK_LONG=1 $(APE) test tests/ -p no:cacheprovider
 
@@ -80,8 +87,14 @@ lint: setup
 	$(BIN)/ruff check keeper scripts tests benchmarks
 	$(BIN)/ruff format --check keeper scripts tests benchmarks
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory lint-imports
 	$(APE) compile
 	$(PY) scripts/_slither.py
+
+# The import contract of pyproject.toml's [tool.importlinter]: the layers of keeper/ and what keeper.core and the
+# base-install layers may not import.
+lint-imports: $(VENV)/.installed
+	$(BIN)/lint-imports --no-cache
 
 gas: setup
 	$(PY) benchmarks/gas.py --write

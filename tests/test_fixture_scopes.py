@@ -17,9 +17,10 @@ TESTS = Path(__file__).resolve().parent
 
 
 def fixture_scopes() -> dict[str, set[tuple[str, str]]]:
-    """name -> {(scope, file)} for every `@pytest.fixture` function in tests/."""
+    """name -> {(scope, file)} for every `@pytest.fixture` function in tests/ and its tiers (tests/unit/ runs in the
+    same session under `make test`)."""
     found: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for path in sorted(TESTS.glob("*.py")):
+    for path in sorted(TESTS.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.FunctionDef):
                 continue
@@ -32,7 +33,7 @@ def fixture_scopes() -> dict[str, set[tuple[str, str]]]:
                     for kw in deco.keywords:
                         if kw.arg == "scope" and isinstance(kw.value, ast.Constant):
                             scope = str(kw.value.value)
-                found[node.name].add((scope, path.name))
+                found[node.name].add((scope, str(path.relative_to(TESTS))))
     return found
 
 

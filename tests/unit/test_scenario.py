@@ -21,7 +21,7 @@ from keeper.drills.scenario import (
     parse_scenario,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CONFIG = ROOT / "deployments" / "configs" / "local.toml"
 LIBRARY = (
     "black-thursday",

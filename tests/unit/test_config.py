@@ -15,7 +15,7 @@ from keeper.chain.signer import load_signer
 from keeper.core.errors import ChainMismatchError, ConfigError, DeploymentError, SignerError, redact_url
 from keeper.engine.settings import Settings, anvil_from_environment, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # A well-known throw-away key (Anvil account 9); never a real one.
 RAW_KEY = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6"
 RAW_KEY_ADDRESS = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"

@@ -38,7 +38,9 @@ def quantile_stderr(sigma: float, delay_s: float, p: float, paths: int) -> float
 
 @pytest.mark.parametrize(
     ("sigma", "delay_s", "p"),
-    [(0.8, 3600, 0.01), (1.5, 86400, 0.001), (0.5, 600, 0.05)],
+    # The one-day case simulates 1,440 steps of 400,000 paths (most of this file's time): `make test` runs it,
+    # `make test-unit` leaves it out.
+    [(0.8, 3600, 0.01), pytest.param(1.5, 86400, 0.001, marks=pytest.mark.slow), (0.5, 600, 0.05)],
 )
 def test_canonical_case_matches_theory(sigma: float, delay_s: float, p: float) -> None:
     paths = 400_000
