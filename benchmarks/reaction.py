@@ -31,7 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keeper.drills.drill import DrillOptions, liquidatable, run_drill
+from keeper.drills import DrillOptions, run_drill
+from keeper.drills.healths import liquidatable
 from keeper.drills.report import percentile
 from keeper.drills.scenario import Accounts, Asset, Scenario, Step
 

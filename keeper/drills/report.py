@@ -1,4 +1,4 @@
-"""A drill's report, computed from what the chain showed (keeper.drills.drill.DrillRecord): report.json (the schema in
+"""A drill's report, computed from what the chain showed (keeper.drills.record.DrillRecord): report.json (the schema in
 keeper/drills/schemas/drill-report.schema.json, documented in docs/drills.md), report.md and four plots.
 
 Definitions (also in docs/drills.md):
@@ -37,7 +37,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from keeper.drills.drill import WAD, DrillRecord, liquidatable
+from keeper.core.risk import WAD
+from keeper.drills.healths import liquidatable
+from keeper.drills.record import DrillRecord
 
 SCHEMA_FILE = "drill-report.schema.json"
 PLOTS = {
