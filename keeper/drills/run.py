@@ -239,20 +239,6 @@ def _start_record(
     )
 
 
-def _warm_up(keeper: Keeper, rpc: Rpc, driver: Driver, accounts: list[tuple[str, int]]) -> None:
-    """The keeper approves its inventory and indexes every account before the replay's first block."""
-    keeper.ensure_allowance()
-    for _ in range(WARMUP_BLOCKS):
-        rpc.mine()
-        # index only: a liquidation before the replay's first block would go unrecorded
-        keeper.discovery.scan()
-    driver.mine_all()
-    if keeper.store.account_count() < len(set(accounts)):
-        raise DrillError(
-            f"the keeper indexed {keeper.store.account_count()} of {len(accounts)} accounts before the start"
-        )
-
-
 def run_drill(opts: DrillOptions) -> DrillRecord:
     """Set up the target, seed, replay, settle; the DrillRecord of everything the chain showed."""
     scenario = opts.scenario
@@ -296,7 +282,16 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         stack.callback(keeper.store.close)
         assert address == keeper_address
         _phase(opts, "the keeper indexes the accounts")
-        _warm_up(keeper, rpc, driver, accounts)
+        keeper.ensure_allowance()
+        for _ in range(WARMUP_BLOCKS):
+            rpc.mine()
+            # index only: a liquidation before the replay's first block would go unrecorded
+            keeper.discovery.scan()
+        driver.mine_all()
+        if keeper.store.account_count() < len(set(accounts)):
+            raise DrillError(
+                f"the keeper indexed {keeper.store.account_count()} of {len(accounts)} accounts before the start"
+            )
         _phase(opts, f"replaying {scenario.name}: {record.replay_blocks} blocks, then settling")
         # The native token's USD price values the keeper's fees: the keeper's own source (deployment or setting).
         observer = Observer(
