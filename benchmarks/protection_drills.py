@@ -67,7 +67,8 @@ def drill(scenario: Path, out: Path, accounts: int) -> dict[str, object]:
 def run_one(scenario_path: Path, out: Path, accounts: int) -> None:
     """The child: the drill (as `keeper drill` runs it), its report, and the per-account record."""
     from keeper.drills import report
-    from keeper.drills.drill import DrillOptions, run_drill
+    from keeper.drills.record import DrillOptions
+    from keeper.drills.run import run_drill
     from keeper.drills.scenario import load_scenario
 
     logging.basicConfig(level=logging.WARNING)

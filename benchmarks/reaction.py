@@ -31,8 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keeper.drills.drill import DrillOptions, liquidatable, run_drill
+from keeper.drills.healths import liquidatable
+from keeper.drills.record import DrillOptions
 from keeper.drills.report import percentile
+from keeper.drills.run import run_drill
 from keeper.drills.scenario import Accounts, Asset, Scenario, Step
 
 BLOCK_TIME_S = 12

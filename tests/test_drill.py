@@ -28,20 +28,13 @@ from eth_utils.crypto import keccak
 from keeper.chain.deployment import load_deployment
 from keeper.chain.node import AnvilProcess, Rpc, RpcError
 from keeper.drills import report
-from keeper.drills.drill import (
-    BlockRecord,
-    DrillOptions,
-    DrillRecord,
-    KeeperTx,
-    LiquidationRecord,
-    Progress,
-    deploy_embedded,
-    plan_seeding,
-    read_healths,
-    run_drill,
-)
+from keeper.drills.deploy import deploy_embedded
+from keeper.drills.healths import read_healths
+from keeper.drills.record import BlockRecord, DrillOptions, DrillRecord, KeeperTx, LiquidationRecord, Progress
+from keeper.drills.run import run_drill
 from keeper.drills.scenario import Fault, Scenario, load_scenario
-from keeper.engine.runner import MAX_BACKOFF_S
+from keeper.drills.seeding import plan_seeding
+from keeper.engine.keeper import MAX_BACKOFF_S
 from keeper.engine.strategy import LIQUIDATION_GAS_ESTIMATE
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,9 @@ from conftest import ROOT
 
 from keeper.chain.node import AnvilProcess
 from keeper.drills import report
-from keeper.drills.drill import DrillOptions, deploy_embedded, run_drill
+from keeper.drills.deploy import deploy_embedded
+from keeper.drills.record import DrillOptions
+from keeper.drills.run import run_drill
 from keeper.drills.scenario import load_scenario
 
 SCENARIO = """

@@ -1,5 +1,5 @@
 """`keeper drill` and `keeper demo`: options in, a progress display while the drill runs, the summary and the report
-paths out. The drill itself is keeper.drill; the report keeper.report."""
+paths out. The drill itself is keeper.drills.run; the report keeper.drills.report."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keeper.drills import report
-from keeper.drills.drill import DrillError, DrillOptions, DrillRecord, run_drill
-from keeper.drills.drill import Progress as BlockProgress
+from keeper.drills.record import DrillError, DrillOptions, DrillRecord
+from keeper.drills.record import Progress as BlockProgress
+from keeper.drills.run import run_drill
 from keeper.drills.scenario import Scenario, _library_names, load_scenario
 from keeper.engine.settings import anvil_from_environment
 
@@ -38,7 +39,7 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> tuple[DrillRecord, dict[str, Any]]:
+def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> tuple[DrillRecord, dict[str, Path]]:
     """Run a drill with a live progress display, write the report; the record and the report's paths."""
     if args.accounts is not None and args.accounts < 1:
         raise DrillError(f"--accounts must be at least 1, not {args.accounts}")

@@ -1,5 +1,6 @@
-"""A drill's report, computed from what the chain showed (keeper.drills.drill.DrillRecord): report.json (the schema in
-keeper/drills/schemas/drill-report.schema.json, documented in docs/drills.md), report.md and four plots.
+"""A drill's report, computed from what the chain showed (keeper.drills.record.DrillRecord): report.json (the schema in
+keeper/drills/schemas/drill-report.schema.json, documented in docs/drills.md), report.md and four plots
+(keeper.drills.plots).
 
 Definitions (also in docs/drills.md):
 
@@ -37,15 +38,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from keeper.drills.drill import WAD, DrillRecord, liquidatable
+import jsonschema
+
+from keeper.core.units import WAD
+from keeper.drills.healths import liquidatable
+from keeper.drills.plots import plot
+from keeper.drills.record import DrillRecord
 
 SCHEMA_FILE = "drill-report.schema.json"
-PLOTS = {
-    "price": "price.png",
-    "accounts": "accounts.png",
-    "health": "health.png",
-    "latency": "latency.png",
-}
 
 
 def schema() -> dict[str, Any]:
@@ -56,8 +56,6 @@ def schema() -> dict[str, Any]:
 
 def validate(doc: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError when `doc` does not follow the report schema."""
-    import jsonschema
-
     jsonschema.validate(doc, schema())
 
 
@@ -139,47 +137,53 @@ def protection_summary(rec: DrillRecord) -> dict[str, dict[str, float | int]]:
     return groups
 
 
+class _Liquidations:
+    """The liquidations in order, each with its latency; the first latency of every episode, the liquidations of
+    accounts healthy in the block before, and the keeper's gross gain (seized minus repaid, USD)."""
+
+    def __init__(self, rec: DrillRecord, tl: _Timeline) -> None:
+        account_index = {a: i for i, a in enumerate(rec.accounts)}
+        keeper = rec.keeper.lower()
+        self.entries: list[dict[str, Any]] = []
+        self.first_latencies: list[int] = []
+        self.healthy = 0
+        self.keeper_gross = 0.0
+        seen_episode: set[tuple[int, int]] = set()
+        for liq in sorted(rec.liquidations, key=lambda x: (x.block, x.log_index)):
+            i = account_index.get((liq.owner, liq.sub_id))
+            j = tl.index[liq.block]
+            start = tl.episode_start(i, j) if i is not None else None
+            latency = 0 if start is None else j - start
+            if i is not None and tl.healthy(i, j):
+                self.healthy += 1
+            if i is not None and start is not None and (i, start) not in seen_episode:
+                seen_episode.add((i, start))
+                self.first_latencies.append(latency)
+            if liq.liquidator.lower() == keeper:
+                self.keeper_gross += liq.seized_usd - liq.repaid_usd
+            start_ts = rec.blocks[start].timestamp if start is not None else rec.blocks[j].timestamp
+            self.entries.append(
+                {
+                    "owner": liq.owner,
+                    "sub_id": liq.sub_id,
+                    "block": liq.block,
+                    "tx": liq.tx,
+                    "collateral": liq.collateral,
+                    "repaid_usd": round(liq.repaid_usd, 6),
+                    "seized_usd": round(liq.seized_usd, 6),
+                    "latency_blocks": latency,
+                    "latency_s": float(rec.blocks[j].timestamp - start_ts),
+                }
+            )
+
+
 def build(rec: DrillRecord) -> dict[str, Any]:
     """report.json's content."""
     tl = _Timeline(rec)
-    account_index = {a: i for i, a in enumerate(rec.accounts)}
-    bt = rec.scenario.block_time_s
-    entries = []
-    first_latencies: list[int] = []
-    seen_episode: set[tuple[int, int]] = set()
-    healthy = 0
-    keeper = rec.keeper.lower()
-    keeper_gross = 0.0
-    for liq in sorted(rec.liquidations, key=lambda x: (x.block, x.log_index)):
-        i = account_index.get((liq.owner, liq.sub_id))
-        j = tl.index[liq.block]
-        start = tl.episode_start(i, j) if i is not None else None
-        latency = 0 if start is None else j - start
-        if i is not None and tl.healthy(i, j):
-            healthy += 1
-        if i is not None and start is not None and (i, start) not in seen_episode:
-            seen_episode.add((i, start))
-            first_latencies.append(latency)
-        if liq.liquidator.lower() == keeper:
-            keeper_gross += liq.seized_usd - liq.repaid_usd
-        start_ts = rec.blocks[start].timestamp if start is not None else rec.blocks[j].timestamp
-        entries.append(
-            {
-                "owner": liq.owner,
-                "sub_id": liq.sub_id,
-                "block": liq.block,
-                "tx": liq.tx,
-                "collateral": liq.collateral,
-                "repaid_usd": round(liq.repaid_usd, 6),
-                "seized_usd": round(liq.seized_usd, 6),
-                "latency_blocks": latency,
-                "latency_s": float(rec.blocks[j].timestamp - start_ts),
-            }
-        )
+    liqs = _Liquidations(rec, tl)
     ever = {i for row in tl.liq for i, v in enumerate(row) if v} | rec.liquidatable_at_start
     liquidated = {(x.owner, x.sub_id) for x in rec.liquidations}
     liquidatable_keys = {rec.accounts[i] for i in ever} | liquidated
-    preexisting = set(range(rec.seeded, len(rec.accounts)))
     last = tl.liq[-1] if tl.liq else []
     missed = [i for i, v in enumerate(last) if v]
     keeper_txs = [t for t in rec.keeper_txs.values() if t.mined_block is not None]
@@ -190,61 +194,70 @@ def build(rec: DrillRecord) -> dict[str, Any]:
         "liquidatable_accounts": len(liquidatable_keys),
         "liquidated_accounts": len(liquidated),
         "missed_liquidations": len(missed),
-        "healthy_liquidations": healthy,
+        "healthy_liquidations": liqs.healthy,
         "reverted_liquidations": reverted,
         "duplicate_submissions": sum(1 for t in rec.keeper_txs.values() if t.duplicate),
-        "latency_blocks_p50": percentile(first_latencies, 50),
-        "latency_blocks_p99": percentile(first_latencies, 99),
-        "latency_blocks_max": max(first_latencies, default=0),
+        "latency_blocks_p50": percentile(liqs.first_latencies, 50),
+        "latency_blocks_p99": percentile(liqs.first_latencies, 99),
+        "latency_blocks_max": max(liqs.first_latencies, default=0),
         "bad_debt_usd": round(sum(b[3] for b in rec.bad_debt), 6),
         "user_penalty_usd": round(sum(x.seized_usd - x.repaid_usd for x in rec.liquidations), 6),
-        "keeper_profit_usd": round(keeper_gross - gas_usd, 6),
+        "keeper_profit_usd": round(liqs.keeper_gross - gas_usd, 6),
         "keeper_gas_used": sum(t.gas_used for t in keeper_txs),
         "keeper_fees_paid_eth": round(fees_eth, 9),
         "keeper_fees_paid_usd": round(gas_usd, 6),
         "max_underwater_s": tl.longest_run_s(),
         **protection_summary(rec),
     }
-    blocks = rec.blocks
-    sc = rec.scenario
     return {
-        "scenario": sc.name,
+        "scenario": rec.scenario.name,
         "chain_id": rec.chain_id,
         "seed": rec.seed,
         "accounts": rec.seeded,
-        "liquidations": entries,
+        "liquidations": liqs.entries,
         "summary": summary,
-        "drill": {
-            "target": rec.target,
-            "keeper": rec.keeper,
-            "block_time_s": bt,
-            "start_block": rec.start_block,
-            "end_block": blocks[-1].number if blocks else rec.start_block,
-            "replay_blocks": rec.replay_blocks,
-            "settle_blocks": max(0, len(blocks) - rec.replay_blocks),
-            "chain_seconds": (blocks[-1].timestamp - blocks[0].timestamp) if blocks else 0,
-            "wall_seconds": round(rec.wall_s, 3),
-            "keeper_tick_max_s": round(max(rec.tick_s, default=0.0), 3),
-            "keeper_slow_ticks": sum(1 for t in rec.tick_s if t > bt),
-            "faults": [{k: v for k, v in vars(f).items() if v is not None} for f in sc.faults],
-            "bad_debt_events": len(rec.bad_debt),
-            "preexisting": {
-                "accounts": len(preexisting),
-                "liquidatable_at_start": len(preexisting & rec.liquidatable_at_start),
-                "liquidatable": len(preexisting & ever),
-                "liquidated": len({rec.accounts[i] for i in preexisting} & liquidated),
-            },
-            "risk_params": rec.risk,
-            **{k: round(v, 2) for k, v in rec.start_totals.items()},
-            "missed": [
-                {
-                    "owner": rec.accounts[i][0],
-                    "sub_id": rec.accounts[i][1],
-                    "health": blocks[-1].health[i] / WAD,
-                }
-                for i in missed
-            ],
+        "drill": _drill_section(rec, ever, liquidated, missed),
+    }
+
+
+def _drill_section(
+    rec: DrillRecord, ever: set[int], liquidated: set[tuple[str, int]], missed: list[int]
+) -> dict[str, Any]:
+    """report.json's `drill`: how the drill ran, the accounts that were there before it, and the missed ones."""
+    blocks = rec.blocks
+    sc = rec.scenario
+    bt = sc.block_time_s
+    preexisting = set(range(rec.seeded, len(rec.accounts)))
+    return {
+        "target": rec.target,
+        "keeper": rec.keeper,
+        "block_time_s": bt,
+        "start_block": rec.start_block,
+        "end_block": blocks[-1].number if blocks else rec.start_block,
+        "replay_blocks": rec.replay_blocks,
+        "settle_blocks": max(0, len(blocks) - rec.replay_blocks),
+        "chain_seconds": (blocks[-1].timestamp - blocks[0].timestamp) if blocks else 0,
+        "wall_seconds": round(rec.wall_s, 3),
+        "keeper_tick_max_s": round(max(rec.tick_s, default=0.0), 3),
+        "keeper_slow_ticks": sum(1 for t in rec.tick_s if t > bt),
+        "faults": [{k: v for k, v in vars(f).items() if v is not None} for f in sc.faults],
+        "bad_debt_events": len(rec.bad_debt),
+        "preexisting": {
+            "accounts": len(preexisting),
+            "liquidatable_at_start": len(preexisting & rec.liquidatable_at_start),
+            "liquidatable": len(preexisting & ever),
+            "liquidated": len({rec.accounts[i] for i in preexisting} & liquidated),
         },
+        "risk_params": rec.risk,
+        **{k: round(v, 2) for k, v in rec.start_totals.items()},
+        "missed": [
+            {
+                "owner": rec.accounts[i][0],
+                "sub_id": rec.accounts[i][1],
+                "health": blocks[-1].health[i] / WAD,
+            }
+            for i in missed
+        ],
     }
 
 
@@ -289,7 +302,7 @@ SUMMARY_ROWS = [
 ]
 
 
-def fmt(value: Any) -> str:
+def fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, int):
@@ -361,118 +374,3 @@ def markdown(rec: DrillRecord, doc: dict[str, Any], plots: dict[str, Path]) -> s
             )
     lines += ["", "Definitions of every figure: docs/drills.md, *Report*.", ""]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------ plots
-
-
-def plot(rec: DrillRecord, doc: dict[str, Any], out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sc = rec.scenario
-    blocks = rec.blocks
-    xs = [b.scenario_s for b in blocks]
-    paths: dict[str, Path] = {}
-    collateral = [a.symbol for a in sc.assets if not a.quote]
-    by_block = {b.number: b for b in blocks}
-
-    # 1. prices with liquidation markers
-    fig, axes = plt.subplots(len(sc.assets), 1, figsize=(10, 2.4 * len(sc.assets)), sharex=True, squeeze=False)
-    for ax, asset in zip(axes[:, 0], [*collateral, sc.quote.symbol], strict=True):
-        path = sc.price_path(asset)
-        mx = [p[0] for p in path] + [xs[-1] if xs else 0]
-        my = [p[1] for p in path] + [path[-1][1]]
-        ax.step(mx, my, where="post", color="0.6", label="market (scenario)")
-        oracle = [b.oracle.get(asset) for b in blocks]
-        valid = [math.nan if v is None else v for v in oracle]
-        ax.step(xs, valid, where="post", color="tab:blue", lw=1.2, label="oracle (valid answers)")
-        for f in sc.faults:
-            if f.asset in (asset, None) and f.kind != "base_fee":
-                ax.axvspan(f.at, f.end, color="tab:red", alpha=0.12)
-        marks = [by_block[x.block] for x in rec.liquidations if x.collateral == asset and x.block in by_block]
-        lx = [b.scenario_s for b in marks]
-        ly = [b.oracle.get(asset) or math.nan for b in marks]
-        if lx:
-            ax.scatter(lx, ly, marker="v", color="tab:red", s=14, zorder=3, label="liquidation")
-        ax.set_ylabel(f"{asset} USD")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=7)
-    axes[-1, 0].set_xlabel("scenario time (s); shaded: faults")
-    fig.suptitle(f"{sc.name}: prices and liquidations")
-    fig.tight_layout()
-    paths["price"] = out / PLOTS["price"]
-    fig.savefig(paths["price"], dpi=110)
-    plt.close(fig)
-
-    # 2. liquidatable vs liquidated over time
-    tl = _Timeline(rec)
-    now = [sum(row) for row in tl.liq]
-    done: list[int] = []
-    seen: set[tuple[str, int]] = set()
-    liqs_by_block: dict[int, list[tuple[str, int]]] = {}
-    for x in rec.liquidations:
-        liqs_by_block.setdefault(x.block, []).append((x.owner, x.sub_id))
-    for b in blocks:
-        seen.update(liqs_by_block.get(b.number, []))
-        done.append(len(seen))
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    ax.plot(xs, now, color="tab:red", label="liquidatable now")
-    ax.plot(xs, done, color="tab:green", label="liquidated so far (accounts)")
-    ax.set_xlabel("scenario time (s)")
-    ax.set_ylabel("accounts")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(f"{sc.name}: liquidatable vs liquidated")
-    fig.tight_layout()
-    paths["accounts"] = out / PLOTS["accounts"]
-    fig.savefig(paths["accounts"], dpi=110)
-    plt.close(fig)
-
-    # 3. health before and after
-    cap = 3.0
-    before = [min(h, cap) for h in rec.initial_health if math.isfinite(h)]
-    after = [
-        min(blocks[-1].health[i] / WAD, cap)
-        for i in range(len(rec.accounts))
-        if blocks and blocks[-1].ok[i] and blocks[-1].debt[i] > 0
-    ]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    bins = [x / 20 for x in range(0, int(cap * 20) + 1)]
-    ax.hist(before, bins=bins, alpha=0.6, label=f"before ({len(before)} with debt)")
-    ax.hist(after, bins=bins, alpha=0.6, label=f"after ({len(after)} with debt, valid prices)")
-    ax.axvline(1.0, color="tab:red", lw=1)
-    ax.set_xlabel(f"health (capped at {cap:g})")
-    ax.set_ylabel("accounts")
-    ax.legend()
-    ax.set_title(f"{sc.name}: health distribution")
-    fig.tight_layout()
-    paths["health"] = out / PLOTS["health"]
-    fig.savefig(paths["health"], dpi=110)
-    plt.close(fig)
-
-    # 4. latency histogram (first liquidation of each episode)
-    firsts: list[int] = []
-    seen_ep: set[tuple[str, int, int]] = set()
-    for x in doc["liquidations"]:
-        key = (x["owner"], x["sub_id"], x["block"] - x["latency_blocks"])
-        if x["latency_blocks"] > 0 and key not in seen_ep:
-            seen_ep.add(key)
-            firsts.append(x["latency_blocks"])
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    top = max(firsts, default=1)
-    ax.hist(firsts, bins=[b + 0.5 for b in range(0, top + 1)], color="tab:purple")
-    ax.set_xlabel("blocks from liquidatable to first liquidation")
-    ax.set_ylabel("episodes")
-    s = doc["summary"]
-    ax.set_title(
-        f"{sc.name}: latency p50 {s['latency_blocks_p50']}, p99 {s['latency_blocks_p99']}, "
-        f"max {s['latency_blocks_max']} blocks"
-    )
-    fig.tight_layout()
-    paths["latency"] = out / PLOTS["latency"]
-    fig.savefig(paths["latency"], dpi=110)
-    plt.close(fig)
-    return paths
