@@ -342,6 +342,11 @@ def is_liquidatable(h: Health) -> bool:
     return h.debt != 0 and h.lt_weighted < h.debt_value
 
 
+def is_liquidatable_at(health: int, debt: int) -> bool:
+    """The same test from an account's reported health and debt (a Lens row): some debt and health below 1."""
+    return debt != 0 and health < WAD
+
+
 def margin_ok(h: Health) -> bool:
     """The initial-margin rule of borrow, withdraw and collateral moves: `ltvWeighted >= debtValue`."""
     return h.ltv_weighted >= h.debt_value

@@ -11,6 +11,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
 from keeper.chain.node import Rpc
+from keeper.core import risk
 from keeper.core.units import WAD
 
 HEALTH_CHUNK = 250  # accounts per Lens.liquidationHealths call (each read costs gas in eth_call)
@@ -67,4 +68,4 @@ def totals(all_rows: list[HealthRow]) -> dict[str, float]:
 
 def liquidatable(ok: bool, health: int, debt: int) -> bool:
     """What the engine would let anyone liquidate: valid prices, some debt, health below 1."""
-    return ok and debt > 0 and health < WAD
+    return ok and risk.is_liquidatable_at(health, debt)
