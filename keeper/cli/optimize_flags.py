@@ -11,6 +11,15 @@ from keeper.optimizer import inputs as opt
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `keeper optimize` flags, in five groups."""
+    _market(p)
+    _keeper(p)
+    _targets(p)
+    _live(p)
+    _output(p)
+
+
+def _market(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("market (a flag wins over a value measured with --asset)")
     g.add_argument("--sigma", type=float, metavar="S", help="annualised volatility, e.g. 0.8")
     g.add_argument(
@@ -28,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="V",
         help=f"standard deviation of the log jump size (default {opt.JUMP_VOL:g})",
     )
+
+
+def _keeper(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("oracle, keeper and liquidity")
     g.add_argument(
         "--oracle-deviation",
@@ -58,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--min-discount", type=float, metavar="F", help=f"discount just below health 1 (default {opt.MIN_DISCOUNT:g})"
     )
     g.add_argument("--max-discount", type=float, metavar="F", help=f"discount cap (default {opt.MAX_DISCOUNT:.2f})")
+
+
+def _targets(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("targets and simulation")
     g.add_argument(
         "--target-prob", type=float, default=opt.TARGET_PROB, metavar="P", help="max P(bad debt) (default %(default)s)"
@@ -101,6 +116,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stress regime from a drill scenario's path: its moves of SYMBOL as jumps (intensity, mean, vol), its "
         "duration as the horizon, its block time as delay and step",
     )
+
+
+def _live(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("live chain")
     g.add_argument("--asset", metavar="SYMBOL", help="measure the inputs for this collateral from the chain")
     g.add_argument(
@@ -140,6 +158,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="show the transaction --apply would send (calldata, simulation) and send nothing",
     )
+
+
+def _output(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--plot", type=Path, metavar="PNG", help="write the bad-debt / borrowing-power plot here")
