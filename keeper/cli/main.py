@@ -19,6 +19,20 @@ from keeper.core.errors import KeeperError
 
 log = logging.getLogger("keeper")
 
+# The optional extras and the third-party packages each brings (pyproject.toml).
+EXTRAS = {"numpy": "optimize", "matplotlib": "drill"}
+
+
+def _needs_extra(exc: ModuleNotFoundError, command: str) -> KeeperError:
+    """A command whose optional extra is not installed: say which extra, not a traceback."""
+    extra = EXTRAS.get((exc.name or "").split(".")[0])
+    if extra is None:
+        raise exc
+    return KeeperError(
+        f"`keeper {command}` needs {exc.name}, which the base install leaves out: "
+        f"pip install 'collateral-keeper[{extra}]' (or run `make setup` in a checkout)"
+    )
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings, dep, w3 = startup(args.config, sending=True)
@@ -26,7 +40,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("signing as %s on chain %d", signer.address, dep.chain_id)
     from keeper.cli import run  # imported here: `keeper status` and `--help` need neither the scheduler nor NumPy
 
-    return run.run(settings, dep, w3, signer)
+    try:
+        return run.run(settings, dep, w3, signer)
+    except ModuleNotFoundError as exc:  # the optimizer's risk job, asked for by optimize_interval_s
+        raise _needs_extra(exc, "run with optimize_interval_s > 0") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -37,20 +54,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from keeper.cli import drill as drillcli
-
+    try:
+        from keeper.cli import drill as drillcli
+    except ModuleNotFoundError as exc:
+        raise _needs_extra(exc, "drill") from None
     return drillcli.drill(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from keeper.cli import drill as drillcli
-
+    try:
+        from keeper.cli import drill as drillcli
+    except ModuleNotFoundError as exc:
+        raise _needs_extra(exc, "demo") from None
     return drillcli.demo(args)
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from keeper.cli import optimize  # imported here: it loads NumPy, which no other command needs
-
+    try:
+        from keeper.cli import optimize  # imported here: it loads NumPy, which no other command needs
+    except ModuleNotFoundError as exc:
+        raise _needs_extra(exc, "optimize") from None
     return optimize.run(args)
 
 
