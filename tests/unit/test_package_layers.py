@@ -61,3 +61,17 @@ def test_function_level_imports_only_in_the_cli() -> None:
                 if isinstance(node, ast.Import) and any(a.name.startswith("keeper") for a in node.names):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, found
+
+
+def test_a_missing_extra_is_named_not_a_traceback() -> None:
+    """On the base install (NumPy, matplotlib absent: here blocked in sys.modules) the commands that need an extra
+    exit 2 naming it; nothing else is printed."""
+    for command, extra in ((["optimize", "--sigma", "0.8"], "optimize"), (["drill", "black-thursday"], "drill")):
+        code = (
+            "import sys\nsys.modules['numpy'] = None\nsys.modules['matplotlib'] = None\n"
+            f"from keeper.cli import main\nsys.exit(main({command!r}))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert out.returncode == 2, out.stderr
+        assert f"collateral-keeper[{extra}]" in out.stderr
+        assert "Traceback" not in out.stderr

@@ -1,0 +1,7 @@
+"""`python -m keeper ...` is the `keeper` command."""
+
+import sys
+
+from keeper.cli.main import main
+
+sys.exit(main())

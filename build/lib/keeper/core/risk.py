@@ -1,0 +1,806 @@
+"""Pure integer mirror of the on-chain risk math: `contracts/libraries/RiskMath.sol` one function for one, then
+the MarginEngine's health, liquidation quote and borrow checks and the Vault's interest accrual.
+
+Rules of this module:
+- integers only (no floats, no Decimal), no I/O, nothing global but constants;
+- every function has the name of the Solidity function it mirrors, in snake_case, and rounds the same way;
+- where the contract's checked arithmetic would revert (a result above 2**256 - 1, a subtraction below zero,
+  a division by zero), the mirror raises `Overflow` or `DivisionByZero` (both `ArithmeticError`s), so the keeper
+  never believes in a result the chain cannot produce;
+- where the engine reverts with a custom error, the mirror raises the exception of the same name with the same
+  arguments (`exc.args`, in ABI order), checked in the same order as the contract checks them.
+
+Units, as on-chain: ratios and USD prices/values are WAD (1e18); the borrow index is RAY (1e27); token amounts are
+in each token's own decimals. Asset keys are whatever the caller uses (an index into `assetList()`, an address);
+they only have to agree between the mappings passed together.
+
+`tests/test_risk_differential.py` compares all of it with the deployed contracts on Anvil, to the wei.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from keeper.core.units import RAY, WAD, YEAR
+
+MAX_UINT = 2**256 - 1
+MAX_UINT128 = 2**128 - 1
+
+# MarginEngine constants.
+MAX_DISCOUNT = 25 * 10**16  # 25 %: cap of any asset's liquidation discount
+MAX_MIN_DISCOUNT = 5 * 10**16  # 5 %: cap of the discount just below health 1
+HALF_CLOSE = 5 * 10**17  # 50 % close factor while health is near 1
+HEALTH_NEUTRAL_MARGIN = 10**12  # 1e-6: kept below the health-neutral discount, for the rounding of the amounts
+
+K = TypeVar("K", bound=Hashable)
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+class ContractRevert(Exception):  # noqa: N818 -- named after what it mirrors: a revert, not a Python error
+    """Base of everything the mirror raises where the contract would revert."""
+
+
+class MathPanic(ContractRevert, ArithmeticError):  # noqa: N818 -- mirrors Solidity's Panic
+    """Solidity's `Panic(uint256 code)` from checked arithmetic."""
+
+    code = 0
+
+
+class Overflow(MathPanic):
+    """Panic(0x11): a result above 2**256 - 1 or below zero (checked arithmetic)."""
+
+    code = 0x11
+
+
+class DivisionByZero(MathPanic):
+    """Panic(0x12): a division by zero."""
+
+    code = 0x12
+
+
+class LiquidationRevert(ContractRevert):
+    """A MarginEngine custom error; the class name is the error's name and `args` its arguments."""
+
+
+class AssetNotListed(LiquidationRevert):
+    def __init__(self, asset: object) -> None:
+        super().__init__(asset)
+        self.asset = asset
+
+
+class NotLiquidatable(LiquidationRevert):
+    def __init__(self, health: int) -> None:
+        super().__init__(health)
+        self.health = health
+
+
+class ZeroAmount(LiquidationRevert):
+    def __init__(self) -> None:
+        super().__init__()
+
+
+class LiquidationLeavesDust(LiquidationRevert):
+    def __init__(self, remaining: int, min_debt: int) -> None:
+        super().__init__(remaining, min_debt)
+        self.remaining = remaining
+        self.min_debt = min_debt
+
+
+class NothingSeized(LiquidationRevert):
+    def __init__(self) -> None:
+        super().__init__()
+
+
+class LiquidationLowersHealth(LiquidationRevert):
+    def __init__(self, health_before: int, health_after: int) -> None:
+        super().__init__(health_before, health_after)
+        self.health_before = health_before
+        self.health_after = health_after
+
+
+class NotInsolvent(LiquidationRevert):
+    def __init__(self, cover_value: int, debt_value: int) -> None:
+        super().__init__(cover_value, debt_value)
+        self.cover_value = cover_value
+        self.debt_value = debt_value
+
+
+class PriceUnavailable(ContractRevert):
+    """A price the computation needs is missing (the router would revert for it). `asset` is the caller's key,
+    or `DEBT_ASSET` for the debt asset's price."""
+
+    def __init__(self, asset: object) -> None:
+        super().__init__(asset)
+        self.asset = asset
+
+
+DEBT_ASSET = "debt asset"
+
+
+# ------------------------------------------------------------------------------ checked uint256 arithmetic
+
+
+def _add(a: int, b: int) -> int:
+    r = a + b
+    if r > MAX_UINT:
+        raise Overflow(f"{a} + {b} overflows uint256")
+    return r
+
+
+def _sub(a: int, b: int) -> int:
+    if b > a:
+        raise Overflow(f"{a} - {b} underflows")
+    return a - b
+
+
+def _mul(a: int, b: int) -> int:
+    r = a * b
+    if r > MAX_UINT:
+        raise Overflow(f"{a} * {b} overflows uint256")
+    return r
+
+
+def _div(a: int, b: int) -> int:
+    if b == 0:
+        raise DivisionByZero(f"{a} / 0")
+    return a // b
+
+
+_POW10: tuple[int, ...] = tuple(10**i for i in range(78))  # 10**78 > 2**256
+
+
+def _pow10(decimals: int) -> int:
+    if decimals >= len(_POW10):
+        raise Overflow(f"10 ** {decimals} overflows uint256")
+    return _POW10[decimals]
+
+
+# ------------------------------------------------------------------------------------- RiskMath, 1 for 1
+
+
+def mul_div_down(x: int, y: int, d: int) -> int:
+    """`(x * y) / d`."""
+    return _div(_mul(x, y), d)
+
+
+def mul_div_up(x: int, y: int, d: int) -> int:
+    """`(x * y + (d - 1)) / d`; d == 0 underflows `d - 1` (Panic 0x11) before it could divide by zero."""
+    return _div(_add(_mul(x, y), _sub(d, 1)), d)
+
+
+def w_mul_down(x: int, y: int) -> int:
+    return mul_div_down(x, y, WAD)
+
+
+def w_mul_up(x: int, y: int) -> int:
+    return mul_div_up(x, y, WAD)
+
+
+def w_div_down(x: int, y: int) -> int:
+    return mul_div_down(x, WAD, y)
+
+
+def w_div_up(x: int, y: int) -> int:
+    return mul_div_up(x, WAD, y)
+
+
+def value_down(amount: int, price: int, decimals: int) -> int:
+    """USD value (WAD) of `amount` token units at `price` (WAD USD per whole token), rounded down."""
+    return mul_div_down(amount, price, _pow10(decimals))
+
+
+def value_up(amount: int, price: int, decimals: int) -> int:
+    """USD value (WAD) of `amount` token units at `price`, rounded up."""
+    return mul_div_up(amount, price, _pow10(decimals))
+
+
+def amount_down(value: int, price: int, decimals: int) -> int:
+    """Token units worth `value` USD (WAD) at `price`, rounded down."""
+    return mul_div_down(value, _pow10(decimals), price)
+
+
+def amount_up(value: int, price: int, decimals: int) -> int:
+    """Token units worth `value` USD (WAD) at `price`, rounded up."""
+    return mul_div_up(value, _pow10(decimals), price)
+
+
+def to_assets_up(scaled: int, index: int) -> int:
+    """Debt assets owed for `scaled` debt at borrow index `index` (RAY), rounded up."""
+    return mul_div_up(scaled, index, RAY)
+
+
+def to_assets_down(scaled: int, index: int) -> int:
+    """Debt assets for `scaled` debt at `index`, rounded down."""
+    return mul_div_down(scaled, index, RAY)
+
+
+def to_scaled_up(assets: int, index: int) -> int:
+    """Scaled debt created by borrowing `assets` at `index`, rounded up."""
+    return mul_div_up(assets, RAY, index)
+
+
+def to_scaled_down(assets: int, index: int) -> int:
+    """Scaled debt extinguished by repaying `assets` at `index`, rounded down."""
+    return mul_div_down(assets, RAY, index)
+
+
+def ramped_lt(lt_from: int, lt_to: int, start: int, end: int, now: int) -> int:
+    """The effective lt at `now` of a ramp from `lt_from` at `start` to `lt_to` at `end` (start < end): held at
+    `lt_from` before `start` and at `lt_to` from `end` on, linear in between, rounded down.
+    `RiskMath.interpolateDown`, as `MarginEngine._effectiveLt` calls it with block.timestamp."""
+    if now >= end:
+        return lt_to
+    if now <= start:
+        return lt_from
+    if lt_from > lt_to:
+        return _sub(lt_from, mul_div_up(lt_from - lt_to, now - start, end - start))
+    return _add(lt_from, mul_div_down(lt_to - lt_from, now - start, end - start))
+
+
+# ------------------------------------------------------------------------------------------- OracleRouter
+
+
+def scale_answer(answer: int, feed_decimals: int) -> int:
+    """A feed answer as a WAD price, as `OracleRouter._validatedPrice` scales it (exact: feed decimals <= 18).
+    The router's guards (answer > 0, staleness, bounds) are not mirrored: a price the router refuses is one the
+    caller leaves out, and the functions below raise `PriceUnavailable` for it."""
+    return _mul(answer, _pow10(18 - feed_decimals))
+
+
+# ------------------------------------------------------------------------------------------ engine types
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRisk:
+    """One collateral's `IMarginEngine.AssetConfig` as the risk math uses it (WAD ratios)."""
+
+    decimals: int
+    ltv: int
+    lt: int
+    max_discount: int
+
+
+@dataclass(frozen=True, slots=True)
+class RiskParams:
+    """`IMarginEngine.RiskParams`: WAD ratios, `full_close_debt_value` in WAD USD, `min_debt` in debt units."""
+
+    min_discount: int
+    full_close_health: int
+    full_close_debt_value: int
+    min_debt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """`IMarginEngine.AccountHealth`, field for field."""
+
+    collateral_value: int  # Σ value_down(c_i), WAD USD
+    lt_weighted: int  # Σ w_mul_down(value_down(c_i), lt_i)
+    ltv_weighted: int  # Σ w_mul_down(value_down(c_i), ltv_i): borrowing power
+    debt: int  # debt-asset units, rounded up
+    debt_value: int  # WAD USD, rounded up
+    health: int  # WAD, rounded down; MAX_UINT when there is no debt
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """`IMarginEngine.LiquidationQuote`, field for field."""
+
+    repaid: int  # debt-asset units the liquidator pays
+    seized: int  # collateral units the liquidator receives
+    discount: int  # WAD
+    max_repay: int  # debt-asset units allowed by the close factor and the dust rule
+    bad_debt: int  # debt-asset units written off by this liquidation
+
+
+# ---------------------------------------------------------------------------------- MarginEngine._health
+
+
+def account_health(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+) -> Health:
+    """`MarginEngine._health` (what `accountHealth` returns). Only assets with a non-zero balance count (the
+    contract walks the account's asset mask, whose bits are exactly its non-zero balances); each needs a price
+    and a config. `debt_price` is read only when there is debt, as on-chain. Assets are taken in the mapping's
+    order: pass them in `assetList()` order for the same first failure when several would fail."""
+    debt = to_assets_up(scaled_debt, index)
+    debt_value = 0
+    if debt != 0:
+        if debt_price is None:
+            raise PriceUnavailable(DEBT_ASSET)
+        debt_value = value_up(debt, debt_price, debt_decimals)
+    collateral_value = lt_weighted = ltv_weighted = 0
+    for asset, balance in balances.items():
+        if balance == 0:
+            continue
+        cfg = assets.get(asset)
+        if cfg is None:
+            raise AssetNotListed(asset)
+        price = prices.get(asset)
+        if price is None:
+            raise PriceUnavailable(asset)
+        value = value_down(balance, price, cfg.decimals)
+        collateral_value = _add(collateral_value, value)
+        lt_weighted = _add(lt_weighted, w_mul_down(value, cfg.lt))
+        ltv_weighted = _add(ltv_weighted, w_mul_down(value, cfg.ltv))
+    health = MAX_UINT if debt_value == 0 else w_div_down(lt_weighted, debt_value)
+    return Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health)
+
+
+def is_liquidatable(h: Health) -> bool:
+    """`debt > 0 and ltWeighted < debtValue`, the engine's exact test (equivalent to health < WAD)."""
+    return h.debt != 0 and h.lt_weighted < h.debt_value
+
+
+def is_liquidatable_at(health: int, debt: int) -> bool:
+    """The same test from an account's reported health and debt (a Lens row): some debt and health below 1."""
+    return debt != 0 and health < WAD
+
+
+def margin_ok(h: Health) -> bool:
+    """The initial-margin rule of borrow, withdraw and collateral moves: `ltvWeighted >= debtValue`."""
+    return h.ltv_weighted >= h.debt_value
+
+
+def borrowing_power(h: Health) -> int:
+    """Borrowing power left, WAD USD: `ltvWeighted - debtValue`, 0 when the account is at or past its limit."""
+    return max(h.ltv_weighted - h.debt_value, 0)
+
+
+# ----------------------------------------------------------------------------- MarginEngine._repayLimits
+
+
+def liquidation_discount(h: Health, asset: AssetRisk, params: RiskParams) -> int:
+    """The health-scaled part of the discount, `min(maxDiscount, minDiscount + WAD - health)`: a reverse Dutch
+    auction in health. Defined for a liquidatable account only; raises NotLiquidatable(health) otherwise, as the
+    engine does before computing it. `liquidation_quote` caps it further (`neutral_discount`)."""
+    if not is_liquidatable(h):
+        raise NotLiquidatable(h.health)
+    return min(_sub(_add(params.min_discount, WAD), h.health), asset.max_discount)
+
+
+def neutral_discount(health: int, lt: int) -> int:
+    """`MarginEngine._neutralDiscount`: the largest discount at which seizing collateral of threshold `lt` keeps
+    `health` (`health / lt - 1`), less `HEALTH_NEUTRAL_MARGIN`; 0 when there is none."""
+    neutral = w_div_down(health, lt)
+    return neutral - WAD - HEALTH_NEUTRAL_MARGIN if neutral > WAD + HEALTH_NEUTRAL_MARGIN else 0
+
+
+def max_repay(h: Health, params: RiskParams) -> int:
+    """Close factor and dust rule: the whole debt when `health < fullCloseHealth` or `debtValue <=
+    fullCloseDebtValue`, else half rounded up (`w_mul_up(debt, 0.5)`), raised to the whole debt when the half
+    would leave less than `minDebt`."""
+    full_close = h.health < params.full_close_health or h.debt_value <= params.full_close_debt_value
+    cap = h.debt if full_close else w_mul_up(h.debt, HALF_CLOSE)
+    if h.debt - cap < params.min_debt:
+        cap = h.debt
+    return cap
+
+
+def repay_limits(h: Health, requested: int, asset: AssetRisk, params: RiskParams) -> Quote:
+    """`MarginEngine._repayLimits` for a liquidatable account: the health-scaled discount, max repay and
+    `repaid = min(requested, maxRepay)` (seized and bad debt still 0). Raises ZeroAmount."""
+    discount = liquidation_discount(h, asset, params)
+    cap = max_repay(h, params)
+    repaid = min(requested, cap)
+    if repaid == 0:
+        raise ZeroAmount()
+    return Quote(repaid=repaid, seized=0, discount=discount, max_repay=cap, bad_debt=0)
+
+
+# ---------------------------------------------------------------------------- MarginEngine._seizeAmounts
+
+
+def seize_amounts(
+    repaid: int,
+    discount: int,
+    balance: int,
+    debt_price: int,
+    coll_price: int,
+    coll_decimals: int,
+    debt_decimals: int,
+) -> tuple[int, int]:
+    """(repaid, seized): collateral bought by `repaid` at `discount`, rounded down; when that exceeds `balance`,
+    the whole balance and the repayment lowered to its discounted value, rounded up, never above `repaid`."""
+    seize_value = w_mul_down(value_down(repaid, debt_price, debt_decimals), _add(WAD, discount))
+    seized = amount_down(seize_value, coll_price, coll_decimals)
+    if seized <= balance:
+        return repaid, seized
+    pay_value = w_div_up(value_up(balance, coll_price, coll_decimals), _add(WAD, discount))
+    return min(amount_up(pay_value, debt_price, debt_decimals), repaid), balance
+
+
+def repaid_scaled(repaid: int, debt: int, scaled_debt: int, index: int) -> int:
+    """Scaled debt a repayment of `repaid` extinguishes in a liquidation: all of it when the whole (rounded-up)
+    debt is repaid, else `to_scaled_down(repaid, index)`."""
+    return scaled_debt if repaid == debt else to_scaled_down(repaid, index)
+
+
+# ------------------------------------------------------------------- MarginEngine._valuation (lenient)
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    """`MarginEngine._valuation` in its lenient form (liquidation, write-off): a held asset without a price counts
+    at zero. `cover` is `Σ w_div_down(value_down(c_i), WAD + min(minDiscount, maxDiscount_i))`; `unpriced` is the
+    first held asset (in the mapping's order) without a price, or None."""
+
+    health: Health
+    cover: int
+    unpriced: object | None
+
+
+def valuation(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    min_discount: int,
+) -> Valuation:
+    """The lenient valuation: like `account_health`, but a held asset missing from `prices` (the router refuses
+    its price) is valued at zero instead of raising. A missing debt-asset price still raises PriceUnavailable."""
+    debt = to_assets_up(scaled_debt, index)
+    debt_value = 0
+    if debt != 0:
+        if debt_price is None:
+            raise PriceUnavailable(DEBT_ASSET)
+        debt_value = value_up(debt, debt_price, debt_decimals)
+    collateral_value = lt_weighted = ltv_weighted = cover = 0
+    unpriced: object | None = None
+    for asset, balance in balances.items():
+        if balance == 0:
+            continue
+        cfg = assets.get(asset)
+        if cfg is None:
+            raise AssetNotListed(asset)
+        price = prices.get(asset)
+        if price is None:
+            unpriced = asset if unpriced is None else unpriced
+            price = 0
+        value = value_down(balance, price, cfg.decimals)
+        collateral_value = _add(collateral_value, value)
+        lt_weighted = _add(lt_weighted, w_mul_down(value, cfg.lt))
+        ltv_weighted = _add(ltv_weighted, w_mul_down(value, cfg.ltv))
+        cover = _add(cover, w_div_down(value, WAD + min(min_discount, cfg.max_discount)))
+    health = MAX_UINT if debt_value == 0 else w_div_down(lt_weighted, debt_value)
+    return Valuation(Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health), cover, unpriced)
+
+
+def written_off(v: Valuation, scaled_debt: int, index: int, debt_price: int, debt_decimals: int) -> tuple[int, Health]:
+    """`MarginEngine._writeOffScaled`: the scaled debt an insolvency write-off removes (0 when covered) and the
+    health figures of the written-off position (what a liquidation's limits are computed on). Only applies when
+    every held price is valid (`v.unpriced is None`); the caller checks."""
+    h = v.health
+    if v.cover >= h.debt_value:
+        return 0, h
+    target = amount_up(v.cover, debt_price, debt_decimals)
+    if target >= h.debt:
+        return 0, h
+    off = scaled_debt - to_scaled_up(target, index)
+    debt = to_assets_up(scaled_debt - off, index)
+    debt_value = value_up(debt, debt_price, debt_decimals)
+    health = MAX_UINT if debt_value == 0 else w_div_down(h.lt_weighted, debt_value)
+    return off, Health(h.collateral_value, h.lt_weighted, h.ltv_weighted, debt, debt_value, health)
+
+
+def write_off(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    params: RiskParams,
+) -> tuple[int, int]:
+    """`MarginEngine.writeOff`: (scaled debt written off, assets written off = to_assets_up of it). Raises
+    PriceUnavailable for the debt asset or the first held asset without a price (the engine reverts with the
+    router's error), then NotInsolvent(cover, debtValue) when nothing is to be written off."""
+    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount)
+    if v.unpriced is not None:
+        raise PriceUnavailable(v.unpriced)
+    off = 0
+    if debt_price is not None:  # None only without debt (valuation raised otherwise): nothing to write off
+        off, _ = written_off(v, scaled_debt, index, debt_price, debt_decimals)
+    if off == 0:
+        raise NotInsolvent(v.cover, v.health.debt_value)
+    return off, to_assets_up(off, index)
+
+
+# ----------------------------------------------------------------------------------- MarginEngine._quote
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What `liquidate` books besides its quote: the scaled debt the repayment extinguishes and the scaled debt
+    written off (the insolvency write-off plus what the last collateral leaves)."""
+
+    quote: Quote
+    scaled_repaid: int
+    scaled_written_off: int
+
+
+def liquidation_quote(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    collateral: K,
+    requested: int,
+    params: RiskParams,
+) -> Quote:
+    """`previewLiquidation(owner, subId, collateral, requested)`; see `liquidation`."""
+    return liquidation(
+        balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, collateral, requested, params
+    ).quote
+
+
+def liquidation(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    collateral: K,
+    requested: int,
+    params: RiskParams,
+) -> Settlement:
+    """`MarginEngine._quote`: what `liquidate(owner, subId, collateral, requested)` would repay, seize and write
+    off (the insolvency write-off plus what the last collateral leaves). Held assets missing from `prices` are
+    valued at zero (the engine's lenient valuation). Raises, in the contract's order: AssetNotListed(collateral);
+    PriceUnavailable for the debt asset or an arithmetic failure of the valuation; NotLiquidatable(health);
+    NothingSeized (no balance of `collateral`); PriceUnavailable(collateral); ZeroAmount; NothingSeized (it
+    rounds to zero); LiquidationLeavesDust(remaining, minDebt) for a repayment that leaves dust without taking the
+    whole balance; LiquidationLowersHealth(before, after)."""
+    cfg = assets.get(collateral)
+    if cfg is None:
+        raise AssetNotListed(collateral)
+    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount)
+    h = v.health
+    if h.debt == 0 or h.lt_weighted >= h.debt_value:
+        raise NotLiquidatable(h.health)
+    balance = balances.get(collateral, 0)
+    if balance == 0:
+        raise NothingSeized()
+    coll_price = prices.get(collateral)
+    if coll_price is None:
+        raise PriceUnavailable(collateral)
+    assert debt_price is not None  # valuation raised PriceUnavailable otherwise (there is debt)
+
+    degraded = v.unpriced is not None and v.cover < h.debt_value
+    bad_scaled = 0
+    if v.unpriced is None:
+        bad_scaled, h = written_off(v, scaled_debt, index, debt_price, debt_decimals)
+    scaled = scaled_debt - bad_scaled
+
+    q = repay_limits(h, requested, cfg, params)
+    cap = min(params.min_discount, q.discount) if degraded else min(q.discount, neutral_discount(h.health, cfg.lt))
+    repaid, seized = seize_amounts(q.repaid, cap, balance, debt_price, coll_price, cfg.decimals, debt_decimals)
+    if seized == 0:
+        raise NothingSeized()
+    scaled_repaid = repaid_scaled(repaid, h.debt, scaled, index)
+    left = scaled - scaled_repaid
+    if seized == balance:
+        others_held = any(b != 0 for a, b in balances.items() if a != collateral)
+        if not others_held:
+            bad_scaled, left = bad_scaled + left, 0
+    else:
+        remaining = h.debt - repaid
+        if remaining != 0 and remaining < params.min_debt:
+            raise LiquidationLeavesDust(remaining, params.min_debt)
+    if left != 0 and not degraded:
+        lt_after = (
+            h.lt_weighted
+            - w_mul_down(value_down(balance, coll_price, cfg.decimals), cfg.lt)
+            + w_mul_down(value_down(balance - seized, coll_price, cfg.decimals), cfg.lt)
+        )
+        health_after = w_div_down(lt_after, value_up(to_assets_up(left, index), debt_price, debt_decimals))
+        if health_after < h.health:
+            raise LiquidationLowersHealth(h.health, health_after)
+        if v.unpriced is None:
+            # `_writeOffAfter`: what the account cannot cover after the seizure is written off in the same call.
+            one_plus = WAD + min(params.min_discount, cfg.max_discount)
+            cover = (
+                v.cover
+                - w_div_down(value_down(balance, coll_price, cfg.decimals), one_plus)
+                + w_div_down(value_down(balance - seized, coll_price, cfg.decimals), one_plus)
+            )
+            debt_after = to_assets_up(left, index)
+            if cover < value_up(debt_after, debt_price, debt_decimals):
+                target = amount_up(cover, debt_price, debt_decimals)
+                if target < debt_after:
+                    bad_scaled += left - to_scaled_up(target, index)
+    bad_debt = to_assets_up(bad_scaled, index) if bad_scaled else 0
+    quote = Quote(repaid=repaid, seized=seized, discount=cap, max_repay=q.max_repay, bad_debt=bad_debt)
+    return Settlement(quote, scaled_repaid, bad_scaled)
+
+
+# ------------------------------------------------------------------------------------ status and borrowing
+
+
+def liquidation_price(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    asset: K,
+) -> int | None:
+    """The price of `asset` at which the account becomes liquidatable, every other input fixed: an integer WAD
+    price, exact under the contract's rounding, such that the account is liquidatable iff `price(asset) <=`
+    the result. 0 means it is liquidatable at any price (the other collateral alone falls short); None means no
+    price of `asset` makes it liquidatable (no debt, no balance of `asset`, or the other collateral alone covers
+    the debt). The bound is computed with unbounded integers: it may exceed what the router can report."""
+    cfg = assets.get(asset)
+    if cfg is None:
+        raise AssetNotListed(asset)
+    balance = balances.get(asset, 0)
+    others = {a: b for a, b in balances.items() if a != asset}
+    h = account_health(others, prices, assets, scaled_debt, index, debt_price, debt_decimals)
+    if h.debt_value == 0 or balance == 0 or h.lt_weighted >= h.debt_value:
+        return None
+    # Liquidatable iff other_lt + floor(value * lt / WAD) < debtValue, i.e. value * lt < need * WAD, i.e.
+    # value <= v_max; and floor(balance * p / 10**dec) <= v_max iff balance * p < (v_max + 1) * 10**dec.
+    need = h.debt_value - h.lt_weighted
+    v_max = (need * WAD - 1) // cfg.lt
+    return ((v_max + 1) * _pow10(cfg.decimals) - 1) // balance
+
+
+def largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """Largest x in [lo, hi] with ok(x), for ok true at lo and monotone (true then false)."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def max_borrow(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int,
+    debt_decimals: int,
+    min_debt: int,
+) -> int:
+    """The largest `assets` that `borrow` accepts on margin at this index and these prices: the new scaled debt
+    `scaled_debt + to_scaled_up(assets, index)` must fit uint128, leave a debt of at least `min_debt` and keep
+    `ltvWeighted >= debtValue`. 0 when no amount passes. The vault's idle cash (InsufficientLiquidity) and the
+    sequencer gate are not part of it."""
+    bal = {a: b for a, b in balances.items() if b != 0}
+
+    def fits(amount: int) -> bool:
+        try:
+            scaled = _add(scaled_debt, to_scaled_up(amount, index))
+            if scaled > MAX_UINT128:
+                return False
+            return margin_ok(account_health(bal, prices, assets, scaled, index, debt_price, debt_decimals))
+        except Overflow:
+            return False
+
+    if not fits(1):
+        return 0
+    hi = 1
+    while fits(hi * 2):
+        hi *= 2
+    amount = largest(hi, hi * 2 - 1, fits)
+    if to_assets_up(scaled_debt + to_scaled_up(amount, index), index) < min_debt:
+        return 0
+    return amount
+
+
+# ------------------------------------------------------------------------------------- Vault interest
+
+
+@dataclass(frozen=True, slots=True)
+class RateModel:
+    """`IVault.RateModel`: yearly WAD rates and the WAD utilisation `kink`."""
+
+    base_rate: int
+    slope1: int
+    slope2: int
+    kink: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accrual:
+    """What `Vault._pending` returns: the index (RAY) now, the interest and the reserve's share since the last
+    accrual (debt-asset units)."""
+
+    index: int
+    interest: int
+    to_reserve: int
+
+
+def utilization(debt: int, cash: int) -> int:
+    """`debt / (debt + cash)`, WAD, rounded down; 0 without debt."""
+    return 0 if debt == 0 else w_div_down(debt, _add(debt, cash))
+
+
+def borrow_rate(model: RateModel, debt: int, cash: int) -> int:
+    """`Vault._rate`: the kinked yearly rate (WAD) at this debt and idle cash."""
+    util = utilization(debt, cash)
+    if util <= model.kink:
+        return _add(model.base_rate, mul_div_down(util, model.slope1, model.kink))
+    above = mul_div_down(util - model.kink, model.slope2, _sub(WAD, model.kink))
+    return _add(_add(model.base_rate, model.slope1), above)
+
+
+def accrue_index(index: int, rate: int, elapsed: int) -> int:
+    """The index after `elapsed` seconds of simple interest at `rate`, rounded down, before the ceilings."""
+    return _add(index, mul_div_down(index, _mul(rate, elapsed), WAD * YEAR))
+
+
+MAX_BOOKED = 2**127  # `Vault.MAX_BOOKED`: idle + totalDebt never exceed it; deposits and interest stop there
+MAX_INDEX = MAX_UINT128  # `Vault.MAX_INDEX`: the borrow index saturates here
+
+
+def cap_index_down(grown: int, index: int, scaled: int, cash: int) -> int:
+    """`Vault._capIndexDown`: `grown` held to MAX_INDEX and to the largest index (rounded down) at which `scaled`
+    debt still fits beside `cash` within MAX_BOOKED, never below the stored `index`."""
+    room = MAX_BOOKED - cash if cash < MAX_BOOKED else 0
+    ceiling = min(mul_div_down(room, RAY, scaled), MAX_INDEX)
+    return max(min(grown, ceiling), index)
+
+
+VAULT_ACCRUAL_SLOT = 8  # Vault storage slot packing `_index` (uint128), `_lastAccrual` (uint64), `_reserveFactor`
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccrual:
+    """The vault's last accrual as stored, which no view returns: `borrowIndex()` is already projected to the
+    current block. Read the word with `eth_getStorageAt(vault, VAULT_ACCRUAL_SLOT)`; checked against the deployed
+    Vault by the differential test."""
+
+    index: int  # RAY
+    last_accrual: int  # unix seconds
+    reserve_factor: int  # WAD
+
+    @classmethod
+    def unpack(cls, word: int) -> StoredAccrual:
+        return cls(word & MAX_UINT128, (word >> 128) & (2**64 - 1), word >> 192)
+
+
+def pending(
+    index: int,
+    elapsed: int,
+    total_scaled_debt: int,
+    idle: int,
+    model: RateModel,
+    reserve_factor: int,
+) -> Accrual:
+    """`Vault._pending`: from the stored index, the seconds since the last accrual, the vault's total scaled debt
+    and its idle cash. The rate is fixed at the utilisation of the last accrual for the whole span, so projecting
+    a later block must start from the stored index and its accrual time (`StoredAccrual`), not from an earlier
+    projection such as `borrowIndex()`. The index stops at its ceilings (`cap_index_down`) instead of overflowing."""
+    if elapsed == 0 or total_scaled_debt == 0:
+        return Accrual(index, 0, 0)
+    debt_before = to_assets_up(total_scaled_debt, index)
+    grown = accrue_index(index, borrow_rate(model, debt_before, idle), elapsed)
+    new_index = cap_index_down(grown, index, total_scaled_debt, idle)
+    interest = to_assets_up(total_scaled_debt, new_index) - debt_before
+    return Accrual(new_index, interest, w_mul_down(interest, reserve_factor))
