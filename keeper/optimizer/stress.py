@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -395,7 +394,7 @@ def curve(
     )
 
 
-def plot(c: Curve, choice: Choice, target_prob: float, path: Any, title: str) -> None:
+def plot(c: Curve, choice: Choice, target_prob: float, path: str | os.PathLike[str], title: str) -> None:
     """Bad-debt probability and borrowing power against lt, the chosen point marked."""
     import matplotlib
 
