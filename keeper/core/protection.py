@@ -93,7 +93,9 @@ class RecentMoves:
         """Prices (WAD, > 0) seen at `timestamp`; an asset missing here (no valid price) is not measured."""
         for asset, price in prices.items():
             last = self._last.get(asset)
-            if last is not None and timestamp > last[0] and price != last[1]:
+            # Blocks may share a timestamp (L2s make several a second; so does a local chain): a move between two of
+            # them is still a move. The caller feeds each block once.
+            if last is not None and timestamp >= last[0] and price != last[1]:
                 move = risk.mul_div_down(abs(price - last[1]), WAD, last[1])
                 self._moves.setdefault(asset, []).append((timestamp, move if price > last[1] else -move))
             if last is None or timestamp >= last[0]:

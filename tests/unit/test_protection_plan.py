@@ -323,3 +323,7 @@ def test_recent_moves_keep_the_largest_fall_and_rise_for_their_memory() -> None:
     assert moves.largest_fall(a) == 2 * 10**16
     moves.observe(3_700, {a: 97_02 * WAD // 100, debt: WAD})
     assert moves.shock([a], debt) == pr.Shock({a: 0}, 0)
+    moves.observe(3_700, {a: 87_318 * WAD // 1000})  # the next block, the same second: -10 % is still a move
+    assert moves.largest_fall(a) == 10**17
+    moves.observe(3_690, {a: 97_02 * WAD // 100})  # an older timestamp (out of order): not measured
+    assert moves.largest_rise(a) == 0
