@@ -1,7 +1,0 @@
-"""`python -m keeper ...` is the `keeper` command."""
-
-import sys
-
-from keeper.cli.main import main
-
-sys.exit(main())
