@@ -5,12 +5,10 @@ drills' pre-scans)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Protocol
 
-from keeper.chain.sqlite import StateFile
+from keeper.chain.sqlite import OnStateFile
 
 
 class AccountIndex(Protocol):
@@ -33,25 +31,8 @@ class AccountIndex(Protocol):
     def prune_block_hashes(self, below: int) -> object: ...
 
 
-class SqliteIndex:
+class SqliteIndex(OnStateFile):
     """The index in the keeper's state file."""
-
-    def __init__(self, db: StateFile) -> None:
-        self.db = db
-        self._conn = db.conn
-        self._lock = db.lock
-        self.transaction = db.transaction
-
-    @classmethod
-    def open(cls, path: Path, clock: Callable[[], float] = time.time) -> SqliteIndex:
-        return cls(StateFile(path, clock))
-
-    @property
-    def path(self) -> Path:
-        return self.db.path
-
-    def close(self) -> None:
-        self.db.close()
 
     # ------------------------------------------------------------------ accounts
 

@@ -12,14 +12,11 @@ unique indexes, so a resolved key can be used again later.
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol, cast
 
-from keeper.chain.sqlite import StateFile
+from keeper.chain.sqlite import OnStateFile
 
 IntentStatus = Literal["pending", "mined", "confirmed", "reverted", "cancelled", "failed", "dropped"]
 AttemptStatus = Literal["signed", "sent", "rejected"]
@@ -171,26 +168,8 @@ class Journal(Protocol):
     ) -> None: ...
 
 
-class SqliteJournal:
+class SqliteJournal(OnStateFile):
     """The journal in the keeper's state file."""
-
-    def __init__(self, db: StateFile) -> None:
-        self.db = db
-        self._conn = db.conn
-        self._lock = db.lock
-        self._clock = db.clock
-        self.transaction = db.transaction
-
-    @classmethod
-    def open(cls, path: Path, clock: Callable[[], float] = time.time) -> SqliteJournal:
-        return cls(StateFile(path, clock))
-
-    @property
-    def path(self) -> Path:
-        return self.db.path
-
-    def close(self) -> None:
-        self.db.close()
 
     def add_intent(
         self,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 from keeper.core.errors import KeeperError
 
@@ -156,3 +157,26 @@ class StateFile:
                 raise
             self._depth = 0
             self.conn.execute("COMMIT")
+
+
+class OnStateFile:
+    """A store kept in the state file: built on a `StateFile` it may share with the other store, or opened on a
+    path of its own (`open`)."""
+
+    def __init__(self, db: StateFile) -> None:
+        self.db = db
+        self._conn = db.conn
+        self._lock = db.lock
+        self._clock = db.clock
+        self.transaction = db.transaction
+
+    @classmethod
+    def open(cls, path: Path, clock: Callable[[], float] = time.time) -> Self:
+        return cls(StateFile(path, clock))
+
+    @property
+    def path(self) -> Path:
+        return self.db.path
+
+    def close(self) -> None:
+        self.db.close()
