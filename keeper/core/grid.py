@@ -41,6 +41,11 @@ MAX_ASSETS = 16
 # A multiplier moves a price at most 100x up and never to zero: a scenario prices a crash, not an erasure.
 MIN_MOVE = 10**14  # 0.0001
 MAX_MOVE = 100 * WAD
+# On-chain a multiplier is stored in millionths (32 bits: eight scenarios a storage word, per asset), so a grid's
+# multipliers are whole multiples of 1e-6.
+MOVE_UNIT = 10**12
+MOVES_PER_WORD = 8
+WORDS = MAX_SCENARIOS // MOVES_PER_WORD
 
 
 class GridError(ValueError):
@@ -59,7 +64,11 @@ class Scenario:
 
 @dataclass(frozen=True, slots=True)
 class Grid:
+    """A governed grid (`stored`: multipliers in whole millionths, as the engine stores them), or the implicit
+    default grid, whose multipliers are the assets' lt (ltv) at full WAD precision, read from their config."""
+
     scenarios: tuple[Scenario, ...]
+    stored: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.scenarios) <= MAX_SCENARIOS:
@@ -71,6 +80,8 @@ class Grid:
             for asset, m in s.moves.items():
                 if not MIN_MOVE <= m <= MAX_MOVE:
                     raise GridError(f"scenario {i} moves {asset} by {m}: outside [{MIN_MOVE}, {MAX_MOVE}] (WAD)")
+                if self.stored and m % MOVE_UNIT:
+                    raise GridError(f"scenario {i} moves {asset} by {m}: not a whole number of millionths")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +156,18 @@ def liquidating_fall(h: GridHealth) -> int:
 def default_grid(assets: Mapping[K, AssetRisk], initial: bool = False) -> Grid:
     """Today's additive rule as a grid: one joint scenario, each collateral at its lt (ltv for the initial grid),
     every debt at 1."""
-    return Grid((Scenario({a: (cfg.ltv if initial else cfg.lt) for a, cfg in assets.items()}),))
+    return Grid((Scenario({a: (cfg.ltv if initial else cfg.lt) for a, cfg in assets.items()}),), stored=False)
+
+
+def column(grid: Grid, asset: K) -> tuple[int, ...]:
+    """`asset`'s multipliers in every scenario, packed as the engine stores them: scenario i in bits
+    [32·(i mod 8), 32·(i mod 8) + 32) of word i div 8, in millionths; an asset a scenario does not move is 1."""
+    if not grid.stored:
+        raise GridError("the default grid is not stored: the engine reads each asset's lt and ltv")
+    words = [0] * WORDS
+    for i, scenario in enumerate(grid.scenarios):
+        words[i // MOVES_PER_WORD] |= (scenario.move(asset) // MOVE_UNIT) << (32 * (i % MOVES_PER_WORD))
+    return tuple(words)
 
 
 def ramped(old: Grid, new: Grid, start: int, end: int, now: int) -> Grid:
@@ -164,7 +186,7 @@ def ramped(old: Grid, new: Grid, start: int, end: int, now: int) -> Grid:
         moves = {}
         for asset in sorted({*source.moves, *target.moves}):
             a, b = source.move(asset), target.move(asset)
-            step = mul_div_down(abs(b - a), elapsed, span)
+            step = mul_div_down(abs(b - a), elapsed, span) // MOVE_UNIT * MOVE_UNIT  # whole millionths
             moves[asset] = a + step if b >= a else a - step
         scenarios.append(Scenario(moves))
     return Grid(tuple(scenarios))

@@ -125,7 +125,7 @@ def test_a_fall_smaller_than_the_liquidating_fall_never_liquidates(usd: int) -> 
     def after(f: int) -> g.GridHealth:
         binding = grid.scenarios[h.binding]
         moved = g.Scenario({**binding.moves, **{a: binding.move(a) * (WAD - f) // WAD for a in book.longs}})
-        scaled = g.Grid(tuple(moved if i == h.binding else s for i, s in enumerate(grid.scenarios)))
+        scaled = g.Grid(tuple(moved if i == h.binding else s for i, s in enumerate(grid.scenarios)), stored=False)
         return g.grid_health(g.Book(book.longs, book.shorts), scaled)
 
     # A further fall f of every long leg in the binding scenario (an asset it does not move falls from 1).
@@ -158,3 +158,16 @@ def test_grid_bounds() -> None:
         g.Grid((g.Scenario({ETH: 0}),))
     with pytest.raises(g.GridError, match="outside"):
         g.Grid((g.Scenario({ETH: 101 * WAD}),))
+
+
+def test_columns_pack_eight_millionths_a_word_and_stored_grids_are_whole_millionths() -> None:
+    grid = g.Grid(tuple(g.Scenario({ETH: (i + 1) * 10**16}) for i in range(10)))  # ETH at 1 %, 2 %, ... 10 %
+    words = g.column(grid, ETH)
+    assert len(words) == 4
+    assert [(words[i // 8] >> (32 * (i % 8))) & 0xFFFFFFFF for i in range(10)] == [(i + 1) * 10_000 for i in range(10)]
+    assert words[2:] == (0, 0)
+    assert (g.column(grid, BTC)[0] & 0xFFFFFFFF) == 1_000_000  # an asset no scenario moves stays at 1
+    with pytest.raises(g.GridError, match="millionths"):
+        g.Grid((g.Scenario({ETH: WAD + 1}),))
+    with pytest.raises(g.GridError, match="not stored"):
+        g.column(g.default_grid({ETH: risk.AssetRisk(18, 7 * 10**17, 8 * 10**17, 10**17)}), ETH)
