@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {RiskMath} from "./RiskMath.sol";
+
+/// @title GridMath
+/// @notice Portfolio margin by a scenario grid: the lowest ratio of an account's long value to its short value over
+/// a grid of joint price moves. A scenario moves every listed asset's price by a multiplier; each asset's
+/// multipliers are stored as one column of `WORDS` words, eight 32-bit multipliers in millionths a word (scenario
+/// `i` in bits `[32·(i % 8), 32·(i % 8) + 32)` of word `i / 8`). Long legs (collateral) are valued down and their
+/// moved value rounded down, short legs (debts) up and up: every rounding is against the account.
+/// `keeper/core/grid.py` mirrors it to the wei.
+library GridMath {
+    using RiskMath for uint256;
+
+    uint256 internal constant MAX_SCENARIOS = 32;
+    uint256 internal constant MOVES_PER_WORD = 8;
+    uint256 internal constant WORDS = MAX_SCENARIOS / MOVES_PER_WORD;
+    /// @dev One millionth in WAD: a stored multiplier `m` is `m * MOVE_UNIT` in WAD.
+    uint256 internal constant MOVE_UNIT = 1e12;
+    uint256 internal constant MIN_MOVE = 1e14;
+    uint256 internal constant MAX_MOVE = 100e18;
+
+    /// @notice One position: its USD value (WAD) before any move, already rounded against the account, and its
+    /// asset's column.
+    struct Leg {
+        uint256 value;
+        uint256[WORDS] column;
+    }
+
+    struct Result {
+        uint256 health; // WAD, rounded down; type(uint256).max without short value
+        uint256 binding; // the scenario setting the health (the first of equals); type(uint256).max without shorts
+        uint256 longValue; // long value under the binding scenario
+        uint256 shortValue; // short value under the binding scenario
+    }
+
+    error InvalidScenarioCount(uint256 count);
+
+    /// @notice The multiplier (WAD) of `column` in scenario `i`.
+    function move(uint256[WORDS] memory column, uint256 i) internal pure returns (uint256) {
+        return ((column[i / MOVES_PER_WORD] >> (32 * (i % MOVES_PER_WORD))) & 0xFFFFFFFF) * MOVE_UNIT;
+    }
+
+    /// @notice The grid health of `longs` against `shorts` over the grid's first `count` scenarios.
+    /// @dev A stored multiplier `m` is `m · 1e12` in WAD, so `wMulDown(v, m · 1e12) = ⌊v · m / 1e6⌋` exactly (and the
+    /// same for rounding up): the loop multiplies by the stored millionths directly.
+    function health(Leg[] memory longs, Leg[] memory shorts, uint256 count) internal pure returns (Result memory r) {
+        if (count == 0 || count > MAX_SCENARIOS) revert InvalidScenarioCount(count);
+        r.health = type(uint256).max;
+        r.binding = type(uint256).max;
+        uint256 nLong = longs.length;
+        uint256 nShort = shorts.length;
+        for (uint256 s; s < count;) {
+            uint256 word = s >> 3;
+            uint256 shift = (s & 7) << 5;
+            uint256 shortValue = 0;
+            for (uint256 k; k < nShort;) {
+                Leg memory leg = shorts[k];
+                uint256 m = (leg.column[word] >> shift) & 0xFFFFFFFF;
+                shortValue += (leg.value * m + 999_999) / 1e6;
+                unchecked {
+                    ++k;
+                }
+            }
+            if (shortValue != 0) {
+                uint256 longValue = 0;
+                for (uint256 k; k < nLong;) {
+                    Leg memory leg = longs[k];
+                    longValue += leg.value * ((leg.column[word] >> shift) & 0xFFFFFFFF) / 1e6;
+                    unchecked {
+                        ++k;
+                    }
+                }
+                uint256 h = longValue.wDivDown(shortValue);
+                if (h < r.health) (r.health, r.binding, r.longValue, r.shortValue) = (h, s, longValue, shortValue);
+            }
+            unchecked {
+                ++s;
+            }
+        }
+    }
+}
