@@ -15,6 +15,7 @@ at the end of the horizon; `insolvency_probability` is the fraction of such path
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -56,18 +57,29 @@ def _moved(legs: Mapping[str, float], scenario: Scenario) -> float:
     return sum(v * scenario.get(a, 1.0) for a, v in legs.items())
 
 
-def grid_health(book: Book, grid: Grid) -> float:
-    """`min over scenarios of Σ long·m / Σ short·m`; an asset a scenario leaves out moves by 1.0."""
+def check_grid(grid: Grid) -> None:
+    """CorrelationError unless the grid has a scenario and every multiplier is finite and positive."""
     if not grid:
         raise CorrelationError("a grid needs at least one scenario")
-    return min(_moved(book.long, s) / _moved(book.short, s) for s in grid)
+    for i, s in enumerate(grid):
+        bad = {a: m for a, m in s.items() if not (math.isfinite(m) and m > 0)}
+        if bad:
+            raise CorrelationError(f"scenario {i}: multipliers must be finite and positive, got {bad}")
+
+
+def _ratios(book: Book, grid: Grid) -> list[float]:
+    check_grid(grid)
+    return [_moved(book.long, s) / _moved(book.short, s) for s in grid]
+
+
+def grid_health(book: Book, grid: Grid) -> float:
+    """`min over scenarios of Σ long·m / Σ short·m`; an asset a scenario leaves out moves by 1.0."""
+    return min(_ratios(book, grid))
 
 
 def binding_scenario(book: Book, grid: Grid) -> int:
     """Index of the scenario that sets the book's grid health (the first one on a tie)."""
-    if not grid:
-        raise CorrelationError("a grid needs at least one scenario")
-    ratios = [_moved(book.long, s) / _moved(book.short, s) for s in grid]
+    ratios = _ratios(book, grid)
     return ratios.index(min(ratios))
 
 

@@ -255,6 +255,8 @@ def test_errors_are_typed_keeper_errors() -> None:
         bk.insolvency_probability(bk.REFERENCE_BOOKS.books[0], [{}], ("ETH",), np.ones((3, 1)))
     with pytest.raises(corr.CorrelationError, match="at least one scenario"):
         bk.grid_health(bk.REFERENCE_BOOKS.books[0], [])
+    with pytest.raises(corr.CorrelationError, match="finite and positive"):
+        bk.at_health(bk.REFERENCE_BOOKS.books[0], [{"ETH": 0.0}])
     with pytest.raises(corr.CorrelationError, match="positive value"):
         bk.Book("no debt", {"ETH": 1.0}, {})
     for e in (corr.ShortHistoryError, corr.FlatAssetError, corr.StaleCarryError):
