@@ -10,7 +10,14 @@ Feeds update at their own irregular times, so the histories are first put on one
   threshold), so such a price is carried, and the age of every carried price is kept: `JointHistory.max_age_s`
   reports the stalest carry per asset, and `max_age_s=` refuses a history whose carries are older than that (a
   stopped feed, not a quiet market). Rounds are cleaned as `volatility.py` does (non-positive answers dropped,
-  rounds sharing a timestamp collapse to the last one).
+  rounds sharing a timestamp collapse to the last one). Carries make returns asynchronous: with a step not much
+  longer than the feeds' gaps between rounds, a move shows in one asset's return a step before the other's and the
+  correlation comes out too low (the Epps effect; variances are barely affected). `JointHistory.fresh_share` reports,
+  per asset, the share of steps with a new round, and `mean_age_s` the mean age of the carried prices. The
+  attenuation is roughly the carries' age against the step, so choose `step_s` many times the mean age (20 times
+  for about 5 %), or pass `lead_lag=True`: the covariances then also sum the cross products of returns one step
+  apart (a Dimson / Scholes-Williams lead-lag correction), which recovers the co-movement a carry pushes into the
+  next step, at the price of more noise (the result may need the PSD repair).
 - **Covariance**: log returns per grid step. The sample covariance (demeaned, `n - 1`) and the RiskMetrics EWMA
   covariance, whose decay runs with elapsed time (`w = λ^(step / 1 day)`, λ = 0.94 per day) and which is seeded with
   the realised rate of the first day of returns (or the first tenth, whichever is shorter), as `volatility.ewma_vol`
@@ -79,6 +86,13 @@ class JointHistory:
     times: F64  # grid times (unix seconds), shape (T,)
     prices: F64  # shape (T, n): each asset's last price at or before the grid time
     age_s: F64  # shape (T, n): how old each carried price is at the grid time (0 when a round lands on it)
+    fresh: F64  # shape (n,): share of grid steps in which the asset had at least one new round
+
+    @property
+    def fresh_share(self) -> dict[str, float]:
+        """Per asset, the share of grid steps with a new round. Well below 1, the step is too short for the feed:
+        the returns are asynchronous and the correlations come out too low (the Epps effect)."""
+        return {a: float(f) for a, f in zip(self.assets, self.fresh, strict=True)}
 
     @property
     def log_returns(self) -> F64:
@@ -89,6 +103,11 @@ class JointHistory:
     def max_age_s(self) -> dict[str, float]:
         """The stalest carried price per asset, seconds."""
         return {a: float(self.age_s[:, i].max()) for i, a in enumerate(self.assets)}
+
+    @property
+    def mean_age_s(self) -> dict[str, float]:
+        """The mean age of each asset's carried prices over the grid, seconds."""
+        return {a: float(self.age_s[:, i].mean()) for i, a in enumerate(self.assets)}
 
     @property
     def span_s(self) -> float:
@@ -136,18 +155,20 @@ def align(
     assets = tuple(cleaned)
     prices = np.empty((grid.size, len(assets)))
     age = np.empty_like(prices)
+    fresh = np.empty(len(assets))
     for i, a in enumerate(assets):
         t, p = cleaned[a]
         k = np.searchsorted(t, grid, side="right") - 1  # the last round at or before each grid time; >= 0 here
         prices[:, i] = p[k]
         age[:, i] = grid - t[k]
+        fresh[i] = float(np.mean(np.diff(k) > 0))
         if max_age_s is not None and age[:, i].max() > max_age_s:
             worst = int(np.argmax(age[:, i]))
             raise StaleCarryError(
                 f"{a}: the price carried at grid time {grid[worst]:.0f} is {age[worst, i]:.0f} s old, over the "
                 f"allowed {max_age_s:g} s (the feed stopped; shorten the window or check the feed)"
             )
-    return JointHistory(assets, float(step_s), grid, prices, age)
+    return JointHistory(assets, float(step_s), grid, prices, age, fresh)
 
 
 # ---------------------------------------------------------------------------------------------- covariance
@@ -168,30 +189,47 @@ def _checked_returns(j: JointHistory, min_returns: int) -> F64:
     return r
 
 
-def sample_covariance(j: JointHistory, min_returns: int = MIN_RETURNS) -> F64:
-    """The sample covariance of the log returns (demeaned, divided by n - 1), annualised."""
+def _weighted_products(r: F64, weights: F64, lead_lag: bool) -> F64:
+    """`Σ_k w_k·r_k·r_kᵀ`; with `lead_lag` the off-diagonal entries also get `Σ_k w_k·(r_(k-1)·r_kᵀ + r_k·r_(k-1)ᵀ)`:
+    the cross products one step apart, which hold the co-movement that carried prices move into the next step."""
+    c = (r * weights[:, None]).T @ r
+    if lead_lag and r.shape[0] > 1:
+        lag = (r[:-1] * weights[1:, None]).T @ r[1:]
+        cross = lag + lag.T
+        np.fill_diagonal(cross, 0.0)
+        c = c + cross
+    return np.asarray(c, dtype=np.float64)
+
+
+def sample_covariance(j: JointHistory, min_returns: int = MIN_RETURNS, lead_lag: bool = False) -> F64:
+    """The sample covariance of the log returns (demeaned, divided by n - 1), annualised. `lead_lag` adds the
+    cross products one step apart to the covariances (not the variances): for feeds whose carries are not small
+    against the step (module docstring)."""
     r = _checked_returns(j, min_returns)
-    c = np.cov(r, rowvar=False, ddof=1).reshape(len(j.assets), len(j.assets))
+    r = r - r.mean(axis=0)
+    c = _weighted_products(r, np.ones(r.shape[0]), lead_lag) / (r.shape[0] - 1)
     return np.asarray(c / j.step_s * SECONDS_PER_YEAR, dtype=np.float64)
 
 
-def ewma_covariance(j: JointHistory, lam: float = RISKMETRICS_LAMBDA, min_returns: int = MIN_RETURNS) -> F64:
+def ewma_covariance(
+    j: JointHistory, lam: float = RISKMETRICS_LAMBDA, min_returns: int = MIN_RETURNS, lead_lag: bool = False
+) -> F64:
     """RiskMetrics EWMA covariance, annualised: the rate matrix `V ← w·V + (1 - w)·r·rᵀ / step` with
     `w = λ^(step / 1 day)`, seeded with the realised rate over the first day of returns (or the first tenth of the
-    window if shorter). Not demeaned, as RiskMetrics (over minutes to days the mean is noise)."""
+    window if shorter). Not demeaned, as RiskMetrics (over minutes to days the mean is noise). `lead_lag` as for
+    `sample_covariance`."""
     if not 0 < lam < 1:
         raise CorrelationError("EWMA lambda must be in (0, 1)")
     r = _checked_returns(j, min_returns)
     n = r.shape[0]
     warm = min(n, max(2, math.ceil(min(DAY_S, n * j.step_s / 10) / j.step_s)))
-    seed = r[:warm].T @ r[:warm] / (warm * j.step_s)
     w = lam ** (j.step_s / DAY_S)
-    rest = r[warm:]
-    m = rest.shape[0]
-    # Unrolled recursion: V_n = w^m·V_0 + Σ_k (1 - w)·w^(m - 1 - k)·x_k, with x_k the rate matrix of return k.
-    weights = (1 - w) * w ** np.arange(m - 1, -1, -1, dtype=np.float64)
-    v = w**m * seed + (rest * weights[:, None]).T @ rest / j.step_s
-    return np.asarray((v + v.T) / 2 * SECONDS_PER_YEAR, dtype=np.float64)
+    m = n - warm
+    # The recursion unrolled: V_n = w^m·V_0 + Σ_k (1 - w)·w^(m - 1 - k)·x_k over the m returns after the warm-up,
+    # with V_0 the plain average of the first `warm` products.
+    weights = np.concatenate([np.full(warm, w**m / warm), (1 - w) * w ** np.arange(m - 1, -1, -1, dtype=np.float64)])
+    v = _weighted_products(r, weights, lead_lag) / j.step_s
+    return np.asarray(v * SECONDS_PER_YEAR, dtype=np.float64)
 
 
 def correlation(cov: F64) -> tuple[F64, F64]:
@@ -258,6 +296,7 @@ class JointEstimate:
     vols: F64
     repair: PsdRepair
     max_age_s: dict[str, float] = field(default_factory=dict)
+    fresh_share: dict[str, float] = field(default_factory=dict)
 
 
 def estimate_joint(
@@ -267,12 +306,13 @@ def estimate_joint(
     lam: float = RISKMETRICS_LAMBDA,
     max_age_s: float | None = None,
     min_returns: int = MIN_RETURNS,
+    lead_lag: bool = False,
 ) -> JointEstimate:
     """Align the feeds, estimate the EWMA and sample covariances, repair the EWMA one to PSD, and give the
     correlation. The EWMA covariance is what the simulation uses (the recent regime, like `volatility.ewma_vol`)."""
     j = align(histories, step_s, window_s, max_age_s)
-    ewma = ewma_covariance(j, lam, min_returns)
-    sample = sample_covariance(j, min_returns)
+    ewma = ewma_covariance(j, lam, min_returns, lead_lag)
+    sample = sample_covariance(j, min_returns, lead_lag)
     repair = repair_psd(ewma)
     corr, vols = correlation(repair.matrix)
     return JointEstimate(
@@ -286,6 +326,7 @@ def estimate_joint(
         vols=vols,
         repair=repair,
         max_age_s=j.max_age_s,
+        fresh_share=j.fresh_share,
     )
 
 
