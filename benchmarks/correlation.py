@@ -68,17 +68,19 @@ def main() -> int:
     p.add_argument("--days", type=int, default=60)
     p.add_argument("--step-s", type=float, default=3600.0, help="grid step; keep it well above the gaps")
     p.add_argument("--horizon-s", type=float, default=3600.0, help="the keeper's delay")
+    p.add_argument("--lead-lag", action="store_true", help="add the cross products one step apart")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
 
     h = histories(a.days, a.seed)
     t = time.perf_counter()
-    est = correlation.estimate_joint(h, step_s=a.step_s)
+    est = correlation.estimate_joint(h, step_s=a.step_s, lead_lag=a.lead_lag)
     estimate_s = time.perf_counter() - t
     print(f"{sum(len(r) for r in h.values())} rounds, {est.returns} common returns of {a.step_s:g} s")
     print("vols  ", " ".join(f"{x:.3f}" for x in est.vols), "(true", " ".join(f"{x:.3f}" for x in VOLS) + ")")
     print("corr\n", np.array2string(est.correlation, precision=3))
     print("fresh share", {k: round(v, 3) for k, v in est.fresh_share.items()})
+    print("true corr\n", np.array2string(RHO, precision=3))
     print(f"PSD repair: {est.repair.clipped} eigenvalue(s) clipped, relative size {est.repair.relative:.2e}")
 
     market = correlation.JointMarket.from_estimate(
