@@ -11,6 +11,12 @@ To judge a grid, each reference book is sized to grid health exactly 1.0 (its lo
 the most a user could borrow against it. Given simulated terminal price ratios over the keeper's delay
 (`correlation.simulate`), the book is insolvent on a path when its long legs are worth less than its short legs
 at the end of the horizon; `insolvency_probability` is the fraction of such paths.
+
+Calibration (a first, one-parameter search): a book sized to health 1 under a grid where its health is `h` is
+insolvent exactly when its terminal long/short ratio falls below `h`, so the target is met iff `h` is at most the
+target quantile of that ratio (`safe_health`). `calibrate_scale` scales a template grid's moves by one factor,
+the smallest that makes every reference book safe; the book that sets it has no excess collateral, the others
+some. Per-scenario scales, bounds from governance and `keeper optimize --grid` are not built yet.
 """
 
 from __future__ import annotations
@@ -116,6 +122,94 @@ def insolvency_probability(
     given simulated terminal price ratios (paths, assets) in the order `assets`."""
     sized = at_health(book, grid, health)
     return float(np.mean(terminal_ratio(sized, assets, ratios) < 1.0))
+
+
+def safe_health(book: Book, assets: Sequence[str], ratios: npt.NDArray[np.float64], target: float) -> float:
+    """The highest grid health the book may have while, sized to health 1, it ends insolvent on at most a share
+    `target` of the paths. Sized to health 1 under a grid where the book's health is `h`, the longs are scaled by
+    `1/h`, so the book is insolvent exactly when its terminal long/short ratio is below `h`: the answer is the
+    order statistic of that ratio with at most `target·paths` values strictly below it."""
+    if not 0 <= target < 1:
+        raise CorrelationError("the insolvency target must be in [0, 1)")
+    x = np.sort(terminal_ratio(book, assets, ratios))
+    return float(x[math.floor(target * x.size)])
+
+
+def scale_grid(template: Grid, scale: float) -> list[dict[str, float]]:
+    """Each multiplier moved from 1 by `scale` times its move in `template`: `1 + scale·(m - 1)`."""
+    if not scale >= 0:
+        raise CorrelationError("a grid scale must be >= 0")
+    grid = [{a: 1 + scale * (m - 1) for a, m in s.items()} for s in template]
+    check_grid(grid)
+    return grid
+
+
+@dataclass(frozen=True)
+class BookFit:
+    """One reference book under a calibrated grid."""
+
+    name: str
+    safe_health: float  # the most grid health the target allows (safe_health)
+    grid_health: float  # what the grid gives the book (<= safe_health when the grid is safe for it)
+    p_insolvent: float  # sized to grid health 1
+    excess: float  # safe_health / grid_health - 1: collateral the grid asks beyond what the target needs
+
+    @property
+    def safe(self) -> bool:
+        return self.grid_health <= self.safe_health
+
+
+@dataclass(frozen=True)
+class Calibration:
+    scale: float
+    grid: list[dict[str, float]]
+    books: tuple[BookFit, ...]
+    binding: str  # the book that sets the scale
+
+
+def fit(book: Book, grid: Grid, assets: Sequence[str], ratios: npt.NDArray[np.float64], target: float) -> BookFit:
+    safe = safe_health(book, assets, ratios, target)
+    h = grid_health(book, grid)
+    return BookFit(book.name, safe, h, insolvency_probability(book, grid, assets, ratios), safe / h - 1)
+
+
+def calibrate_scale(
+    template: Grid,
+    books: Sequence[Book],
+    assets: Sequence[str],
+    ratios: npt.NDArray[np.float64],
+    target: float,
+    max_scale: float | None = None,
+    tol: float = 1e-6,
+) -> Calibration:
+    """The smallest scale of `template` (`scale_grid`) under which every book's grid health is at most its
+    `safe_health`, by bisection on each book (a book's grid health falls as the scale grows when the template's
+    scenarios move its longs down against its shorts). `max_scale` defaults to the largest scale that keeps every
+    multiplier positive. CorrelationError when even `max_scale` leaves a book unsafe."""
+    if not books:
+        raise CorrelationError("no books to calibrate against")
+    check_grid(template)
+    if max_scale is None:
+        downs = [1 - m for s in template for m in s.values() if m < 1]
+        max_scale = 0.999 / max(downs) if downs else 10.0
+    need = 0.0
+    binding = books[0].name
+    for book in books:
+        safe = safe_health(book, assets, ratios, target)
+        if grid_health(book, scale_grid(template, need)) <= safe:
+            continue
+        if grid_health(book, scale_grid(template, max_scale)) > safe:
+            raise CorrelationError(
+                f"book {book.name!r}: no scale of the grid up to {max_scale:g} meets the target {target:g} "
+                f"(its safe health is {safe:.4f}); the template lacks a scenario that stresses this book"
+            )
+        lo, hi = need, max_scale
+        while hi - lo > tol:
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if grid_health(book, scale_grid(template, mid)) <= safe else (mid, hi)
+        need, binding = hi, book.name
+    grid = scale_grid(template, need)
+    return Calibration(need, grid, tuple(fit(b, grid, assets, ratios, target) for b in books), binding)
 
 
 @dataclass(frozen=True)

@@ -311,3 +311,58 @@ def test_asynchronous_feeds_need_a_longer_step_and_fresh_share_says_so() -> None
     assert plain[0, 1] < 0.88
     assert abs(adjusted[0, 1] - rho) < 0.1  # noisier than a plain estimate (seeds 0-7: 0.003 to 0.08 off)
     assert abs(adjusted[0, 1] - rho) < abs(plain[0, 1] - rho)
+
+
+# ------------------------------------------------------------------------------------------- grid calibration
+
+
+def test_calibrated_one_scenario_grid_matches_the_closed_form_lt() -> None:
+    """One collateral against a riskless debt, no jumps, a grid of one scenario: the calibrated multiplier is the
+    `lt` of docs/risk-model.md's closed form, lt* = exp(σ·√τ·z_p − σ²τ/2)."""
+    sigma, horizon, p, paths = 0.8, 3600.0, 0.01, 200_000
+    tau = horizon / SECONDS_PER_YEAR
+    market = corr.JointMarket(("ETH", "USDC"), np.diag([sigma**2, 0.0]))
+    ratios = corr.simulate(market, horizon, paths, seed=13)
+    book = bk.REFERENCE_BOOKS.by_name("single ETH/USDC")
+    cal = bk.calibrate_scale([{"ETH": 0.5}], [book], ("ETH", "USDC"), ratios, p)
+    lt = cal.grid[0]["ETH"]
+    z = NormalDist().inv_cdf(p)
+    expected = math.exp(sigma * math.sqrt(tau) * z - 0.5 * sigma**2 * tau)
+    density = math.exp(-0.5 * z**2) / math.sqrt(2 * math.pi) / (expected * sigma * math.sqrt(tau))
+    se = math.sqrt(p * (1 - p) / paths) / density  # standard error of a p-quantile
+    assert abs(lt - expected) < 5 * se
+    (row,) = cal.books
+    assert row.p_insolvent <= p
+    assert row.excess == pytest.approx(0.0, abs=1e-5)
+    assert cal.binding == book.name
+
+
+def test_calibrated_grid_keeps_every_reference_book_under_the_target() -> None:
+    assets = ("ETH", "stETH", "BTC", "USDC")
+    vols = np.array([0.7, 0.72, 0.55, 0.0])
+    rho = np.array([[1, 0.98, 0.8, 0], [0.98, 1, 0.78, 0], [0.8, 0.78, 1, 0], [0, 0, 0, 1]])
+    market = corr.JointMarket(
+        assets,
+        rho * np.outer(vols, vols),
+        corr.CommonJump(20.0, mean=-0.06, vol=0.04, loadings={"ETH": 1.0, "stETH": 1.0, "BTC": 0.8}),
+        {"stETH": corr.Jumps(10.0, mean=-0.03, vol=0.02)},
+    )
+    ratios = corr.simulate(market, 86400.0, 100_000, seed=17)
+    template = [
+        {"ETH": 0.6, "stETH": 0.6, "BTC": 0.6},
+        {"ETH": 1.4, "stETH": 1.4, "BTC": 1.4},
+        {"stETH": 0.9},
+        {"ETH": 0.8, "stETH": 0.8, "BTC": 1.2},
+        {"ETH": 1.2, "stETH": 1.2, "BTC": 0.8},
+    ]
+    books = bk.REFERENCE_BOOKS.books
+    target = 0.01
+    cal = bk.calibrate_scale(template, books, assets, ratios, target)
+    assert all(row.safe for row in cal.books)
+    assert all(row.p_insolvent <= target for row in cal.books)
+    binding = next(row for row in cal.books if row.name == cal.binding)
+    assert binding.excess == pytest.approx(0.0, abs=1e-4)
+    tighter = bk.scale_grid(template, cal.scale * 0.9)  # a tenth less stress: the binding book breaks the target
+    assert bk.insolvency_probability(bk.REFERENCE_BOOKS.by_name(cal.binding), tighter, assets, ratios) > target
+    with pytest.raises(corr.CorrelationError, match="lacks a scenario"):
+        bk.calibrate_scale([{"ETH": 0.8}], [bk.REFERENCE_BOOKS.by_name("stETH/ETH loop")], assets, ratios, target)
