@@ -69,6 +69,7 @@ def main() -> int:
     p.add_argument("--step-s", type=float, default=3600.0, help="grid step; keep it well above the gaps")
     p.add_argument("--horizon-s", type=float, default=3600.0, help="the keeper's delay")
     p.add_argument("--lead-lag", action="store_true", help="add the cross products one step apart")
+    p.add_argument("--target", type=float, default=0.01, help="P(insolvent) target of the calibration")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
 
@@ -98,6 +99,13 @@ def main() -> int:
         prob = basket.insolvency_probability(book, GRID, est.assets, ratios)
         print(f"{book.name:18s} binding scenario {basket.binding_scenario(book, GRID)}  P(insolvent) {prob:.2e}")
     books_s = time.perf_counter() - t
+    cal = basket.calibrate_scale(GRID, basket.REFERENCE_BOOKS.books, est.assets, ratios, a.target)
+    print(f"grid scaled by {cal.scale:.3f} for P(insolvent) <= {a.target:g}; {cal.binding} binds")
+    for row in cal.books:
+        print(
+            f"  {row.name:18s} safe health {row.safe_health:.4f} grid health {row.grid_health:.4f} "
+            f"excess {row.excess:+.2%} P {row.p_insolvent:.2e}"
+        )
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"estimate {estimate_s:.3f} s, simulate {simulate_s:.3f} s, books {books_s:.3f} s, peak RSS {rss_mb:.0f} MB")
     print(
