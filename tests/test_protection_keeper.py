@@ -139,7 +139,8 @@ def test_a_module_without_batches_gets_one_move_per_transaction(system: Any, cha
     assert keeper.protector.max_moves > 1  # the current module batches
     module = keeper.protector.module
     old_abi = [item for item in module.abi if item.get("name") != "rebalanceBatch"]
-    old = Protector(keeper, keeper.w3.eth.contract(address=module.address, abi=old_abi), keeper.log)
+    contract = keeper.w3.eth.contract(address=module.address, abi=old_abi)
+    old = Protector(keeper.settings, contract, keeper.txm, keeper.metrics, lambda: None, keeper.log)
     assert old.max_moves == 1
 
 
