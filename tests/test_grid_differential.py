@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 import pytest
+from eth_utils import keccak
 
 from keeper.core import grid as g
 from keeper.core.units import WAD
@@ -84,3 +85,15 @@ def test_grid_health_matches_the_contract_to_the_wei(harness: Any) -> None:
     assert checked == CASES
     assert no_debt > CASES // 50  # the sample does cover accounts without debt,
     assert several_scenarios > CASES // 4  # and grids bound by another scenario than the first
+
+
+def test_a_column_without_the_grids_scenarios_is_refused(harness: Any) -> None:
+    """A grid of 9 scenarios where one leg's column holds only the first 8 (its second word unset): the library
+    refuses to price the ninth at zero, whether that leg is short (it would drop out) or long."""
+    full = list(g.column(g.Grid(tuple(g.Scenario({"x": WAD}) for _ in range(9))), "x"))
+    short_of_one = list(g.column(g.Grid(tuple(g.Scenario({"x": WAD}) for _ in range(8))), "x"))
+    assert harness.health(([(10**18, WAD, 18, full)], [(10**18, WAD, 18, full)], 9)).health == WAD
+    unset = keccak(text="UnsetMove(uint256)")[:4].hex()  # the library's error, which the harness ABI does not name
+    for long_column, short_column in ((full, short_of_one), (short_of_one, full)):
+        with pytest.raises(Exception, match=f"(UnsetMove|{unset})"):
+            harness.health(([(10**18, WAD, 18, long_column)], [(10**18, WAD, 18, short_column)], 9))

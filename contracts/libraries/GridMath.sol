@@ -36,6 +36,8 @@ library GridMath {
     }
 
     error InvalidScenarioCount(uint256 count);
+    /// @dev A leg's column has no multiplier for a scenario the grid uses: fail closed rather than price it at 0.
+    error UnsetMove(uint256 scenario);
 
     /// @notice The multiplier (WAD) of `column` in scenario `i`.
     function move(uint256[WORDS] memory column, uint256 i) internal pure returns (uint256) {
@@ -58,6 +60,7 @@ library GridMath {
             for (uint256 k; k < nShort;) {
                 Leg memory leg = shorts[k];
                 uint256 m = (leg.column[word] >> shift) & 0xFFFFFFFF;
+                if (m == 0) revert UnsetMove(s);
                 shortValue += (leg.value * m + 999_999) / 1e6;
                 unchecked {
                     ++k;
@@ -67,7 +70,9 @@ library GridMath {
                 uint256 longValue = 0;
                 for (uint256 k; k < nLong;) {
                     Leg memory leg = longs[k];
-                    longValue += leg.value * ((leg.column[word] >> shift) & 0xFFFFFFFF) / 1e6;
+                    uint256 m = (leg.column[word] >> shift) & 0xFFFFFFFF;
+                    if (m == 0) revert UnsetMove(s);
+                    longValue += leg.value * m / 1e6;
                     unchecked {
                         ++k;
                     }
