@@ -46,37 +46,19 @@ library GridMath {
 
     /// @notice The grid health of `longs` against `shorts` over the grid's first `count` scenarios.
     /// @dev A stored multiplier `m` is `m · 1e12` in WAD, so `wMulDown(v, m · 1e12) = ⌊v · m / 1e6⌋` exactly (and the
-    /// same for rounding up): the loop multiplies by the stored millionths directly.
+    /// same for rounding up): the loop multiplies by the stored millionths directly. Each leg's value is checked
+    /// once to be below 2^224, so `value · m` (m < 2^32) cannot overflow inside the unchecked loop; the sums are
+    /// checked for overflow there, and the division by the short value is checked Solidity.
     function health(Leg[] memory longs, Leg[] memory shorts, uint256 count) internal pure returns (Result memory r) {
         if (count == 0 || count > MAX_SCENARIOS) revert InvalidScenarioCount(count);
+        _checkValues(longs);
+        _checkValues(shorts);
         r.health = type(uint256).max;
         r.binding = type(uint256).max;
-        uint256 nLong = longs.length;
-        uint256 nShort = shorts.length;
         for (uint256 s; s < count;) {
-            uint256 word = s >> 3;
-            uint256 shift = (s & 7) << 5;
-            uint256 shortValue = 0;
-            for (uint256 k; k < nShort;) {
-                Leg memory leg = shorts[k];
-                uint256 m = (leg.column[word] >> shift) & 0xFFFFFFFF;
-                if (m == 0) revert UnsetMove(s);
-                shortValue += (leg.value * m + 999_999) / 1e6;
-                unchecked {
-                    ++k;
-                }
-            }
+            uint256 shortValue = _moved(shorts, s, true);
             if (shortValue != 0) {
-                uint256 longValue = 0;
-                for (uint256 k; k < nLong;) {
-                    Leg memory leg = longs[k];
-                    uint256 m = (leg.column[word] >> shift) & 0xFFFFFFFF;
-                    if (m == 0) revert UnsetMove(s);
-                    longValue += leg.value * m / 1e6;
-                    unchecked {
-                        ++k;
-                    }
-                }
+                uint256 longValue = _moved(longs, s, false);
                 uint256 h = longValue.wDivDown(shortValue);
                 if (h < r.health) (r.health, r.binding, r.longValue, r.shortValue) = (h, s, longValue, shortValue);
             }
@@ -84,5 +66,38 @@ library GridMath {
                 ++s;
             }
         }
+    }
+
+    error LegValueTooLarge(uint256 value);
+
+    function _checkValues(Leg[] memory legs) private pure {
+        for (uint256 k; k < legs.length; ++k) {
+            if (legs[k].value >> 224 != 0) revert LegValueTooLarge(legs[k].value);
+        }
+    }
+
+    /// @dev Σ value · m_s / 1e6 over `legs`, each term rounded up or down; reverts on an unset multiplier or an
+    /// overflowing sum.
+    function _moved(Leg[] memory legs, uint256 s, bool up) private pure returns (uint256 total) {
+        uint256 word = s >> 3;
+        uint256 shift = (s & 7) << 5;
+        bool unset;
+        bool overflow;
+        assembly ("memory-safe") {
+            let n := mload(legs)
+            let slot := add(legs, 0x20)
+            let round := mul(up, 999999)
+            for { let k := 0 } lt(k, n) { k := add(k, 1) } {
+                let leg := mload(add(slot, shl(5, k)))
+                let m := and(shr(shift, mload(add(mload(add(leg, 0x20)), shl(5, word)))), 0xFFFFFFFF)
+                if iszero(m) { unset := 1 }
+                let term := div(add(mul(mload(leg), m), round), 1000000)
+                let next := add(total, term)
+                if lt(next, total) { overflow := 1 }
+                total := next
+            }
+        }
+        if (unset) revert UnsetMove(s);
+        if (overflow) revert LegValueTooLarge(total);
     }
 }

@@ -45,6 +45,9 @@ MAX_MOVE = 100 * WAD
 # multipliers are whole multiples of 1e-6.
 MOVE_UNIT = 10**12
 MOVES_PER_WORD = 8
+# A leg's value (WAD USD) must be below 2^224, so that value · multiplier (< 2^32) cannot overflow on-chain
+# (GridMath reverts LegValueTooLarge).
+MAX_LEG_VALUE = 2**224
 WORDS = MAX_SCENARIOS // MOVES_PER_WORD
 
 
@@ -114,18 +117,35 @@ class GridHealth:
         return self.short_value != 0 and self.long_value < self.short_value
 
 
-def scenario_values(book: Book, scenario: Scenario) -> tuple[int, int]:
+def _checked(value: int) -> int:
+    if value >= MAX_LEG_VALUE:
+        raise GridError(f"a leg worth {value} (WAD USD) is beyond what the engine values (2^224)")
+    return value
+
+
+def _moved(value: int, m: int, up: bool, stored: bool) -> int:
+    """value · m rounded down (up): for a stored grid as GridMath computes it, ⌊value · (m / 1e12) / 1e6⌋ (the same
+    number as w_mul), for the implicit default grid as the engine's additive rule does, w_mul."""
+    if not stored:
+        return w_mul_up(value, m) if up else w_mul_down(value, m)
+    millionths = m // MOVE_UNIT
+    return -(-value * millionths // 10**6) if up else value * millionths // 10**6
+
+
+def scenario_values(book: Book, scenario: Scenario, stored: bool = True) -> tuple[int, int]:
     """(long_s, short_s) of `book` under `scenario`, each rounded against the account."""
     long = sum(
-        w_mul_down(value_down(leg.amount, leg.price, leg.decimals), scenario.move(a))
+        _moved(_checked(value_down(leg.amount, leg.price, leg.decimals)), scenario.move(a), False, stored)
         for a, leg in book.longs.items()
         if leg.amount
     )
     short = sum(
-        w_mul_up(value_up(leg.amount, leg.price, leg.decimals), scenario.move(a))
+        _moved(_checked(value_up(leg.amount, leg.price, leg.decimals)), scenario.move(a), True, stored)
         for a, leg in book.shorts.items()
         if leg.amount
     )
+    if max(long, short) > MAX_UINT:
+        raise GridError("the scenario's total value overflows uint256")
     return long, short
 
 
@@ -133,7 +153,7 @@ def grid_health(book: Book, grid: Grid) -> GridHealth:
     """The lowest long/short ratio over the grid's scenarios, and which scenario binds."""
     best: GridHealth | None = None
     for i, scenario in enumerate(grid.scenarios):
-        long, short = scenario_values(book, scenario)
+        long, short = scenario_values(book, scenario, grid.stored)
         if short == 0:
             continue
         health = w_div_down(long, short)
@@ -211,6 +231,6 @@ def scenario_table(book: Book, grid: Grid) -> Sequence[tuple[int, int, int]]:
     """(long_s, short_s, health_s) for each scenario, for reports (`keeper status`)."""
     rows = []
     for scenario in grid.scenarios:
-        long, short = scenario_values(book, scenario)
+        long, short = scenario_values(book, scenario, grid.stored)
         rows.append((long, short, MAX_UINT if short == 0 else w_div_down(long, short)))
     return rows

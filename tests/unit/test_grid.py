@@ -171,3 +171,14 @@ def test_columns_pack_eight_millionths_a_word_and_stored_grids_are_whole_million
         g.Grid((g.Scenario({ETH: WAD + 1}),))
     with pytest.raises(g.GridError, match="not stored"):
         g.column(g.default_grid({ETH: risk.AssetRisk(18, 7 * 10**17, 8 * 10**17, 10**17)}), ETH)
+
+
+def test_a_leg_beyond_the_engines_range_is_refused() -> None:
+    """GridMath refuses a leg worth 2^224 WAD USD or more (LegValueTooLarge); so does the mirror."""
+    huge = g.Book({ETH: g.Leg(2**224, 1, 0)}, {USDC: _leg(1)})  # 2^224 units of a 0-decimal token at 1e-18 USD
+    with pytest.raises(g.GridError, match="2\\^224"):
+        g.grid_health(huge, g.Grid((g.Scenario({ETH: WAD}),)))
+    # Below it, the health's division is what bounds the long value (long · 1e18 < 2^256), as checked Solidity does.
+    assert g.grid_health(g.Book({ETH: g.Leg(2**196, 1, 0)}, {USDC: _leg(1)}), g.Grid((g.Scenario({}),))).health
+    with pytest.raises(risk.Overflow):
+        g.grid_health(g.Book({ETH: g.Leg(2**224 - 1, 1, 0)}, {USDC: _leg(1)}), g.Grid((g.Scenario({}),)))
