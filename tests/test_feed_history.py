@@ -31,11 +31,10 @@ from web3 import Web3
 
 from keeper.chain.deployment import connect, load_deployment
 from keeper.chain.signer import load_signer
+from keeper.cli.run import risk_job
 from keeper.engine.compose import build_keeper
-from keeper.engine.keeper import Keeper
 from keeper.engine.settings import load_settings
 from keeper.optimizer import volatility as vol
-from keeper.optimizer.job import RiskJob
 
 WAD = 10**18
 KEEPER_INDEX = 6
@@ -60,19 +59,6 @@ class Feed:
     proxy: Any
     aggregators: list[Any] = field(default_factory=list)
     pushed: list[Pushed] = field(default_factory=list)  # oldest first
-
-
-def risk_job(keeper: Keeper) -> RiskJob:
-    """`keeper run`'s optimizer job over a test keeper's parts, composed as the engine composes it."""
-    return RiskJob(
-        keeper.w3,
-        keeper.dep,
-        keeper.txm,
-        keeper.metrics,
-        keeper.signer.address,
-        keeper.settings.optimizer_inputs(),
-        logging.getLogger("test.risk"),
-    )
 
 
 def reference(pushed: list[Pushed]) -> vol.Estimate:
@@ -252,7 +238,7 @@ def test_job_does_not_loosen_from_a_new_phase(
     weth = system.tokens["WETH"]
     before = system.engine.assetConfig(weth)
     keeper = keeper_for(write_config(tmp_path, system, chain, {"WETH": feed.proxy.address}))
-    done = risk_job(keeper).run_once()
+    done = risk_job(keeper, logging.getLogger("test.risk")).run_once()
     chain.mine(1)
     after = system.engine.assetConfig(weth)
     assert after.ltv <= before.ltv
@@ -313,7 +299,7 @@ def test_job_sends_nothing_from_too_little_history(
     nonce = keeper_account.nonce
     before = system.engine.assetConfig(system.tokens["WETH"])
     reach = days(chain, feed)
-    done = risk_job(keeper).run_once()
+    done = risk_job(keeper, logging.getLogger("test.risk")).run_once()
     chain.mine(1)
     assert keeper_account.nonce == nonce
     assert system.engine.assetConfig(system.tokens["WETH"]) == before
@@ -350,7 +336,7 @@ def test_frozen_feed_is_refused(
     assert "below the minimum 0.01" in out.stderr
     keeper = keeper_for(config)
     nonce = keeper_account.nonce
-    done = risk_job(keeper).run_once()
+    done = risk_job(keeper, logging.getLogger("test.risk")).run_once()
     chain.mine(1)
     assert keeper_account.nonce == nonce
     assert [(d["asset"], d["sent"], d.get("failed")) for d in done] == [("WETH", False, "sigma")]
@@ -374,7 +360,7 @@ def test_a_reverting_feed_fails_only_its_asset(
     keeper = keeper_for(config)
     nonce = keeper_account.nonce
     with caplog.at_level(logging.WARNING, logger="test.risk"):
-        done = risk_job(keeper).run_once()
+        done = risk_job(keeper, logging.getLogger("test.risk")).run_once()
     chain.mine(1)
     assert [(d["asset"], d["sent"], d.get("failed")) for d in done] == [("WETH", False, "feed"), ("WBTC", True, None)]
     assert keeper_account.nonce == nonce + 1  # WBTC's update

@@ -20,27 +20,13 @@ from hexbytes import HexBytes
 
 from keeper.chain.deployment import connect, load_deployment
 from keeper.chain.signer import load_signer
+from keeper.cli.run import risk_job
 from keeper.engine.compose import build_keeper
-from keeper.engine.keeper import Keeper
 from keeper.engine.settings import load_settings
 from keeper.optimizer import update as oc
-from keeper.optimizer.job import RiskJob
 
 WAD = 10**18
 KEEPER_INDEX = 6
-
-
-def risk_job(keeper: Keeper) -> RiskJob:
-    """`keeper run`'s optimizer job over a test keeper's parts, composed as the engine composes it."""
-    return RiskJob(
-        keeper.w3,
-        keeper.dep,
-        keeper.txm,
-        keeper.metrics,
-        keeper.signer.address,
-        keeper.settings.optimizer_inputs(),
-        logging.getLogger("test.risk"),
-    )
 
 
 def onchain(**kw: int) -> oc.Onchain:
@@ -215,7 +201,7 @@ def test_run_job_updates_bounded_assets_once_per_interval(
     w3 = connect(settings.rpc_url)
     keeper = build_keeper(settings, dep, w3, load_signer(settings, 31337))
     try:
-        job = risk_job(keeper)
+        job = risk_job(keeper, logging.getLogger("test.risk"))
         weth, wbtc = system.tokens["WETH"], system.tokens["WBTC"]
         wbtc_before = system.engine.assetConfig(wbtc)
         lt0 = system.engine.assetConfig(weth).lt
