@@ -39,6 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = ROOT / "gas-snapshot.json"
 # An operation fails the check when it costs more than this many percent above its snapshot.
 TOLERANCE_PCT = 2
+# The portfolio-margin issue's budget: no operation of the hardening's snapshot (frozen in BASELINE) may cost more
+# than 3 % above it, whatever the later snapshots say.
+BASELINE = Path(__file__).resolve().parent / "gas-baseline-hardening.json"
+BASELINE_PCT = 3
 # Seconds between two blocks, as on Ethereum mainnet.
 BLOCK_TIME = 12
 # Gas every transaction pays before its first opcode, and per calldata byte (EIP-2028).
@@ -309,6 +313,15 @@ def regressions(measured: dict[str, int], snapshot: dict[str, int]) -> list[str]
             rise = (gas - snapshot[name]) * 100 / snapshot[name]
             problems.append(f"{name}: {gas:,} gas, {rise:+.2f} % over the snapshot's {snapshot[name]:,}")
     return problems
+
+
+def over_baseline(measured: dict[str, int], baseline: dict[str, int]) -> list[str]:
+    """One line per operation of the hardening's baseline costing more than BASELINE_PCT above it now."""
+    return [
+        f"{name}: {measured[name]:,} gas, {(measured[name] - gas) * 100 / gas:+.2f} % over the hardening's {gas:,}"
+        for name, gas in sorted(baseline.items())
+        if name in measured and measured[name] * 100 > gas * (100 + BASELINE_PCT)
+    ]
 
 
 def table(m: Measurement, snapshot: dict[str, int]) -> str:

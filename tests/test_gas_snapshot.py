@@ -61,6 +61,15 @@ def test_no_operation_costs_more_than_its_snapshot(measured):
     assert not problems, "gas-snapshot.json disagrees (run `make gas` if intended):\n" + "\n".join(problems)
 
 
+def test_no_operation_costs_more_than_after_the_hardening(measured):
+    """The restructured engine (liquidation by DELEGATECALL into its module) and the grid's default path keep every
+    operation within 3 % of the hardening's figures (benchmarks/gas-baseline-hardening.json, frozen)."""
+    baseline = gas.load_snapshot(gas.BASELINE)
+    assert set(baseline) <= set(measured), "an operation of the hardening's baseline is no longer measured"
+    problems = gas.over_baseline(measured, baseline)
+    assert not problems, "\n".join(problems)
+
+
 def test_every_user_operation_is_measured(measured):
     """Dropping an operation from the benchmark (and the snapshot) cannot silently pass the check."""
     assert set(measured) >= REQUIRED

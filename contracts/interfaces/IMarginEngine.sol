@@ -1,37 +1,10 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
-/// @title IMarginEngine
-/// @notice Cross-margin accounts over several collateral assets, borrowing one debt asset from the Vault.
-/// An account is `(owner, subId)`, subId 0..255; each sub-account is its own margin unit.
-///
-/// Units: ratios (ltv, lt, discounts, health) are WAD (1e18 = 100 %); prices are WAD USD per whole token from the
-/// OracleRouter; USD values are WAD; token amounts are in each token's own decimals; scaled debt is debt-asset
-/// units divided by the vault's borrow index (RAY).
-///
-/// Risk model (see docs/contracts.md):
-/// - `value_down(c) = balance * price / 10**decimals` rounded down; `debtValue = debt * price / 10**decimals`
-///   rounded up, with `debt = scaledDebt * index / RAY` rounded up.
-/// - `health = Σ wMulDown(value_down(c_i), lt_i) / debtValue` (rounded down); liquidatable iff debt > 0 and
-///   health < 1.
-/// - Borrow, withdraw and collateral moves must leave `Σ wMulDown(value_down(c_i), ltv_i) >= debtValue`.
-/// - Liquidation (rules in full on `liquidate`): discount `d = min(maxDiscount_c, minDiscount + (1 - health),
-///   health / lt_c - 1)`, a reverse Dutch auction in health that never lowers health; an insolvent account's
-///   shortfall is written off before and after, so a certain loss lands on the vault's lenders at once.
-/// - Close factor: 100 % when `health < fullCloseHealth` or `debtValue <= fullCloseDebtValue`, else 50 %; the 50 %
-///   limit is raised to the whole debt when it would leave less than `minDebt`.
-/// - Seized collateral `= repaid value * (1 + d) / price`, rounded down; when it exceeds the balance, the whole
-///   balance is seized and the repayment lowered to its value / (1 + d), rounded up. A repayment that leaves part
-///   of the collateral must leave 0 or at least `minDebt`; one that takes a whole collateral may leave less.
-/// - A sub-account left with debt and no collateral has the remainder realised as bad debt in the same call.
-/// - Every health and margin figure uses each asset's *effective* lt: its stored lt, or while a ramp runs
-///   (`block.timestamp < rampEnd`) the value on the line from the ramp's `ltFrom` to the stored lt (see
-///   `updateRiskParams`), rounded down.
-///
-/// Known risks: withdrawals and borrows need valid prices of everything the account holds (fail closed).
-/// Liquidation needs valid prices of the debt asset and of the seized collateral; any other held asset without a
-/// valid price counts at zero. An account with no debt can always withdraw everything without any price.
-interface IMarginEngine {
+/// @title IMarginEngineTypes
+/// @notice The engine's structs, errors and events, shared by `MarginEngine` and the `EngineModule` it
+/// delegates to; the rules are documented on IMarginEngine.
+interface IMarginEngineTypes {
     /// @notice Per-asset risk configuration.
     struct AssetConfig {
         bool listed;
@@ -101,6 +74,38 @@ interface IMarginEngine {
         uint256 badDebt; // debt-asset units written off after this liquidation
     }
 
+    /// @notice The scenario grid's state beside its scenario count (`gridCount`). A stored grid replaces the
+    /// additive rule (see docs/portfolio-margin.md); `initialScale` (WAD, in (0, 1]) makes the initial margin:
+    /// new risk needs `health · initialScale >= 1`. While `block.timestamp < rampEnd`, every multiplier in force is
+    /// on the line from its `from` column at `rampStart` to its target, rounded towards `from`.
+    struct GridConfig {
+        uint64 initialScale;
+        uint40 rampStart;
+        uint40 rampEnd;
+        uint40 lastUpdate; // the risk keeper's last update
+    }
+
+    /// @notice What the risk keeper may do to the grid: at most `maxStep` millionths per multiplier and update,
+    /// no sooner than `minInterval` seconds after its last update; every update ramps over `rampDuration`.
+    struct GridLimits {
+        uint32 maxStep;
+        uint32 minInterval;
+        uint32 rampDuration;
+    }
+
+    /// @notice Everything about one asset's place in the grid. Columns pack eight 32-bit multipliers (whole
+    /// millionths) a word: scenario `i` in bits `[32·(i % 8), 32·(i % 8) + 32)` of word `i / 8`.
+    struct GridView {
+        uint8 count; // scenarios in force; 0: the additive rule (the default grid)
+        GridConfig config;
+        GridLimits limits;
+        uint256[4] target; // the asset's column as last set
+        uint256[4] rampFrom; // where its current ramp started
+        uint256[4] effective; // the column in force now
+        uint256[4] lower; // the risk keeper's bounds, per scenario (0 and 0: that scenario is not the keeper's)
+        uint256[4] upper;
+    }
+
     error AssetNotListed(address asset);
     error AssetAlreadyListed(address asset);
     error TooManyAssets();
@@ -126,7 +131,27 @@ interface IMarginEngine {
     error NotProtectionModule(address caller);
     error LiquidationLowersHealth(uint256 healthBefore, uint256 healthAfter);
     error NotInsolvent(uint256 coverValue, uint256 debtValue);
+    /// @notice A grid of `count` scenarios (1 to 32), or an initial scale outside (0, 1].
+    error InvalidGrid(uint256 count, uint64 initialScale);
+    /// @notice A grid must give a column to every listed asset and the debt asset, each once, and to nothing else.
+    error GridAssetsMismatch(address asset);
+    /// @notice Multiplier `m` (millionths) of `asset` in `scenario` is outside [100, 100,000,000] (0.0001 to 100),
+    /// or is set for a scenario beyond the grid's count.
+    error InvalidMove(address asset, uint256 scenario, uint256 m);
+    error InvalidGridBounds(address asset, uint256 scenario);
+    error GridNotSet();
+    error GridBoundsNotSet();
+    error GridOutsideBounds(address asset, uint256 scenario, uint256 m, uint256 lower, uint256 upper);
+    error GridStepTooLarge(address asset, uint256 scenario, uint256 current, uint256 requested, uint256 maxStep);
+    error GridUpdateTooSoon(uint256 nextAllowed);
+    /// @notice `delegateView` was called by someone other than the engine itself.
+    error NotSelf(address caller);
 
+    event GridSet(uint8 count, uint64 initialScale);
+    event GridColumnSet(address indexed asset, uint256[4] column);
+    event GridBoundsSet(address indexed asset, uint256[4] lower, uint256[4] upper);
+    event GridLimitsSet(uint32 maxStep, uint32 minInterval, uint32 rampDuration);
+    event GridUpdated(address indexed keeper, uint40 rampStart, uint40 rampEnd);
     event AssetListed(address indexed asset, uint8 index, uint8 decimals);
     event AssetConfigSet(address indexed asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap);
     event RiskParamsSet(uint64 minDiscount, uint64 fullCloseHealth, uint128 fullCloseDebtValue, uint128 minDebt);
@@ -162,7 +187,39 @@ interface IMarginEngine {
     event RiskParamsUpdated(
         address indexed asset, address indexed keeper, uint64 ltv, uint64 ltFrom, uint64 ltTarget, uint40 rampEnd
     );
+}
 
+/// @title IMarginEngine
+/// @notice Cross-margin accounts over several collateral assets, borrowing one debt asset from the Vault.
+/// An account is `(owner, subId)`, subId 0..255; each sub-account is its own margin unit.
+///
+/// Units: ratios (ltv, lt, discounts, health) are WAD (1e18 = 100 %); prices are WAD USD per whole token from the
+/// OracleRouter; USD values are WAD; token amounts are in each token's own decimals; scaled debt is debt-asset
+/// units divided by the vault's borrow index (RAY).
+///
+/// Risk model (see docs/contracts.md):
+/// - `value_down(c) = balance * price / 10**decimals` rounded down; `debtValue = debt * price / 10**decimals`
+///   rounded up, with `debt = scaledDebt * index / RAY` rounded up.
+/// - `health = Σ wMulDown(value_down(c_i), lt_i) / debtValue` (rounded down); liquidatable iff debt > 0 and
+///   health < 1.
+/// - Borrow, withdraw and collateral moves must leave `Σ wMulDown(value_down(c_i), ltv_i) >= debtValue`.
+/// - Liquidation (rules in full on `liquidate`): discount `d = min(maxDiscount_c, minDiscount + (1 - health),
+///   health / lt_c - 1)`, a reverse Dutch auction in health that never lowers health; an insolvent account's
+///   shortfall is written off before and after, so a certain loss lands on the vault's lenders at once.
+/// - Close factor: 100 % when `health < fullCloseHealth` or `debtValue <= fullCloseDebtValue`, else 50 %; the 50 %
+///   limit is raised to the whole debt when it would leave less than `minDebt`.
+/// - Seized collateral `= repaid value * (1 + d) / price`, rounded down; when it exceeds the balance, the whole
+///   balance is seized and the repayment lowered to its value / (1 + d), rounded up. A repayment that leaves part
+///   of the collateral must leave 0 or at least `minDebt`; one that takes a whole collateral may leave less.
+/// - A sub-account left with debt and no collateral has the remainder realised as bad debt in the same call.
+/// - Every health and margin figure uses each asset's *effective* lt: its stored lt, or while a ramp runs
+///   (`block.timestamp < rampEnd`) the value on the line from the ramp's `ltFrom` to the stored lt (see
+///   `updateRiskParams`), rounded down.
+///
+/// Known risks: withdrawals and borrows need valid prices of everything the account holds (fail closed).
+/// Liquidation needs valid prices of the debt asset and of the seized collateral; any other held asset without a
+/// valid price counts at zero. An account with no debt can always withdraw everything without any price.
+interface IMarginEngine is IMarginEngineTypes {
     // ---- user operations ----
 
     /// @notice Deposits `amount` of collateral `asset` into `(owner, subId)`, pulled from the caller. Anyone may
@@ -294,6 +351,14 @@ interface IMarginEngine {
         external
         view
         returns (LiquidationQuote memory);
+
+    /// @notice The EngineModule this engine created and runs `liquidate`, `writeOff` and `previewLiquidation`
+    /// in, by DELEGATECALL over the engine's own storage (the engine's code would not fit EIP-170 with it).
+    function module() external view returns (address);
+
+    /// @notice Plumbing for `previewLiquidation`: runs `data` in the module, for the engine's own static calls
+    /// only (`NotSelf` for any other caller).
+    function delegateView(bytes calldata data) external returns (bytes memory);
 
     // ---- governance (DEFAULT_ADMIN_ROLE) ----
 

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {IMarginEngineTypes} from "../interfaces/IMarginEngine.sol";
+import {IOracleRouter} from "../interfaces/IOracleRouter.sol";
+import {IVault} from "../interfaces/IVault.sol";
+import {GridMath} from "../libraries/GridMath.sol";
+import {RiskMath} from "../libraries/RiskMath.sol";
+
+/// @title EngineBase
+/// @notice The engine's state and the helpers both of its halves use: `MarginEngine` (accounts, borrowing,
+/// governance, views) and `EngineModule` (liquidation and write-off), which the engine runs by DELEGATECALL
+/// over this same storage. Both inherit this contract and nothing else with storage, so their layouts are one
+/// layout by construction; the module is created by the engine's constructor with the engine's own immutables.
+abstract contract EngineBase is AccessControl, IMarginEngineTypes {
+    using RiskMath for uint256;
+    using SafeERC20 for IERC20;
+
+    /// @dev Collateral assets fit in a 32-bit account mask.
+    uint256 internal constant MAX_ASSETS = 32;
+    bytes32 internal constant RISK_KEEPER = keccak256("RISK_KEEPER_ROLE");
+    /// @dev Cap of any asset's liquidation discount: 25 %.
+    uint64 internal constant MAX_DISCOUNT = 0.25e18;
+    /// @dev Cap of the discount at health just below 1: 5 %.
+    uint64 internal constant MAX_MIN_DISCOUNT = 0.05e18;
+
+    IVault internal immutable _vault;
+    IOracleRouter internal immutable _oracle;
+    address internal immutable _debtAsset;
+    uint8 internal immutable _debtDecimals;
+
+    address[] internal _assets;
+    mapping(address asset => AssetConfig) internal _configs;
+    mapping(address asset => AssetSupply) internal _supplies;
+    /// @dev RiskParams as stored, with the grid's scenario count in the slot every valuation reads anyway, so the
+    /// additive rule (no grid) costs no extra storage read.
+    struct StoredParams {
+        uint64 minDiscount;
+        uint64 fullCloseHealth;
+        uint120 fullCloseDebtValue;
+        uint8 gridCount;
+        uint128 minDebt;
+    }
+
+    StoredParams internal _params;
+    mapping(address owner => mapping(uint8 subId => Position)) internal _positions;
+    mapping(address owner => mapping(uint8 subId => mapping(address asset => uint256))) internal _balances;
+    mapping(address asset => RiskBounds) internal _bounds;
+    mapping(address asset => LtRamp) internal _ramps;
+    address internal _protectionModule;
+    GridConfig internal _grid;
+    GridLimits internal _gridLimits;
+    mapping(address asset => uint256[4]) internal _columns;
+    mapping(address asset => uint256[4]) internal _rampFrom;
+    mapping(address asset => uint256[4]) internal _lower;
+    mapping(address asset => uint256[4]) internal _upper;
+
+    constructor(IVault vault_, IOracleRouter oracle_) {
+        if (address(vault_) == address(0) || address(oracle_) == address(0)) revert InvalidConfig();
+        _vault = vault_;
+        _oracle = oracle_;
+        _debtAsset = vault_.asset();
+        _debtDecimals = IERC20Metadata(_debtAsset).decimals();
+    }
+
+    /// @dev Pulls `amount` of `token` from the caller to `to` and reverts ReceivedLess unless `to`'s balance grew
+    /// by exactly `amount`: a transfer fee, or a payer's hook moving the vault's cash meanwhile, is refused (a fall
+    /// reports 0). One copy for deposit and repay: the engine has no bytes to spare for two.
+    function _pullExact(address token, address to, uint256 amount) internal {
+        uint256 before = IERC20(token).balanceOf(to);
+        IERC20(token).safeTransferFrom(msg.sender, to, amount);
+        uint256 held = IERC20(token).balanceOf(to);
+        uint256 received = held > before ? held - before : 0;
+        if (received != amount) revert ReceivedLess(token, amount, received);
+    }
+
+    /// @dev Risk figures of a sub-account with what the callers need beside them, in memory to spare the stack.
+    struct Valuation {
+        AccountHealth h;
+        uint256 debtPrice; // WAD; 0 when there is no debt
+        uint256 wantPrice; // WAD; 0 when the wanted asset is not held, or (lenient) has no valid price
+        uint256 wantBalance; // the wanted asset's balance
+        uint256 wantLt; // the wanted asset's effective lt (when held)
+        uint256 cover; // lenient only: Σ value_down(c_i) / (1 + min(minDiscount, maxDiscount_i)), rounded down
+        address unpriced; // lenient only: the first held asset without a valid price, or address(0)
+        uint256 minDiscount;
+        uint256 gridCount; // 0: the additive rule; else the grid's scenarios, and the fields below are set
+        GridMath.Leg[] longs; // the held collateral, in asset-list order
+        GridMath.Leg[] shorts; // the debt (none without debt)
+        uint256 wantLeg; // `want`'s index in `longs` (when held)
+        uint256 binding; // the scenario setting health
+    }
+
+    /// @dev The risk figures of a sub-account, reading each price once. Strict (new risk, the `accountHealth` view)
+    /// reverts with the router's error for any invalid price. Lenient (liquidation, write-off) values a held asset
+    /// whose price is invalid at zero, so a dust balance of it cannot freeze a liquidation; a missing debt-asset
+    /// price still reverts. `want`'s price is returned so callers do not read the oracle twice.
+    function _valuation(mapping(address => uint256) storage balances, Position memory p, uint256 index, address want, bool lenient)
+        internal
+        view
+        returns (Valuation memory v)
+    {
+        v.h.debt = uint256(p.scaledDebt).toAssetsUp(index);
+        if (v.h.debt != 0) {
+            v.debtPrice = _oracle.price(_debtAsset);
+            v.h.debtValue = v.h.debt.valueUp(v.debtPrice, _debtDecimals);
+        }
+        (v.minDiscount, v.gridCount) = (_params.minDiscount, _params.gridCount);
+        uint256 mask = p.assetMask;
+        if (v.gridCount != 0) {
+            v.longs = new GridMath.Leg[](_heldCount(mask));
+            if (v.h.debt != 0) {
+                v.shorts = new GridMath.Leg[](1);
+                v.shorts[0] = GridMath.Leg(v.h.debtValue, _column(_debtAsset, v.gridCount));
+            }
+        }
+        uint256 k;
+        for (uint256 i; mask != 0; ++i) {
+            // An exact integer check, not a time comparison (see _effectiveLt).
+            // slither-disable-next-line incorrect-equality
+            if (mask & 1 == 1) {
+                address asset = _assets[i];
+                uint256 value = _addCollateral(v, asset, balances[asset], asset == want, lenient);
+                if (v.gridCount != 0) {
+                    if (asset == want) v.wantLeg = k;
+                    v.longs[k++] = GridMath.Leg(value, _column(asset, v.gridCount));
+                }
+            }
+            mask >>= 1;
+        }
+        _setHealth(v);
+    }
+
+    /// @dev Adds one held collateral to the valuation's additive sums (and the cover when lenient); returns its
+    /// value, rounded down.
+    function _addCollateral(
+        Valuation memory v,
+        address asset,
+        uint256 balance,
+        bool wanted,
+        bool lenient
+    ) internal view returns (uint256 value) {
+        AssetConfig memory cfg = _configs[asset];
+        uint256 assetPrice;
+        if (lenient) {
+            bool ok;
+            (ok, assetPrice) = _oracle.tryPrice(asset);
+            if (!ok) {
+                if (v.unpriced == address(0)) v.unpriced = asset;
+                assetPrice = 0;
+            }
+        } else {
+            assetPrice = _oracle.price(asset);
+        }
+        uint256 lt = _effectiveLt(asset, cfg);
+        if (wanted) (v.wantPrice, v.wantBalance, v.wantLt) = (assetPrice, balance, lt);
+        value = balance.valueDown(assetPrice, cfg.decimals);
+        AccountHealth memory h = v.h;
+        h.collateralValue += value;
+        h.ltWeighted += value.wMulDown(lt);
+        h.ltvWeighted += value.wMulDown(cfg.ltv);
+        if (lenient) v.cover += value.wDivDown(RiskMath.WAD + v.minDiscount.min(cfg.maxDiscount));
+    }
+
+    /// @dev `v.h.health` from the figures in `v`: the additive `ltWeighted / debtValue`, or under a grid the grid's
+    /// health, with `ltWeighted = health · debtValue` (the debt value the maintenance grid supports, so
+    /// `ltWeighted < debtValue` iff health < 1 still), `ltvWeighted = ltWeighted · initialScale`, the binding
+    /// scenario, and `wantLt` the wanted collateral's move over the debt's there (rounded up), the lt that makes
+    /// the liquidation's health-neutral discount `health / wantLt - 1`.
+    function _setHealth(Valuation memory v) internal view {
+        AccountHealth memory h = v.h;
+        // An exact integer check, not a time comparison (see _effectiveLt).
+        // slither-disable-next-line incorrect-equality
+        if (h.debtValue == 0) {
+            h.health = type(uint256).max;
+            return;
+        }
+        if (v.gridCount == 0) {
+            h.health = h.ltWeighted.wDivDown(h.debtValue);
+            return;
+        }
+        v.shorts[0].value = h.debtValue;
+        GridMath.Result memory r = GridMath.health(v.longs, v.shorts, v.gridCount);
+        (h.health, v.binding) = (r.health, r.binding);
+        h.ltWeighted = r.health.wMulDown(h.debtValue);
+        h.ltvWeighted = h.ltWeighted.wMulDown(_grid.initialScale);
+        if (v.wantBalance != 0) {
+            v.wantLt = GridMath.move(v.longs[v.wantLeg].column, r.binding).mulDivUp(
+                RiskMath.WAD, GridMath.move(v.shorts[0].column, r.binding)
+            );
+        }
+    }
+
+    function _heldCount(uint256 mask) internal pure returns (uint256 n) {
+        for (; mask != 0; mask >>= 1) n += mask & 1;
+    }
+
+    /// @dev `asset`'s column in force for a grid of `count` scenarios: its target, or while the grid ramps each
+    /// multiplier on the line from its `from` value, the step rounded down (towards `from`). Reads only the words
+    /// the grid uses.
+    function _column(address asset, uint256 count) internal view returns (uint256[4] memory col) {
+        uint256 words = (count + 7) >> 3;
+        uint256[4] storage target = _columns[asset];
+        for (uint256 w; w < words; ++w) {
+            col[w] = target[w];
+        }
+        GridConfig memory g = _grid;
+        if (block.timestamp >= g.rampEnd) return col;
+        uint256[4] storage from = _rampFrom[asset];
+        (uint256 elapsed, uint256 span) = (block.timestamp - g.rampStart, g.rampEnd - g.rampStart);
+        for (uint256 s; s < count; ++s) {
+            (uint256 w, uint256 shift) = (s >> 3, (s & 7) << 5);
+            uint256 a = (from[w] >> shift) & 0xFFFFFFFF;
+            uint256 b = (col[w] >> shift) & 0xFFFFFFFF;
+            uint256 m = b >= a ? a + (b - a).mulDivDown(elapsed, span) : a - (a - b).mulDivDown(elapsed, span);
+            col[w] = (col[w] & ~(uint256(0xFFFFFFFF) << shift)) | (m << shift);
+        }
+    }
+
+    /// @dev The lt health uses now: the stored lt, or while a ramp runs its point at block.timestamp. The ramp's
+    /// slot is read only while ramping, so health costs the same as before outside a ramp. Because health now
+    /// depends on block.timestamp, slither's incorrect-equality detector flags every exact integer check fed by
+    /// it (zero debt, zero seized, mask bits); those are not time comparisons and carry a disable comment.
+    function _effectiveLt(address asset, AssetConfig memory cfg) internal view returns (uint64) {
+        if (block.timestamp >= cfg.rampEnd) return cfg.lt;
+        LtRamp memory r = _ramps[asset];
+        // Between ltFrom and lt, both uint64.
+        return uint64(RiskMath.interpolateDown(r.ltFrom, cfg.lt, r.start, cfg.rampEnd, block.timestamp));
+    }
+
+    function _listed(address asset) internal view returns (AssetConfig memory cfg) {
+        cfg = _configs[asset];
+        if (!cfg.listed) revert AssetNotListed(asset);
+    }
+
+    /// @dev Scaled debt an insolvency write-off removes: what brings the debt down to the collateral's cover value
+    /// (each collateral's value over 1 + the smallest discount it pays), rounded up for the lenders; 0 when the
+    /// account is covered. Updates `v.h`'s debt, debt value and health to the written-off position.
+    function _writeOffScaled(Valuation memory v, uint256 scaled, uint256 index) internal view returns (uint256 off) {
+        AccountHealth memory h = v.h;
+        if (v.cover >= h.debtValue) return 0;
+        uint256 target = v.cover.amountUp(v.debtPrice, _debtDecimals);
+        if (target >= h.debt) return 0;
+        off = scaled - target.toScaledUp(index); // target < debt, so its scaled figure is at most `scaled`
+        h.debt = (scaled - off).toAssetsUp(index);
+        h.debtValue = h.debt.valueUp(v.debtPrice, _debtDecimals);
+        _setHealth(v);
+    }
+
+    /// @dev ltv < lt < 1, and a liquidation at the largest discount must still improve health: lt * (1 + d) < 1.
+    function _validRatios(uint64 ltv, uint64 lt, uint64 maxDiscount) internal pure returns (bool) {
+        return ltv < lt && maxDiscount <= MAX_DISCOUNT && uint256(lt).wMulUp(RiskMath.WAD + maxDiscount) < RiskMath.WAD;
+    }
+}

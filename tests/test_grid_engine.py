@@ -1,0 +1,266 @@
+"""The scenario grid in the engine, on a real Anvil: governance (IScenarioGrid at the engine's address, run in the
+EngineModule), the grid health every margin check and liquidation uses, the risk keeper's bounded, ramped updates,
+and the module's plumbing.
+
+References: the engine's own additive figures before a grid is set (the default-grid equivalence), and
+keeper.core.grid (the integer mirror that tests/test_grid_differential.py checks against GridMath on 10,000
+portfolios) for every grid health, ramp and column.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from conftest import WAD, open_position, reverts_with
+from web3 import Web3
+
+from keeper.core import grid as g
+
+PCT = WAD // 100
+MILLION = 10**6
+KEEPER_ROLE = Web3.keccak(text="RISK_KEEPER_ROLE")
+ZERO_ROLE = b"\x00" * 32
+DAY = 86_400
+LT = {"WETH": 85 * PCT, "WBTC": 80 * PCT, "LINK": 70 * PCT}
+DEC = {"WETH": 18, "WBTC": 8, "LINK": 18}
+PRICE = {"WETH": 2000, "WBTC": 60_000, "LINK": 15}
+SYMBOLS = ("WETH", "WBTC", "LINK")
+
+
+def pack(moves: list[int]) -> list[int]:
+    """A column (4 words) from multipliers in whole millionths, scenario by scenario."""
+    words = [0, 0, 0, 0]
+    for i, m in enumerate(moves):
+        words[i // 8] |= m << (32 * (i % 8))
+    return words
+
+
+def unpack(words: Any, count: int) -> list[int]:
+    return [(int(words[i // 8]) >> (32 * (i % 8))) & 0xFFFFFFFF for i in range(count)]
+
+
+@pytest.fixture
+def sg(project, system) -> Any:
+    """The engine through IScenarioGrid: its fallback runs these in the module."""
+    return project.IScenarioGrid.at(system.engine.address)
+
+
+def assets_of(system: Any) -> list[Any]:
+    return [system.tokens[s] for s in SYMBOLS] + [system.usdc]
+
+
+def set_grid(sg: Any, system: Any, columns: dict[str, list[int]], scale: int = WAD) -> Any:
+    """Set a grid from per-symbol multipliers (millionths); USDC is the debt asset."""
+    count = len(next(iter(columns.values())))
+    tokens = [system.usdc if s == "USDC" else system.tokens[s] for s in columns]
+    return sg.setGrid(count, scale, tokens, [pack(m) for m in columns.values()], sender=system.admin)
+
+
+def mirror_health(system: Any, owner: Any, sub: int, columns: dict[str, list[int]], now: int | None = None) -> int:
+    """The account's grid health by keeper.core.grid from chain-read balances, prices and debt."""
+    longs = {}
+    for s in SYMBOLS:
+        bal = system.engine.collateralOf(owner, sub, system.tokens[s])
+        if bal:
+            longs[s] = g.Leg(bal, system.router.price(system.tokens[s]), DEC[s])
+    debt = system.engine.debtOf(owner, sub)
+    shorts = {"USDC": g.Leg(debt, system.router.price(system.usdc), 6)} if debt else {}
+    count = len(columns["USDC"])
+    grid = g.Grid(tuple(g.Scenario({a: m[i] * 10**12 for a, m in columns.items()}) for i in range(count)))
+    return g.grid_health(g.Book(longs, shorts), grid).health
+
+
+# ------------------------------------------------------------------------------------------- equivalence
+
+
+def test_a_stored_default_grid_gives_exactly_the_additive_health(system, sg, alice, chain):
+    """One scenario where each collateral moves to its lt and the debt stays: every account's health, and its
+    liquidatability, are what the engine's additive rule gave a moment before (the default-grid equivalence on
+    the engine; test_grid.py proves it on 400 random states for the mirror)."""
+    rng = random.Random(14)
+    accounts = []
+    for sub in range(12):
+        coll = {
+            s: rng.randint(2_000, 100_000) * 10 ** DEC[s] // PRICE[s] + rng.randint(0, 10**6)
+            for s in rng.sample(SYMBOLS, rng.randint(1, 3))
+        }
+        open_position(system, alice, sub, coll)
+        power = system.engine.accountHealth(alice, sub).ltvWeighted // 10**12  # USDC units at $1
+        system.engine.borrow(sub, power * rng.randint(80, 99) // 100, alice, sender=alice)
+        accounts.append(sub)
+    system.set_price("WETH", 1700)
+    system.set_price("WBTC", 52_000)
+    before = {sub: system.engine.accountHealth(alice, sub).health for sub in accounts}
+    assert any(h < WAD for h in before.values()) and any(h >= WAD for h in before.values())
+    set_grid(sg, system, {s: [LT[s] // 10**12] for s in SYMBOLS} | {"USDC": [MILLION]})
+    for sub in accounts:
+        assert system.engine.accountHealth(alice, sub).health == before[sub]
+        assert system.engine.liquidationHealth(alice, sub).health == before[sub]
+
+
+# ------------------------------------------------------------------------------------------- the rule
+
+
+def test_joint_scenarios_give_diversification_credit_and_match_the_mirror(system, sg, alice):
+    """ETH and BTC do not both fall to their worst in one scenario: an account holding both is healthier than the
+    additive rule makes it, and exactly as healthy as the mirror says."""
+    open_position(system, alice, 0, {"WETH": 10 * 10**18, "WBTC": 10**8}, borrow=50_000 * MILLION)
+    additive = system.engine.accountHealth(alice, 0).health
+    cols = {"WETH": [800_000, 950_000], "WBTC": [950_000, 800_000], "LINK": [700_000, 700_000],
+            "USDC": [MILLION, MILLION]}  # fmt: skip
+    set_grid(sg, system, cols)
+    h = system.engine.accountHealth(alice, 0)
+    assert h.health == mirror_health(system, alice, 0, cols)
+    assert h.health > additive
+    # ltWeighted is the debt value the grid supports: below the debt value exactly when health < 1.
+    assert h.ltWeighted == h.health * h.debtValue // WAD
+
+
+def test_the_initial_scale_gates_new_risk(system, sg, alice):
+    """New risk needs health · initialScale ≥ 1: a borrow the maintenance grid would allow is refused under a
+    scale of 0.9 and allowed once the account stays above 1/0.9."""
+    cols = {s: [LT[s] // 10**12] for s in SYMBOLS} | {"USDC": [MILLION]}
+    set_grid(sg, system, cols, scale=90 * PCT)
+    open_position(system, alice, 0, {"WETH": 10 * 10**18})  # $20,000, lt 0.85: $17,000 maintenance
+    e = system.engine
+    # No debt yet, so the index is exactly 1: health 17,000/16,000, supported 17,000, borrowing power 15,300.
+    with reverts_with(e.InsufficientMargin, borrowingPower=15_300 * WAD, debtValue=16_000 * WAD):
+        e.borrow(0, 16_000 * MILLION, alice, sender=alice)
+    e.borrow(0, 15_000 * MILLION, alice, sender=alice)  # health 1.133 · 0.9 ≥ 1
+    h = e.accountHealth(alice, 0)
+    assert h.ltvWeighted == h.ltWeighted * 90 // 100 >= h.debtValue
+
+
+def test_liquidation_under_the_grid_never_lowers_health(system, sg, alice, liquidator):
+    """An account unhealthy under the grid (healthy under the additive rule) is liquidated, and its grid health
+    after is not below the health before; the quote is what the liquidation does."""
+    open_position(system, alice, 0, {"WETH": 10 * 10**18, "WBTC": 10**8}, borrow=60_000 * MILLION)
+    cols = {"WETH": [600_000, 800_000], "WBTC": [800_000, 600_000], "LINK": [600_000, 600_000],
+            "USDC": [MILLION, MILLION]}  # fmt: skip
+    set_grid(sg, system, cols)
+    e = system.engine
+    before = e.accountHealth(alice, 0).health
+    assert before < WAD and before == mirror_health(system, alice, 0, cols)
+    system.usdc.mint(liquidator, 10_000 * MILLION, sender=liquidator)
+    system.usdc.approve(e, 2**256 - 1, sender=liquidator)
+    eth0 = system.weth.balanceOf(liquidator)
+    tx = e.liquidate(alice, 0, system.weth, 10_000 * MILLION, 0, liquidator, b"", sender=liquidator)
+    [ev] = tx.decode_logs(e.Liquidated)
+    assert system.weth.balanceOf(liquidator) - eth0 == ev.seized > 0
+    after = e.accountHealth(alice, 0).health
+    assert after >= before
+    assert after == mirror_health(system, alice, 0, cols)
+
+
+# ------------------------------------------------------------------------------------------- governance
+
+
+def test_only_the_admin_sets_a_grid_and_it_must_be_whole(system, sg, stranger):
+    good = {s: [LT[s] // 10**12] for s in SYMBOLS} | {"USDC": [MILLION]}
+    assets, cols = assets_of(system), [pack(m) for m in good.values()]
+    with reverts_with(sg.AccessControlUnauthorizedAccount, account=stranger, neededRole=ZERO_ROLE):
+        sg.setGrid(1, WAD, assets, cols, sender=stranger)
+    with reverts_with(sg.InvalidGrid, count=33, initialScale=WAD):
+        sg.setGrid(33, WAD, assets, cols, sender=system.admin)
+    with reverts_with(sg.InvalidGrid, count=1, initialScale=0):
+        sg.setGrid(1, 0, assets, cols, sender=system.admin)
+    with reverts_with(sg.InvalidGrid, count=1, initialScale=WAD + 1):
+        sg.setGrid(1, WAD + 1, assets, cols, sender=system.admin)
+    with reverts_with(sg.GridAssetsMismatch, asset="0x" + "00" * 20):  # the debt asset left out
+        sg.setGrid(1, WAD, assets[:-1], cols[:-1], sender=system.admin)
+    with reverts_with(sg.GridAssetsMismatch, asset=system.weth):  # twice
+        sg.setGrid(1, WAD, [*assets, system.weth], [*cols, cols[0]], sender=system.admin)
+    with reverts_with(sg.InvalidMove, asset=system.weth, scenario=0, m=99):
+        sg.setGrid(1, WAD, assets, [pack([99]), *cols[1:]], sender=system.admin)
+    with reverts_with(sg.InvalidMove, asset=system.weth, scenario=0, m=100 * MILLION + 1):
+        sg.setGrid(1, WAD, assets, [pack([100 * MILLION + 1]), *cols[1:]], sender=system.admin)
+    with reverts_with(sg.InvalidMove, asset=system.weth, scenario=1, m=MILLION):  # beyond the count
+        sg.setGrid(1, WAD, assets, [pack([850_000, MILLION]), *cols[1:]], sender=system.admin)
+    tx = sg.setGrid(1, WAD, assets, cols, sender=system.admin)
+    assert [dict(ev.event_arguments) for ev in tx.decode_logs(sg.GridSet)] == [{"count": 1, "initialScale": WAD}]
+    set_events = tx.decode_logs(sg.GridColumnSet)
+    assert {str(ev.asset) for ev in set_events} == {str(a.address) for a in assets}
+    view = sg.grid(system.weth)
+    assert view.count == 1 and unpack(view.effective, 1) == [850_000]
+    # Count 0 returns to the additive rule.
+    sg.setGrid(0, 0, [], [], sender=system.admin)
+    assert sg.grid(system.weth).count == 0
+
+
+def test_listing_under_a_grid_gives_the_new_asset_its_lt_everywhere(project, system, sg):
+    set_grid(sg, system, {s: [LT[s] // 10**12] * 3 for s in SYMBOLS} | {"USDC": [MILLION] * 3})
+    token = project.MockERC20.deploy("Ondo", "ONDO", 18, sender=system.admin)
+    system.engine.listAsset(token, 50 * PCT, 600_000_123_456_789_012, 10 * PCT, 10**30, sender=system.admin)
+    view = sg.grid(token)
+    assert unpack(view.target, 3) == [600_000] * 3 and unpack(view.effective, 3) == [600_000] * 3
+
+
+# ------------------------------------------------------------------------------------------- keeper updates
+
+BOUND_LO, BOUND_HI = 500_000, 1_200_000
+LIMITS = (50_000, 3600, DAY)  # maxStep 0.05, an hour apart, a day's ramp
+
+
+def test_keeper_updates_are_bounded_and_ramp_without_liquidating_at_once(system, sg, alice, admin, chain):
+    cols = {"WETH": [800_000, 900_000], "WBTC": [900_000, 800_000], "LINK": [700_000, 700_000],
+            "USDC": [MILLION, MILLION]}  # fmt: skip
+    set_grid(sg, system, cols)
+    keeper = admin
+    assets = assets_of(system)
+    with reverts_with(sg.AccessControlUnauthorizedAccount, account=keeper, neededRole=bytes(KEEPER_ROLE)):
+        sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
+    system.engine.grantRole(KEEPER_ROLE, keeper, sender=admin)
+    with reverts_with(sg.GridBoundsNotSet):
+        sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
+    lo, hi = [pack([BOUND_LO] * 2)] * 4, [pack([BOUND_HI] * 2)] * 4
+    with reverts_with(sg.InvalidGridBounds, asset=system.weth, scenario=0):
+        sg.setGridBounds([system.weth], [pack([BOUND_HI, BOUND_LO])], [pack([BOUND_LO, BOUND_HI])], LIMITS, sender=admin)
+    sg.setGridBounds(assets, lo, hi, LIMITS, sender=admin)
+
+    # An account just healthy under the grid.
+    open_position(system, alice, 0, {"WETH": 10 * 10**18}, borrow=15_800 * MILLION)
+    h0 = system.engine.accountHealth(alice, 0).health
+    assert WAD <= h0 < WAD * 102 // 100
+
+    with reverts_with(sg.GridOutsideBounds, asset=system.weth, scenario=0, m=450_000, lower=BOUND_LO, upper=BOUND_HI):
+        sg.updateGrid([system.weth], [pack([450_000, 900_000])], sender=keeper)
+    with reverts_with(sg.GridStepTooLarge, asset=system.weth, scenario=0, current=800_000, requested=740_000,
+                      maxStep=50_000):  # fmt: skip
+        sg.updateGrid([system.weth], [pack([740_000, 900_000])], sender=keeper)
+    tx = sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
+    t0 = chain.blocks.head.timestamp
+    ev = [dict(e.event_arguments) for e in tx.decode_logs(sg.GridUpdated)]
+    assert ev == [{"keeper": keeper.address, "rampStart": t0, "rampEnd": t0 + DAY}]
+    # At the moment of the update nothing moved: the account's health is the old grid's (its debt accrues).
+    assert unpack(sg.grid(system.weth).effective, 2) == cols["WETH"]
+    assert system.engine.accountHealth(alice, 0).health == mirror_health(system, alice, 0, cols) >= WAD
+    with reverts_with(sg.GridUpdateTooSoon, nextAllowed=t0 + 3600):
+        sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
+
+    # Halfway and at the end the column in force is the mirror's ramp, and so is the account's health.
+    old = g.Grid(tuple(g.Scenario({"WETH": m * 10**12}) for m in (800_000, 900_000)))
+    new = g.Grid(tuple(g.Scenario({"WETH": m * 10**12}) for m in (760_000, 900_000)))
+    for dt in (DAY // 3, DAY // 2 + 17, DAY):
+        chain.mine(timestamp=t0 + dt)
+        system.set_price("WETH", 2000)  # fresh answers after the jump in time
+        system.set_price("USDC", 1)
+        now = chain.blocks.head.timestamp
+        want = g.ramped(old, new, t0, t0 + DAY, now)
+        got = unpack(sg.grid(system.weth).effective, 2)
+        assert got == [s.move("WETH") // 10**12 for s in want.scenarios]
+        ramp_cols = dict(cols) | {"WETH": got}
+        assert system.engine.accountHealth(alice, 0).health == mirror_health(system, alice, 0, ramp_cols)
+    assert system.engine.accountHealth(alice, 0).health < WAD  # the tightened grid binds, a day later
+
+
+# ------------------------------------------------------------------------------------------- plumbing
+
+
+def test_the_module_runs_only_inside_its_engine(project, system, stranger):
+    module = project.EngineModule.at(system.engine.module())
+    with reverts_with(module.DirectCall):
+        module.setGrid(0, 0, [], [], sender=system.admin)
+    with reverts_with(system.engine.NotSelf, caller=stranger):
+        system.engine.delegateView(b"", sender=stranger)
