@@ -277,7 +277,34 @@ def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:
     owner = owners[0]
     b.measure_view("health_view_1_asset_ramping", eng.accountHealth, owner, LENS_FIRST_SUB, sender=user)
     _expect(eng.assetConfig(weth).rampEnd > b.now, "health_view_1_asset_ramping measured outside the ramp")
+
+    # The scenario grid (docs/portfolio-margin.md), last of all: 16 scenarios over every listed asset and the
+    # debt asset; the same two accounts' health as above (1 collateral + the debt, 3 collaterals + the debt).
+    grid = project.IScenarioGrid.at(eng.address)
+    assets = [*eng.assetList(), s.usdc.address]
+    columns = [_column([700_000 + 10_000 * ((k + i) % 16) for i in range(GRID_SCENARIOS)]) for k in range(len(assets))]
+    b.tx(grid.setGrid, GRID_SCENARIOS, units(0.9, 18), assets, columns, sender=s.admin)
+    for symbol in ("WETH", "WBTC", "LINK", "USDC"):  # fresh answers at the same prices
+        feed = s.feeds[symbol]
+        b.tx(feed.setAnswer, feed.latestRoundData()[1], sender=s.admin)
+    b.measure_view("health_view_1_asset_grid_16", eng.accountHealth, owner, LENS_FIRST_SUB, sender=user)
+    b.measure_view("health_view_3_assets_grid_16", eng.accountHealth, user, 1, sender=user)
+    for who, sub in ((owner, LENS_FIRST_SUB), (user, 1)):
+        _expect(eng.debtOf(who, sub) > 0, "a grid health view measured an account without debt")
+    _expect(bin(eng.position(user, 1).assetMask).count("1") == 3, "health_view_3_assets_grid_16 lacks 3 assets")
     return b.out
+
+
+# Scenarios of the grid measured at the end of `measure`.
+GRID_SCENARIOS = 16
+
+
+def _column(moves: list[int]) -> list[int]:
+    """A grid column: multipliers in millionths, eight 32-bit values a word."""
+    words = [0, 0, 0, 0]
+    for i, m in enumerate(moves):
+        words[i // 8] |= m << (32 * (i % 8))
+    return words
 
 
 def _expect(condition: bool, what: str) -> None:
