@@ -93,7 +93,8 @@ def test_a_stored_default_grid_gives_exactly_the_additive_health(system, sg, ali
     system.set_price("WETH", 1700)
     system.set_price("WBTC", 52_000)
     before = {sub: system.engine.accountHealth(alice, sub).health for sub in accounts}
-    assert any(h < WAD for h in before.values()) and any(h >= WAD for h in before.values())
+    assert any(h < WAD for h in before.values())
+    assert any(h >= WAD for h in before.values())
     set_grid(sg, system, {s: [LT[s] // 10**12] for s in SYMBOLS} | {"USDC": [MILLION]})
     for sub in accounts:
         assert system.engine.accountHealth(alice, sub).health == before[sub]
@@ -142,7 +143,8 @@ def test_liquidation_under_the_grid_never_lowers_health(system, sg, alice, liqui
     set_grid(sg, system, cols)
     e = system.engine
     before = e.accountHealth(alice, 0).health
-    assert before < WAD and before == mirror_health(system, alice, 0, cols)
+    assert before < WAD
+    assert before == mirror_health(system, alice, 0, cols)
     system.usdc.mint(liquidator, 10_000 * MILLION, sender=liquidator)
     system.usdc.approve(e, 2**256 - 1, sender=liquidator)
     eth0 = system.weth.balanceOf(liquidator)
@@ -183,7 +185,8 @@ def test_only_the_admin_sets_a_grid_and_it_must_be_whole(system, sg, stranger):
     set_events = tx.decode_logs(sg.GridColumnSet)
     assert {str(ev.asset) for ev in set_events} == {str(a.address) for a in assets}
     view = sg.grid(system.weth)
-    assert view.count == 1 and unpack(view.effective, 1) == [850_000]
+    assert view.count == 1
+    assert unpack(view.effective, 1) == [850_000]
     # Count 0 returns to the additive rule.
     sg.setGrid(0, 0, [], [], sender=system.admin)
     assert sg.grid(system.weth).count == 0
@@ -194,7 +197,8 @@ def test_listing_under_a_grid_gives_the_new_asset_its_lt_everywhere(project, sys
     token = project.MockERC20.deploy("Ondo", "ONDO", 18, sender=system.admin)
     system.engine.listAsset(token, 50 * PCT, 600_000_123_456_789_012, 10 * PCT, 10**30, sender=system.admin)
     view = sg.grid(token)
-    assert unpack(view.target, 3) == [600_000] * 3 and unpack(view.effective, 3) == [600_000] * 3
+    assert unpack(view.target, 3) == [600_000] * 3
+    assert unpack(view.effective, 3) == [600_000] * 3
 
 
 # ------------------------------------------------------------------------------------------- keeper updates
@@ -216,7 +220,9 @@ def test_keeper_updates_are_bounded_and_ramp_without_liquidating_at_once(system,
         sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
     lo, hi = [pack([BOUND_LO] * 2)] * 4, [pack([BOUND_HI] * 2)] * 4
     with reverts_with(sg.InvalidGridBounds, asset=system.weth, scenario=0):
-        sg.setGridBounds([system.weth], [pack([BOUND_HI, BOUND_LO])], [pack([BOUND_LO, BOUND_HI])], LIMITS, sender=admin)
+        sg.setGridBounds(
+            [system.weth], [pack([BOUND_HI, BOUND_LO])], [pack([BOUND_LO, BOUND_HI])], LIMITS, sender=admin
+        )
     sg.setGridBounds(assets, lo, hi, LIMITS, sender=admin)
 
     # An account just healthy under the grid.
@@ -264,3 +270,19 @@ def test_the_module_runs_only_inside_its_engine(project, system, stranger):
         module.setGrid(0, 0, [], [], sender=system.admin)
     with reverts_with(system.engine.NotSelf, caller=stranger):
         system.engine.delegateView(b"", sender=stranger)
+
+
+def test_the_keeper_refuses_a_market_under_a_grid_it_cannot_mirror(system, sg, chain):
+    """The keeper's reads are the additive mirror: under a stored grid they stop with a clear error instead of
+    acting on wrong health, and go on once the engine is back on the additive rule."""
+    from keeper.chain.reads import read_market
+    from keeper.core.errors import UnsupportedMarketError
+
+    w3 = chain.provider.web3
+    lens = w3.eth.contract(address=system.lens.address, abi=system.deployment.record()["abis"]["Lens"])
+    assert read_market(lens).debt_asset == system.usdc.address
+    set_grid(sg, system, {s: [LT[s] // 10**12] * 2 for s in SYMBOLS} | {"USDC": [MILLION] * 2})
+    with pytest.raises(UnsupportedMarketError, match="scenario grid of 2 scenarios"):
+        read_market(lens)
+    sg.setGrid(0, 0, [], [], sender=system.admin)
+    assert read_market(lens).debt_asset == system.usdc.address

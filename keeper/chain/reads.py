@@ -14,9 +14,11 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import ContractLogicError
 from web3.types import BlockIdentifier, TxParams
 
 from keeper.core import risk
+from keeper.core.errors import UnsupportedMarketError
 from keeper.core.snapshot import Account, AssetView, Market, PriceView
 from keeper.core.units import Ray, Wad
 
@@ -46,6 +48,7 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
                 price=_price(price),
             )
         )
+    _refuse_a_grid(lens, debt_asset, block)
     min_discount, full_close_health, full_close_debt_value, min_debt = params
     return Market(
         block=int(block_number),
@@ -62,6 +65,29 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
             min_debt=int(min_debt),
         ),
     )
+
+
+_GRID_SELECTOR = bytes(Web3.keccak(text="grid(address)")[:4])
+
+
+def _refuse_a_grid(lens: Contract, debt_asset: str, block: BlockIdentifier) -> None:
+    """Raise UnsupportedMarketError when the engine enforces a stored scenario grid (IScenarioGrid.grid's count
+    is not 0): the keeper's mirror (keeper.core.risk) is the additive rule, and the grid's mirror
+    (keeper.core.grid) is not wired into its reads and strategy yet. An engine without the grid (it reverts on
+    the call) is the additive rule."""
+    engine = lens.functions.engine().call(block_identifier=block)
+    call: TxParams = {"to": engine, "data": _GRID_SELECTOR + abi_encode(["address"], [debt_asset])}
+    try:
+        out = lens.w3.eth.call(call, block)
+    except ContractLogicError:  # a pre-grid engine reverts on the unknown selector
+        return
+    count = int.from_bytes(bytes(out)[:32], "big") if len(out) >= 32 else 0
+    if count:
+        raise UnsupportedMarketError(
+            f"the engine at {engine} enforces a scenario grid of {count} scenarios (docs/portfolio-margin.md); "
+            "this keeper mirrors only the additive rule and will not act on it. Return the engine to the "
+            "additive rule (setGrid with count 0) or run a keeper release with the grid mirror."
+        )
 
 
 # Lens.accounts is called with hand-built calldata and decoded with eth-abi directly: web3's contract layer
