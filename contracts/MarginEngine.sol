@@ -243,6 +243,9 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
 
     /// @dev Runs `data` in the module over this engine's storage; a revert comes back with the module's reason.
     function _delegate(bytes calldata data) internal returns (bytes memory) {
+        // `data` is the calldata of one of this engine's typed entry points (their selectors are fixed), or comes
+        // through `delegateView`, which only the engine itself may call; the target is the immutable module.
+        // slither-disable-next-line controlled-delegatecall
         (bool ok, bytes memory ret) = _module.delegatecall(data);
         return _bubble(ok, ret);
     }

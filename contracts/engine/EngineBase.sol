@@ -33,6 +33,9 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
     address internal immutable _debtAsset;
     uint8 internal immutable _debtDecimals;
 
+    // Slither reads one contract at a time: the variables marked uninitialized-state below are written in the
+    // other half (the module lists assets and sets grids; the engine ramps lts).
+    // slither-disable-next-line uninitialized-state
     address[] internal _assets;
     mapping(address asset => AssetConfig) internal _configs;
     mapping(address asset => AssetSupply) internal _supplies;
@@ -50,11 +53,15 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
     mapping(address owner => mapping(uint8 subId => Position)) internal _positions;
     mapping(address owner => mapping(uint8 subId => mapping(address asset => uint256))) internal _balances;
     mapping(address asset => RiskBounds) internal _bounds;
+    // slither-disable-next-line uninitialized-state
     mapping(address asset => LtRamp) internal _ramps;
     address internal _protectionModule;
+    // slither-disable-next-line uninitialized-state
     GridConfig internal _grid;
     GridLimits internal _gridLimits;
+    // slither-disable-next-line uninitialized-state
     mapping(address asset => uint256[4]) internal _columns;
+    // slither-disable-next-line uninitialized-state
     mapping(address asset => uint256[4]) internal _rampFrom;
     mapping(address asset => uint256[4]) internal _lower;
     mapping(address asset => uint256[4]) internal _upper;
@@ -118,7 +125,7 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
                 v.shorts[0] = GridMath.Leg(v.h.debtValue, _column(_debtAsset, v.gridCount));
             }
         }
-        uint256 k;
+        uint256 k = 0;
         for (uint256 i; mask != 0; ++i) {
             // An exact integer check, not a time comparison (see _effectiveLt).
             // slither-disable-next-line incorrect-equality
@@ -179,6 +186,8 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
             h.health = type(uint256).max;
             return;
         }
+        // An exact integer check (no grid), not a time comparison (see _effectiveLt).
+        // slither-disable-next-line incorrect-equality
         if (v.gridCount == 0) {
             h.health = h.ltWeighted.wDivDown(h.debtValue);
             return;

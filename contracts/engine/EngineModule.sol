@@ -261,7 +261,7 @@ contract EngineModule is EngineBase, IScenarioGrid {
 
     /// @dev `asset`'s column and ramp start: its lt, in whole millionths rounded down, in each of `count` scenarios.
     function _setLtColumn(address asset, uint64 lt, uint256 count) internal {
-        uint256[4] memory col;
+        uint256[4] memory col = [uint256(0), 0, 0, 0];
         uint256 m = uint256(lt) / GridMath.MOVE_UNIT;
         for (uint256 s; s < count; ++s) {
             col[s >> 3] |= m << ((s & 7) << 5);
@@ -317,7 +317,7 @@ contract EngineModule is EngineBase, IScenarioGrid {
         if (count == 0) return;
         if (_assets.length > GRID_MAX_ASSETS) revert TooManyAssets();
         if (assets.length != columns.length) revert GridAssetsMismatch(address(0));
-        uint256 covered;
+        uint256 covered = 0;
         for (uint256 k; k < assets.length; ++k) {
             address asset = assets[k];
             uint256 bit = asset == _debtAsset ? DEBT_BIT : 1 << _listed(asset).index;
