@@ -195,7 +195,15 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
     // ---------------------------------------------------------------- liquidation (in the module) and write-off
 
     /// @inheritdoc IMarginEngine
-    function liquidate(address, uint8, address, uint256, uint256, address, bytes calldata)
+    function liquidate(
+        address owner,
+        uint8 subId,
+        address collateral,
+        uint256 repayAssets,
+        uint256 minSeized,
+        address receiver,
+        bytes calldata data
+    )
         external
         nonReentrant
         returns (uint256 repaid, uint256 seized)
@@ -223,7 +231,11 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IMarginEngine
-    function previewLiquidation(address, uint8, address, uint256) external view returns (LiquidationQuote memory) {
+    function previewLiquidation(address owner, uint8 subId, address collateral, uint256 repayAssets)
+        external
+        view
+        returns (LiquidationQuote memory)
+    {
         // A view cannot DELEGATECALL: a static call to this engine's `delegateView` runs the module's view here.
         (bool ok, bytes memory ret) = address(this).staticcall(abi.encodeCall(this.delegateView, (msg.data)));
         return abi.decode(abi.decode(_bubble(ok, ret), (bytes)), (LiquidationQuote));
@@ -355,12 +367,12 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
     // ---------------------------------------------------------------- governance
 
     /// @inheritdoc IMarginEngine
-    function listAsset(address, uint64, uint64, uint64, uint128) external {
+    function listAsset(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap) external {
         _delegate(msg.data);
     }
 
     /// @inheritdoc IMarginEngine
-    function setAssetConfig(address, uint64, uint64, uint64, uint128) external {
+    function setAssetConfig(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap) external {
         _delegate(msg.data);
     }
 
