@@ -68,6 +68,8 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
 
 
 _GRID_SELECTOR = bytes(Web3.keccak(text="grid(address)")[:4])
+# Lens.engine is immutable: read once per Lens, not on every block's market read.
+_ENGINES: dict[str, str] = {}
 
 
 def _refuse_a_grid(lens: Contract, debt_asset: str, block: BlockIdentifier) -> None:
@@ -75,7 +77,9 @@ def _refuse_a_grid(lens: Contract, debt_asset: str, block: BlockIdentifier) -> N
     is not 0): the keeper's mirror (keeper.core.risk) is the additive rule, and the grid's mirror
     (keeper.core.grid) is not wired into its reads and strategy yet. An engine without the grid (it reverts on
     the call) is the additive rule."""
-    engine = lens.functions.engine().call(block_identifier=block)
+    engine = _ENGINES.get(lens.address)
+    if engine is None:
+        engine = _ENGINES[lens.address] = lens.functions.engine().call()
     call: TxParams = {"to": engine, "data": _GRID_SELECTOR + abi_encode(["address"], [debt_asset])}
     try:
         out = lens.w3.eth.call(call, block)
