@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {ILens} from "./interfaces/ILens.sol";
 import {IMarginEngine} from "./interfaces/IMarginEngine.sol";
 import {IOracleRouter} from "./interfaces/IOracleRouter.sol";
+import {IScenarioGrid} from "./interfaces/IScenarioGrid.sol";
 import {IVault} from "./interfaces/IVault.sol";
 import {RiskMath} from "./libraries/RiskMath.sol";
 
@@ -59,6 +60,22 @@ contract Lens is ILens {
             m.prices[i] = _price(router, m.assets[i]);
         }
         m.params = engine.riskParams();
+    }
+
+    /// @inheritdoc ILens
+    function grid() external view returns (GridData memory g) {
+        IScenarioGrid scenarios = IScenarioGrid(address(engine));
+        address debt = engine.debtAsset();
+        IMarginEngine.GridView memory v = scenarios.grid(debt);
+        g.count = v.count;
+        if (g.count == 0) return g;
+        (g.initialScale, g.rampStart, g.rampEnd) = (v.config.initialScale, v.config.rampStart, v.config.rampEnd);
+        address[] memory assets = engine.assetList();
+        g.columns = new uint256[4][](assets.length + 1);
+        for (uint256 i; i < assets.length; ++i) {
+            g.columns[i] = scenarios.grid(assets[i]).effective;
+        }
+        g.columns[assets.length] = v.effective;
     }
 
     /// @inheritdoc ILens

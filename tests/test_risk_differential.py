@@ -20,6 +20,12 @@ then breaks a feed for one comparison, liquidates and borrows for real, and comp
   mirror's settlement;
 - `risk.max_borrow`: `borrow(max)` simulates fine and `borrow(max + 1)` reverts with the mirror's arguments.
 
+Now and then the admin sets a random scenario grid over every asset (1 to 32 scenarios, multipliers from the
+engine's bounds, a random initial scale) or returns to the additive rule, and the risk keeper moves a few columns
+with `updateGrid`, which ramps every column over 30 days: every comparison above then runs under the grid in force
+at that second (the driver ramps its own copy), `Lens.grid` (what the keeper reads) is checked against it, and the
+outcomes are counted apart ("grid quote:ok", ...).
+
 The mirror computes from raw state only (balances, scaled debt, the feeds' answers and the configuration the
 driver set); the chain's figures are never fed back into it. The clock is frozen within a round: every
 transaction is mined at the round's timestamp, so reads and transactions see the same index and prices.
@@ -43,6 +49,7 @@ import eth_abi
 from conftest import MAX_UINT, WAD, abi_type, ck_system, plain
 from eth_utils import keccak
 
+from keeper.chain.reads import unpack_column
 from keeper.core import risk
 from keeper.core.units import RAY
 
@@ -71,8 +78,17 @@ ASSETS: tuple[tuple[str, int, int, int], ...] = (
 # debt decimals, debt feed decimals
 MARKETS: tuple[tuple[int, int], ...] = ((6, 8), (18, 18), (0, 18), (24, 8))
 MIN_ROUNDS = 6  # per market, whatever the state target
+GRID_RAMP = 30 * 86_400  # the risk keeper's grid updates ramp over 30 days: the next rounds land on the ramp
 
 Outcome = tuple[str, tuple[Any, ...]]  # ("ok", value) or (error name, error arguments)
+
+
+def pack(moves: Sequence[int]) -> list[int]:
+    """A grid column as the engine stores it: eight 32-bit multipliers (millionths) a word."""
+    words = [0, 0, 0, 0]
+    for i, m in enumerate(moves):
+        words[i // 8] |= m << (32 * (i % 8))
+    return words
 
 
 # --------------------------------------------------------------------------------------- raw JSON-RPC
@@ -259,7 +275,8 @@ class Campaign:
                  tally: Tally, debt_feed_decimals: int) -> None:  # fmt: skip
         self.node, self.rng, self.tally = node, rng, tally
         c = dep.contracts
-        self.engine = Abi(c["MarginEngine"]["address"], abis["MarginEngine"])
+        # The grid's governance is served at the engine's address (its fallback runs IScenarioGrid in the module).
+        self.engine = Abi(c["MarginEngine"]["address"], [*abis["MarginEngine"], *abis["IScenarioGrid"]])
         self.router = Abi(c["OracleRouter"]["address"], abis["OracleRouter"])
         self.vault = Abi(c["Vault"]["address"], abis["Vault"])
         self.lens = Abi(c["Lens"]["address"], abis["Lens"])
@@ -296,6 +313,16 @@ class Campaign:
         self.last_accrual = 0
         self.stored_reserve = 0
         self.index = RAY  # the mirror's index at `now`
+        # The scenario grid the driver set (docs/portfolio-margin.md): count 0 is the additive rule. Columns are
+        # per token (the debt token's too), one multiplier in millionths per scenario; a ramp moves every column
+        # from `ramp_from` to `grid_target` over [ramp_start, ramp_end].
+        self.grid_count = 0
+        self.grid_scale = WAD
+        self.grid_target: dict[str, list[int]] = {}
+        self.ramp_from: dict[str, list[int]] = {}
+        self.ramp_start = self.ramp_end = 0
+        self.grid_bounds_set = False
+        self.rounds = 0
 
     # ------------------------------------------------------------------------------------ admin moves
 
@@ -366,6 +393,68 @@ class Campaign:
         reserve_factor = rng.randrange(WAD // 2 + 1)
         self.txs.append((self.admin, self.vault("setRateModel", dataclasses.astuple(model), reserve_factor)))
         self.model, self.reserve_factor = model, reserve_factor
+
+    def random_column(self, token: str, count: int) -> list[int]:
+        """Multipliers (millionths) for one asset: collateral mostly falls (0.2x to 1.1x), the debt mostly rises
+        (0.9x to 2x); now and then the bounds of the engine (0.0001x, 100x)."""
+        rng = self.rng
+        debt = token == self.debt_token
+        lo, hi = (900_000, 2_000_000) if debt else (200_000, 1_100_000)
+        return [rng.choice([rng.randint(lo, hi)] * 18 + [1_000_000, 100, 100_000_000]) for _ in range(count)]
+
+    def random_grid(self, additive: bool) -> None:
+        """Admin `setGrid`: a random grid over every listed asset and the debt asset, or back to additive."""
+        rng = self.rng
+        count = 0 if additive else rng.choice([1, 32, rng.randint(1, 32), rng.randint(1, 8)])
+        scale = rng.choice([WAD, rng.randrange(WAD // 2, WAD)])
+        tokens = [*self.tokens, self.debt_token]
+        columns = {t: self.random_column(t, count) for t in tokens}
+        self.flush()
+        self.node.send(self.admin, self.engine("setGrid", count, scale, tokens, [pack(columns[t]) for t in tokens]))
+        self.grid_count, self.grid_scale = count, scale
+        self.grid_target, self.ramp_from = columns, dict(columns)
+        self.ramp_start = self.ramp_end = 0
+        self.tally.seen("grid:set" if count else "grid:additive")
+
+    def update_grid(self) -> None:
+        """The risk keeper's `updateGrid` of some columns: every column then ramps from the one in force now."""
+        rng = self.rng
+        if not self.grid_bounds_set:
+            # Every multiplier allowed, no step limit worth the name: the ramp is what is under test here.
+            tokens = [*self.tokens, self.debt_token]
+            lower, upper = pack([100] * 32), pack([100_000_000] * 32)
+            self.flush()  # the next two write dozens of slots: over a batched transaction's gas, sent alone
+            self.node.send(self.admin, self.engine("grantRole", keccak(text="RISK_KEEPER_ROLE"), self.admin))
+            self.node.send(self.admin, self.engine("setGridBounds", tokens, [lower] * len(tokens),
+                                                   [upper] * len(tokens), (100_000_000, 0, GRID_RAMP)))  # fmt: skip
+            self.grid_bounds_set = True
+        in_force = self.grid_columns()
+        moved = rng.sample([*self.tokens, self.debt_token], rng.randint(1, 3))
+        target = dict(self.grid_target)
+        for t in moved:
+            target[t] = self.random_column(t, self.grid_count)
+        self.flush()
+        self.node.send(self.admin, self.engine("updateGrid", moved, [pack(target[t]) for t in moved]))
+        self.ramp_from, self.grid_target = in_force, target
+        self.ramp_start, self.ramp_end = self.node.now, self.node.now + GRID_RAMP
+        self.tally.seen("grid:ramp")
+
+    def grid_columns(self) -> dict[str, list[int]]:
+        """Every column in force at `now`: on the ramp's line, each step rounded down (towards `ramp_from`)."""
+        now = self.node.now
+        if now >= self.ramp_end:
+            return dict(self.grid_target)
+        elapsed, span = now - self.ramp_start, self.ramp_end - self.ramp_start
+        return {t: [a + (b - a) * elapsed // span if b >= a else a - (a - b) * elapsed // span
+                    for a, b in zip(self.ramp_from[t], col, strict=True)]
+                for t, col in self.grid_target.items()}  # fmt: skip
+
+    def grid(self) -> risk.GridRule | None:
+        if not self.grid_count:
+            return None
+        cols = self.grid_columns()
+        return risk.GridRule(self.grid_count, self.grid_scale, {t: tuple(cols[t]) for t in self.tokens},
+                             tuple(cols[self.debt_token]))  # fmt: skip
 
     def move_prices(self) -> None:
         for token in self.tokens:
@@ -444,22 +533,23 @@ class Campaign:
 
     def health(self, acct: Acct) -> risk.Health:
         return risk.account_health(acct.balances, self.prices, self.configs, acct.scaled, self.index,
-                                   self.debt_price, self.debt_decimals)  # fmt: skip
+                                   self.debt_price, self.debt_decimals, self.grid())  # fmt: skip
 
     def quote(self, acct: Acct, token: str, requested: int) -> risk.Quote:
         return self.settle(acct, token, requested).quote
 
     def settle(self, acct: Acct, token: str, requested: int) -> risk.Settlement:
         return risk.liquidation(acct.balances, self.prices, self.configs, acct.scaled, self.index,
-                                self.debt_price, self.debt_decimals, token, requested, self.params)  # fmt: skip
+                                self.debt_price, self.debt_decimals, token, requested, self.params,
+                                self.grid())  # fmt: skip
 
     def valuation(self, acct: Acct) -> risk.Valuation:
         return risk.valuation(acct.balances, self.prices, self.configs, acct.scaled, self.index, self.debt_price,
-                              self.debt_decimals, self.params.min_discount)  # fmt: skip
+                              self.debt_decimals, self.params.min_discount, self.grid())  # fmt: skip
 
     def write_off(self, acct: Acct) -> tuple[int, int]:
         return risk.write_off(acct.balances, self.prices, self.configs, acct.scaled, self.index, self.debt_price,
-                              self.debt_decimals, self.params)  # fmt: skip
+                              self.debt_decimals, self.params, self.grid())  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ rounds
 
@@ -496,6 +586,15 @@ class Campaign:
         known = {**self.prices, risk.DEBT_ASSET: self.debt_price}
         t.check("router prices", prices, [("ok", known[k]) if known.get(k) else ("FeedCallFailed", self.feed_of[k])
                                           for k in [*self.tokens, risk.DEBT_ASSET]])  # fmt: skip
+        rule = self.grid()
+        tag = "" if rule is None else "grid "
+        if rule is not None:
+            # What the keeper reads (Lens.grid, through keeper.chain.reads) is the grid the driver set and ramped.
+            count, scale, _, _, columns = node.value(self.lens("grid"))
+            read = risk.GridRule(count, scale, {t: unpack_column(c, count) for t, c in zip(self.tokens, columns[:-1], strict=True)},
+                                 unpack_column(columns[-1], count))  # fmt: skip
+            t.check("Lens.grid", read, rule)
+            t.seen("grid:ramping" if self.ramp_start < node.now < self.ramp_end else "grid:in force")
         chain = node.calls([self.engine("accountHealth", a.owner, a.sub) for a in self.accounts])
         lenient_chain = node.calls([self.engine("liquidationHealth", a.owner, a.sub) for a in self.accounts])
         previews: list[tuple[Call, Acct, str, int]] = []
@@ -503,7 +602,7 @@ class Campaign:
         for acct, got, got_lenient in zip(self.accounts, chain, lenient_chain, strict=True):
             want = mirror(lambda a=acct: self.health(a), self.feed_of)
             t.states += 1
-            t.seen(f"health:{want[0]}")
+            t.seen(f"{tag}health:{want[0]}")
             t.check(f"accountHealth {acct.owner[:8]}/{acct.sub}", got, want)
             lenient = mirror(lambda a=acct: self.valuation(a), self.feed_of)
             t.check(f"liquidationHealth {acct.owner[:8]}/{acct.sub}", got_lenient,
@@ -526,7 +625,7 @@ class Campaign:
         for (_, acct, token, amount), got in zip(previews, node.calls([p[0] for p in previews]), strict=True):
             want = mirror(lambda a=acct, tok=token, r=amount: self.quote(a, tok, r), self.feed_of)
             t.quotes += 1
-            t.seen(f"quote:{want[0]}")
+            t.seen(f"{tag}quote:{want[0]}")
             if want[0] == "ok":
                 _, seized, _, cap, bad_debt = want[1]
                 t.seen("quote:capped at balance" if seized == acct.balances[token] else "quote:partial seizure")
@@ -608,6 +707,8 @@ class Campaign:
                                                              self.liquidator, b""))  # fmt: skip
             events = self.engine_events(receipt)
             t.liquidations += 1
+            if self.grid_count:
+                t.seen("grid:liquidated for real")
             what = f"liquidate {acct.owner[:8]}/{acct.sub} {self.symbol[token]} {requested}"
             t.check(what, events.get("Liquidated"), (q.repaid, q.seized, q.discount))
             t.check(what + " bad debt", events.get("BadDebtRealized"), (q.bad_debt,) if q.bad_debt else None)
@@ -644,7 +745,8 @@ class Campaign:
         for acct, fraction in plans:
             try:
                 top = risk.max_borrow(acct.balances, self.prices, self.configs, acct.scaled, self.index,
-                                      self.debt_price, self.debt_decimals, self.params.min_debt)  # fmt: skip
+                                      self.debt_price, self.debt_decimals, self.params.min_debt,
+                                      self.grid())  # fmt: skip
             except risk.ContractRevert:
                 continue
             if top == 0:
@@ -653,7 +755,7 @@ class Campaign:
             over = acct.scaled + risk.to_scaled_up(top + 1, self.index)
             if over <= UINT128:
                 h = risk.account_health(acct.balances, self.prices, self.configs, over, self.index, self.debt_price,
-                                        self.debt_decimals)  # fmt: skip
+                                        self.debt_decimals, self.grid())  # fmt: skip
                 want: Outcome = ("InsufficientMargin", (h.ltv_weighted, h.debt_value))
                 if h.debt < self.params.min_debt:
                     want = ("DebtBelowMinimum", (h.debt, self.params.min_debt))
@@ -697,6 +799,15 @@ class Campaign:
                 self.random_config(token)
         if rng.random() < 0.5:
             self.random_params()
+        # Every market: a grid from its second round, a ramped update in the third, the additive rule again in the
+        # fifth; then at random.
+        self.rounds += 1
+        if self.rounds == 2 or (self.rounds > 5 and rng.random() < 0.3):
+            self.random_grid(additive=False)
+        elif self.rounds == 5:
+            self.random_grid(additive=True)
+        elif self.grid_count and (self.rounds == 3 or (self.rounds > 5 and rng.random() < 0.3)):
+            self.update_grid()
         if rng.random() < 0.2:
             self.compare_with_broken_feed(rng.choice([*self.tokens, self.debt_token]))
         else:
@@ -745,7 +856,8 @@ def test_mirror_matches_contracts_to_the_wei(project, chain, accounts, admin, le
     rng = random.Random(seed)
     tally = Tally()
     abis = {name: [e.model_dump(mode="json", by_alias=True) for e in project[name].contract_type.abi]
-            for name in ("MarginEngine", "OracleRouter", "Vault", "Lens", "MockERC20", "MockAggregator")}  # fmt: skip
+            for name in ("MarginEngine", "IScenarioGrid", "OracleRouter", "Vault", "Lens", "MockERC20",
+                         "MockAggregator")}  # fmt: skip
     node = Node(chain.provider.web3, [abis["MarginEngine"], abis["OracleRouter"], abis["Vault"]])
     actors = {"admin": admin.address, "lender": lender.address, "liquidator": liquidator.address,
               "owners": [accounts[i].address for i in range(5, 10)]}  # fmt: skip
@@ -778,7 +890,9 @@ def test_mirror_matches_contracts_to_the_wei(project, chain, accounts, admin, le
                       "NothingSeized", "capped at balance", "partial seizure", "bad debt", "half close",
                       "half close raised to the debt", "LiquidationLowersHealth", "written off first",
                       "unpriced collateral at zero", "FeedCallFailed")
-        ] + ["writeOff:ok", "writeOff:NotInsolvent", "written off for real"]  # fmt: skip
+        ] + ["writeOff:ok", "writeOff:NotInsolvent", "written off for real"] + [
+            f"grid {k}" for k in ("health:ok", "quote:ok", "quote:NotLiquidatable", "quote:LiquidationLowersHealth")
+        ] + [f"grid:{k}" for k in ("set", "additive", "ramp", "ramping", "liquidated for real")]  # fmt: skip
         missing = [k for k in wanted if k not in tally.outcomes]
         assert not missing, f"never reached: {missing}"
         assert tally.liquidations >= 10

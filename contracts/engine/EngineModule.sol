@@ -198,12 +198,16 @@ contract EngineModule is EngineBase, IScenarioGrid {
         if (healthAfter < v.h.health) revert LiquidationLowersHealth(v.h.health, healthAfter);
     }
 
-    /// @dev Discount, close factor and the requested amount for an unhealthy account (health < WAD).
+    /// @dev Discount, close factor and the requested amount for an unhealthy account; reverts NotLiquidatable when
+    /// `h` (the figures after any write-off) is healthy.
     function _repayLimits(AccountHealth memory h, uint256 requested, uint64 maxDiscount)
         internal
         view
         returns (LiquidationQuote memory q)
     {
+        // Under a grid, writing off an insolvent account's uncovered debt can by itself restore health (a scenario
+        // may price the debt down further than the collateral): there is nothing left to liquidate.
+        if (h.ltWeighted >= h.debtValue) revert NotLiquidatable(h.health);
         StoredParams memory rp = _params;
         q.discount = (uint256(rp.minDiscount) + RiskMath.WAD - h.health).min(maxDiscount);
         bool fullClose = h.health < rp.fullCloseHealth || h.debtValue <= rp.fullCloseDebtValue;

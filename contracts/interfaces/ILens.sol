@@ -37,6 +37,18 @@ interface ILens {
         IMarginEngine.RiskParams params;
     }
 
+    /// @notice The engine's scenario grid in force at this block (docs/portfolio-margin.md). `count` 0: the
+    /// additive rule, and nothing else is filled. Otherwise `columns[i]` is the column in force now (ramps
+    /// applied) of `assets[i]` of `market()`, and the last one is the debt asset's; multipliers in whole
+    /// millionths, eight 32-bit values a word.
+    struct GridData {
+        uint8 count;
+        uint64 initialScale;
+        uint40 rampStart;
+        uint40 rampEnd;
+        uint256[4][] columns;
+    }
+
     struct HealthData {
         bool ok; // false when a needed price is invalid
         IMarginEngine.AccountHealth health;
@@ -50,6 +62,9 @@ interface ILens {
 
     /// @notice Every listed asset's configuration and price, the debt asset's price and the borrow index.
     function market() external view returns (MarketData memory);
+
+    /// @notice The grid in force at this block, every asset's column in one call (see GridData).
+    function grid() external view returns (GridData memory);
 
     /// @notice The engine's own health figures for each account (one engine view call per account): the strict
     /// valuation of new risk, `ok = false` when any needed price is invalid.

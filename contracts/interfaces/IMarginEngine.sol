@@ -255,7 +255,9 @@ interface IMarginEngine is IMarginEngineTypes {
     /// 2. Insolvency write-off: when every held price is valid and the debt value exceeds the cover value
     ///    `Σ value_down(c_i) / (1 + min(minDiscount, maxDiscount_i))`, the debt above the cover value is written
     ///    off first (as `writeOff` does), so the loss reaches the vault's lenders before this liquidation, and the
-    ///    rest of the rules see the written-off position.
+    ///    rest of the rules see the written-off position. Under a scenario grid the write-off alone can restore
+    ///    health (a scenario may price the debt down further than the collateral): then `NotLiquidatable` with
+    ///    the health after it (call `writeOff`).
     /// 3. Discount `d = min(minDiscount + (1 - health), maxDiscount_c, health / lt_c - 1 - 1e-6)` (0 when the last
     ///    term is negative): the reverse Dutch auction, never beyond the discount at which seizing `collateral`
     ///    leaves health unchanged. So splitting a liquidation into small calls cannot raise the discount of the
@@ -286,8 +288,8 @@ interface IMarginEngine is IMarginEngineTypes {
     /// so that no lender can redeem ahead of a loss that is already certain. Anyone may call it. The cover value is
     /// `Σ value_down(c_i) / (1 + min(minDiscount, maxDiscount_i))`: the collateral's value less the smallest
     /// discount a liquidator is paid for it. The debt is lowered to the cover value (rounded up, for the lenders);
-    /// the vault covers the difference from its reserve, then from its lenders (`IVault.realizeBadDebt`). The
-    /// account stays liquidatable and is then liquidated without its health falling. Needs a valid price for the
+    /// the vault covers the difference from its reserve, then from its lenders (`IVault.realizeBadDebt`). Under
+    /// the additive rule the account stays liquidatable and is then liquidated without its health falling. Needs a valid price for the
     /// debt asset and for every held collateral (the router's error otherwise: a missing price could hide
     /// collateral worth the debt). Reverts `NotInsolvent(coverValue, debtValue)` when nothing is to be written
     /// off. Emits `BadDebtRealized(owner, subId, assets)`; returns the assets written off.

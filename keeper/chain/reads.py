@@ -14,11 +14,9 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractLogicError
 from web3.types import BlockIdentifier, TxParams
 
 from keeper.core import risk
-from keeper.core.errors import UnsupportedMarketError
 from keeper.core.snapshot import Account, AssetView, Market, PriceView
 from keeper.core.units import Ray, Wad
 
@@ -48,7 +46,6 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
                 price=_price(price),
             )
         )
-    _refuse_a_grid(lens, debt_asset, block)
     min_discount, full_close_health, full_close_debt_value, min_debt = params
     return Market(
         block=int(block_number),
@@ -64,34 +61,28 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
             full_close_debt_value=int(full_close_debt_value),
             min_debt=int(min_debt),
         ),
+        grid=read_grid(lens, len(views), block),
     )
 
 
-_GRID_SELECTOR = bytes(Web3.keccak(text="grid(address)")[:4])
-# Lens.engine is immutable: read once per Lens, not on every block's market read.
-_ENGINES: dict[str, str] = {}
+def unpack_column(words: Sequence[int], count: int) -> tuple[int, ...]:
+    """A column as the engine packs it (eight 32-bit multipliers in millionths a word) -> its first `count`."""
+    return tuple((int(words[s // 8]) >> (32 * (s % 8))) & 0xFFFFFFFF for s in range(count))
 
 
-def _refuse_a_grid(lens: Contract, debt_asset: str, block: BlockIdentifier) -> None:
-    """Raise UnsupportedMarketError when the engine enforces a stored scenario grid (IScenarioGrid.grid's count
-    is not 0): the keeper's mirror (keeper.core.risk) is the additive rule, and the grid's mirror
-    (keeper.core.grid) is not wired into its reads and strategy yet. An engine without the grid (it reverts on
-    the call) is the additive rule."""
-    engine = _ENGINES.get(lens.address)
-    if engine is None:
-        engine = _ENGINES[lens.address] = lens.functions.engine().call()
-    call: TxParams = {"to": engine, "data": _GRID_SELECTOR + abi_encode(["address"], [debt_asset])}
-    try:
-        out = lens.w3.eth.call(call, block)
-    except ContractLogicError:  # a pre-grid engine reverts on the unknown selector
-        return
-    count = int.from_bytes(bytes(out)[:32], "big") if len(out) >= 32 else 0
-    if count:
-        raise UnsupportedMarketError(
-            f"the engine at {engine} enforces a scenario grid of {count} scenarios (docs/portfolio-margin.md); "
-            "this keeper mirrors only the additive rule and will not act on it. Return the engine to the "
-            "additive rule (setGrid with count 0) or run a keeper release with the grid mirror."
-        )
+def read_grid(lens: Contract, n_assets: int, block: BlockIdentifier = "latest") -> risk.GridRule | None:
+    """The engine's stored grid at `block` from `Lens.grid()` (every column in force, in one call), columns keyed
+    by asset index; None under the additive rule. A deployment whose Lens ABI has no `grid()` predates the grid:
+    its engine is additive."""
+    if not any(f.get("name") == "grid" for f in lens.abi if f.get("type") == "function"):
+        return None
+    count, initial_scale, _start, _end, columns = lens.functions.grid().call(block_identifier=block)
+    if count == 0:
+        return None
+    if len(columns) != n_assets + 1:
+        raise LensReadError(f"Lens.grid returned {len(columns)} columns for {n_assets} assets and the debt asset")
+    cols = [unpack_column(c, int(count)) for c in columns]
+    return risk.GridRule(int(count), int(initial_scale), dict(enumerate(cols[:-1])), cols[-1])
 
 
 # Lens.accounts is called with hand-built calldata and decoded with eth-abi directly: web3's contract layer

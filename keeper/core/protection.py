@@ -49,25 +49,26 @@ class Book:
     debt_price: int
     debt_decimals: int
     min_debt: int = 0
+    grid: risk.GridRule | None = None  # the engine's scenario grid, columns by asset address; None: additive
 
     def health(self, balances: Mapping[K, int], scaled_debt: int) -> risk.Health:
         ordered = {a: balances.get(a, 0) for a in self.assets}
         return risk.account_health(
-            ordered, self.prices, self.assets, scaled_debt, self.index, self.debt_price, self.debt_decimals
+            ordered, self.prices, self.assets, scaled_debt, self.index, self.debt_price, self.debt_decimals, self.grid
         )
 
     def gapped(self) -> Book:
         """This book after every collateral price falls by `1 - lt` at once (price·lt, rounded down: against the
         account). The debt asset's price is unchanged."""
         prices = {a: risk.w_mul_down(p, self.assets[a].lt) for a, p in self.prices.items() if a in self.assets}
-        return Book(prices, self.assets, self.index, self.debt_price, self.debt_decimals, self.min_debt)
+        return Book(prices, self.assets, self.index, self.debt_price, self.debt_decimals, self.min_debt, self.grid)
 
     def shocked(self, shock: Shock) -> Book:
         """This book after `shock`: each collateral price falls by its recent largest fall (rounded down), the debt
         asset's price rises by its recent largest rise (rounded up); both against the account."""
         prices = {a: risk.w_mul_down(p, WAD - min(shock.falls.get(a, 0), WAD)) for a, p in self.prices.items()}
         debt_price = risk.w_mul_up(self.debt_price, WAD + shock.debt_rise)
-        return Book(prices, self.assets, self.index, debt_price, self.debt_decimals, self.min_debt)
+        return Book(prices, self.assets, self.index, debt_price, self.debt_decimals, self.min_debt, self.grid)
 
 
 @dataclass(frozen=True)

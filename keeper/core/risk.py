@@ -20,8 +20,8 @@ they only have to agree between the mappings passed together.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from keeper.core.units import RAY, WAD, YEAR
 
@@ -107,6 +107,14 @@ class NotInsolvent(LiquidationRevert):
         super().__init__(cover_value, debt_value)
         self.cover_value = cover_value
         self.debt_value = debt_value
+
+
+class LegValueTooLarge(LiquidationRevert):
+    """GridMath's: a leg worth 2^224 (WAD USD) or more, or a scenario's long sum beyond uint256 (its argument is
+    then the sum wrapped modulo 2^256, as the assembly loop leaves it)."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
 
 
 class PriceUnavailable(ContractRevert):
@@ -297,6 +305,81 @@ class Quote:
     bad_debt: int  # debt-asset units written off by this liquidation
 
 
+# ------------------------------------------------------------------------ GridMath and the engine's grid
+
+
+MOVE_UNIT_MILLIONTHS = 10**6  # a stored multiplier m is m / 1e6
+MOVE_WAD = 10**12  # ... and m · 1e12 in WAD
+LEG_VALUE_LIMIT = 2**224  # GridMath.LegValueTooLarge at or above it
+
+
+@dataclass(frozen=True, slots=True)
+class GridRule:
+    """The engine's stored scenario grid at one block (`Lens.grid`): `count` scenarios, the initial-margin scale,
+    and for each listed asset (keyed as the caller keys its balances) and the debt asset the column in force at
+    that block (ramps applied), one multiplier per scenario in whole millionths."""
+
+    count: int
+    initial_scale: int
+    columns: Mapping[Any, tuple[int, ...]]
+    debt: tuple[int, ...]
+
+
+def _check_leg(value: int) -> int:
+    if value >> 224:
+        raise LegValueTooLarge(value)
+    return value
+
+
+def grid_scenarios(values: Mapping[K, int], debt_value: int, grid: GridRule) -> list[tuple[int, int]]:
+    """(long_s, short_s) for each scenario, as `GridMath._moved` sums them: the long legs `values` (collateral
+    values, rounded down, by asset) and the one short leg `debt_value`, each term `value · m / 1e6` rounded down
+    for longs and up for the debt. Raises LegValueTooLarge where GridMath does."""
+    for v in values.values():
+        _check_leg(v)
+    _check_leg(debt_value)
+    out = []
+    for s in range(grid.count):
+        short = -(-debt_value * grid.debt[s] // MOVE_UNIT_MILLIONTHS)
+        long = 0
+        if short:  # GridMath sums the longs only where there is short value
+            long = sum(v * grid.columns[a][s] // MOVE_UNIT_MILLIONTHS for a, v in values.items())
+            if long > MAX_UINT:
+                raise LegValueTooLarge(long % 2**256)
+        out.append((long, short))
+    return out
+
+
+def grid_health(values: Mapping[K, int], debt_value: int, grid: GridRule) -> tuple[int, int]:
+    """`GridMath.health` with one short leg: (health, binding scenario), the lowest `w_div_down(long_s, short_s)`
+    over the scenarios with short value (the first of equals); (MAX_UINT, -1) with none."""
+    health, binding = MAX_UINT, -1
+    for s, (long, short) in enumerate(grid_scenarios(values, debt_value, grid)):
+        if short:
+            h = w_div_down(long, short)
+            if h < health:
+                health, binding = h, s
+    return health, binding
+
+
+def _grid_figures(h: Health, values: Mapping[K, int], grid: GridRule) -> tuple[Health, int]:
+    """`EngineBase._setHealth` under a grid: with debt, health is the grid's, `ltWeighted = health · debtValue`
+    and `ltvWeighted = ltWeighted · initialScale` (both rounded down); without debt the additive sums stay and
+    health is MAX_UINT. Returns the figures and the binding scenario (-1 without debt)."""
+    if h.debt_value == 0:
+        return h, -1
+    health, binding = grid_health(values, h.debt_value, grid)
+    lt_weighted = w_mul_down(health, h.debt_value)
+    ltv_weighted = w_mul_down(lt_weighted, grid.initial_scale)
+    return replace(h, health=health, lt_weighted=lt_weighted, ltv_weighted=ltv_weighted), binding
+
+
+def grid_want_lt(grid: GridRule, collateral: object, binding: int) -> int:
+    """The seized collateral's move over the debt's in the binding scenario, rounded up (`_setHealth`'s
+    `wantLt`): the lt that makes a liquidation's health-neutral discount `health / lt - 1` under the grid."""
+    return mul_div_up(grid.columns[collateral][binding] * MOVE_WAD, WAD, grid.debt[binding] * MOVE_WAD)
+
+
 # ---------------------------------------------------------------------------------- MarginEngine._health
 
 
@@ -308,11 +391,27 @@ def account_health(
     index: int,
     debt_price: int | None,
     debt_decimals: int,
+    grid: GridRule | None = None,
 ) -> Health:
     """`MarginEngine._health` (what `accountHealth` returns). Only assets with a non-zero balance count (the
     contract walks the account's asset mask, whose bits are exactly its non-zero balances); each needs a price
     and a config. `debt_price` is read only when there is debt, as on-chain. Assets are taken in the mapping's
-    order: pass them in `assetList()` order for the same first failure when several would fail."""
+    order: pass them in `assetList()` order for the same first failure when several would fail. Under a stored
+    `grid` the figures are the grid's (`_grid_figures`)."""
+    return account_figures(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, grid)[0]
+
+
+def account_figures(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    grid: GridRule | None = None,
+) -> tuple[Health, int]:
+    """`account_health` and the binding scenario of the grid (-1 under the additive rule or without debt)."""
     debt = to_assets_up(scaled_debt, index)
     debt_value = 0
     if debt != 0:
@@ -320,6 +419,7 @@ def account_health(
             raise PriceUnavailable(DEBT_ASSET)
         debt_value = value_up(debt, debt_price, debt_decimals)
     collateral_value = lt_weighted = ltv_weighted = 0
+    values: dict[K, int] = {}
     for asset, balance in balances.items():
         if balance == 0:
             continue
@@ -329,12 +429,16 @@ def account_health(
         price = prices.get(asset)
         if price is None:
             raise PriceUnavailable(asset)
-        value = value_down(balance, price, cfg.decimals)
+        value = values[asset] = value_down(balance, price, cfg.decimals)
         collateral_value = _add(collateral_value, value)
         lt_weighted = _add(lt_weighted, w_mul_down(value, cfg.lt))
         ltv_weighted = _add(ltv_weighted, w_mul_down(value, cfg.ltv))
+    if grid is not None:
+        return _grid_figures(
+            Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, MAX_UINT), values, grid
+        )
     health = MAX_UINT if debt_value == 0 else w_div_down(lt_weighted, debt_value)
-    return Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health)
+    return Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health), -1
 
 
 def is_liquidatable(h: Health) -> bool:
@@ -433,11 +537,15 @@ def repaid_scaled(repaid: int, debt: int, scaled_debt: int, index: int) -> int:
 class Valuation:
     """`MarginEngine._valuation` in its lenient form (liquidation, write-off): a held asset without a price counts
     at zero. `cover` is `Σ w_div_down(value_down(c_i), WAD + min(minDiscount, maxDiscount_i))`; `unpriced` is the
-    first held asset (in the mapping's order) without a price, or None."""
+    first held asset (in the mapping's order) without a price, or None. Under a grid, `values` are the long legs'
+    values and `binding` the scenario setting health."""
 
     health: Health
     cover: int
     unpriced: object | None
+    values: Mapping[Any, int] = field(default_factory=dict)
+    grid: GridRule | None = None
+    binding: int = -1
 
 
 def valuation(
@@ -449,6 +557,7 @@ def valuation(
     debt_price: int | None,
     debt_decimals: int,
     min_discount: int,
+    grid: GridRule | None = None,
 ) -> Valuation:
     """The lenient valuation: like `account_health`, but a held asset missing from `prices` (the router refuses
     its price) is valued at zero instead of raising. A missing debt-asset price still raises PriceUnavailable."""
@@ -460,6 +569,7 @@ def valuation(
         debt_value = value_up(debt, debt_price, debt_decimals)
     collateral_value = lt_weighted = ltv_weighted = cover = 0
     unpriced: object | None = None
+    values: dict[K, int] = {}
     for asset, balance in balances.items():
         if balance == 0:
             continue
@@ -470,30 +580,45 @@ def valuation(
         if price is None:
             unpriced = asset if unpriced is None else unpriced
             price = 0
-        value = value_down(balance, price, cfg.decimals)
+        value = values[asset] = value_down(balance, price, cfg.decimals)
         collateral_value = _add(collateral_value, value)
         lt_weighted = _add(lt_weighted, w_mul_down(value, cfg.lt))
         ltv_weighted = _add(ltv_weighted, w_mul_down(value, cfg.ltv))
         cover = _add(cover, w_div_down(value, WAD + min(min_discount, cfg.max_discount)))
     health = MAX_UINT if debt_value == 0 else w_div_down(lt_weighted, debt_value)
-    return Valuation(Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health), cover, unpriced)
+    h = Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health)
+    if grid is None:
+        return Valuation(h, cover, unpriced)
+    h, binding = _grid_figures(replace(h, health=MAX_UINT), values, grid)
+    return Valuation(h, cover, unpriced, values, grid, binding)
 
 
 def written_off(v: Valuation, scaled_debt: int, index: int, debt_price: int, debt_decimals: int) -> tuple[int, Health]:
     """`MarginEngine._writeOffScaled`: the scaled debt an insolvency write-off removes (0 when covered) and the
     health figures of the written-off position (what a liquidation's limits are computed on). Only applies when
     every held price is valid (`v.unpriced is None`); the caller checks."""
+    off, after = _written_off(v, scaled_debt, index, debt_price, debt_decimals)
+    return off, after.health
+
+
+def _written_off(
+    v: Valuation, scaled_debt: int, index: int, debt_price: int, debt_decimals: int
+) -> tuple[int, Valuation]:
+    """`written_off`, with the whole valuation after it (under a grid the binding scenario may change)."""
     h = v.health
     if v.cover >= h.debt_value:
-        return 0, h
+        return 0, v
     target = amount_up(v.cover, debt_price, debt_decimals)
     if target >= h.debt:
-        return 0, h
+        return 0, v
     off = scaled_debt - to_scaled_up(target, index)
     debt = to_assets_up(scaled_debt - off, index)
     debt_value = value_up(debt, debt_price, debt_decimals)
+    if v.grid is not None:
+        after, binding = _grid_figures(replace(h, debt=debt, debt_value=debt_value), v.values, v.grid)
+        return off, replace(v, health=after, binding=binding)
     health = MAX_UINT if debt_value == 0 else w_div_down(h.lt_weighted, debt_value)
-    return off, Health(h.collateral_value, h.lt_weighted, h.ltv_weighted, debt, debt_value, health)
+    return off, replace(v, health=Health(h.collateral_value, h.lt_weighted, h.ltv_weighted, debt, debt_value, health))
 
 
 def write_off(
@@ -505,11 +630,12 @@ def write_off(
     debt_price: int | None,
     debt_decimals: int,
     params: RiskParams,
+    grid: GridRule | None = None,
 ) -> tuple[int, int]:
     """`MarginEngine.writeOff`: (scaled debt written off, assets written off = to_assets_up of it). Raises
     PriceUnavailable for the debt asset or the first held asset without a price (the engine reverts with the
     router's error), then NotInsolvent(cover, debtValue) when nothing is to be written off."""
-    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount)
+    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount, grid)
     if v.unpriced is not None:
         raise PriceUnavailable(v.unpriced)
     off = 0
@@ -544,10 +670,11 @@ def liquidation_quote(
     collateral: K,
     requested: int,
     params: RiskParams,
+    grid: GridRule | None = None,
 ) -> Quote:
     """`previewLiquidation(owner, subId, collateral, requested)`; see `liquidation`."""
     return liquidation(
-        balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, collateral, requested, params
+        balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, collateral, requested, params, grid
     ).quote
 
 
@@ -562,6 +689,7 @@ def liquidation(
     collateral: K,
     requested: int,
     params: RiskParams,
+    grid: GridRule | None = None,
 ) -> Settlement:
     """`MarginEngine._quote`: what `liquidate(owner, subId, collateral, requested)` would repay, seize and write
     off (the insolvency write-off plus what the last collateral leaves). Held assets missing from `prices` are
@@ -569,11 +697,12 @@ def liquidation(
     PriceUnavailable for the debt asset or an arithmetic failure of the valuation; NotLiquidatable(health);
     NothingSeized (no balance of `collateral`); PriceUnavailable(collateral); ZeroAmount; NothingSeized (it
     rounds to zero); LiquidationLeavesDust(remaining, minDebt) for a repayment that leaves dust without taking the
-    whole balance; LiquidationLowersHealth(before, after)."""
+    whole balance; LiquidationLowersHealth(before, after). Under a stored `grid` the health is the grid's, the
+    health-neutral cap is taken at the binding scenario and the whole grid is figured again after the seizure."""
     cfg = assets.get(collateral)
     if cfg is None:
         raise AssetNotListed(collateral)
-    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount)
+    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount, grid)
     h = v.health
     if h.debt == 0 or h.lt_weighted >= h.debt_value:
         raise NotLiquidatable(h.health)
@@ -588,11 +717,13 @@ def liquidation(
     degraded = v.unpriced is not None and v.cover < h.debt_value
     bad_scaled = 0
     if v.unpriced is None:
-        bad_scaled, h = written_off(v, scaled_debt, index, debt_price, debt_decimals)
+        bad_scaled, v = _written_off(v, scaled_debt, index, debt_price, debt_decimals)
+        h = v.health
     scaled = scaled_debt - bad_scaled
 
     q = repay_limits(h, requested, cfg, params)
-    cap = min(params.min_discount, q.discount) if degraded else min(q.discount, neutral_discount(h.health, cfg.lt))
+    want_lt = cfg.lt if grid is None else grid_want_lt(grid, collateral, v.binding)
+    cap = min(params.min_discount, q.discount) if degraded else min(q.discount, neutral_discount(h.health, want_lt))
     repaid, seized = seize_amounts(q.repaid, cap, balance, debt_price, coll_price, cfg.decimals, debt_decimals)
     if seized == 0:
         raise NothingSeized()
@@ -607,12 +738,17 @@ def liquidation(
         if remaining != 0 and remaining < params.min_debt:
             raise LiquidationLeavesDust(remaining, params.min_debt)
     if left != 0 and not degraded:
-        lt_after = (
-            h.lt_weighted
-            - w_mul_down(value_down(balance, coll_price, cfg.decimals), cfg.lt)
-            + w_mul_down(value_down(balance - seized, coll_price, cfg.decimals), cfg.lt)
-        )
-        health_after = w_div_down(lt_after, value_up(to_assets_up(left, index), debt_price, debt_decimals))
+        debt_value_after = value_up(to_assets_up(left, index), debt_price, debt_decimals)
+        if grid is not None:
+            values_after = {**v.values, collateral: value_down(balance - seized, coll_price, cfg.decimals)}
+            health_after = grid_health(values_after, debt_value_after, grid)[0]
+        else:
+            lt_after = (
+                h.lt_weighted
+                - w_mul_down(value_down(balance, coll_price, cfg.decimals), cfg.lt)
+                + w_mul_down(value_down(balance - seized, coll_price, cfg.decimals), cfg.lt)
+            )
+            health_after = w_div_down(lt_after, debt_value_after)
         if health_after < h.health:
             raise LiquidationLowersHealth(h.health, health_after)
         if v.unpriced is None:
@@ -645,15 +781,21 @@ def liquidation_price(
     debt_price: int | None,
     debt_decimals: int,
     asset: K,
+    grid: GridRule | None = None,
 ) -> int | None:
     """The price of `asset` at which the account becomes liquidatable, every other input fixed: an integer WAD
     price, exact under the contract's rounding, such that the account is liquidatable iff `price(asset) <=`
     the result. 0 means it is liquidatable at any price (the other collateral alone falls short); None means no
     price of `asset` makes it liquidatable (no debt, no balance of `asset`, or the other collateral alone covers
-    the debt). The bound is computed with unbounded integers: it may exceed what the router can report."""
+    the debt). The bound is computed with unbounded integers: it may exceed what the router can report. Under a
+    stored `grid`, found by bisection on the grid's health (which never falls as one collateral's price rises)."""
     cfg = assets.get(asset)
     if cfg is None:
         raise AssetNotListed(asset)
+    if grid is not None:
+        return _grid_liquidation_price(
+            balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, asset, grid
+        )
     balance = balances.get(asset, 0)
     others = {a: b for a, b in balances.items() if a != asset}
     h = account_health(others, prices, assets, scaled_debt, index, debt_price, debt_decimals)
@@ -664,6 +806,38 @@ def liquidation_price(
     need = h.debt_value - h.lt_weighted
     v_max = (need * WAD - 1) // cfg.lt
     return ((v_max + 1) * _pow10(cfg.decimals) - 1) // balance
+
+
+def _grid_liquidation_price(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    scaled_debt: int,
+    index: int,
+    debt_price: int | None,
+    debt_decimals: int,
+    asset: K,
+    grid: GridRule,
+) -> int | None:
+    if not balances.get(asset, 0) or not scaled_debt:
+        return None
+
+    def liquidatable(price: int) -> bool:
+        try:
+            moved = {**prices, asset: price}
+            h = account_health(balances, moved, assets, scaled_debt, index, debt_price, debt_decimals, grid)
+        except ContractRevert:
+            return False  # beyond what the engine values: not a price it would liquidate at
+        return is_liquidatable(h)
+
+    if not liquidatable(0):
+        return None
+    hi = max(prices.get(asset, 0), 1)
+    while liquidatable(hi):
+        if hi > 2**200:
+            return hi  # liquidatable at every price the engine can value
+        hi *= 2
+    return largest(0, hi - 1, liquidatable)
 
 
 def largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
@@ -686,6 +860,7 @@ def max_borrow(
     debt_price: int,
     debt_decimals: int,
     min_debt: int,
+    grid: GridRule | None = None,
 ) -> int:
     """The largest `assets` that `borrow` accepts on margin at this index and these prices: the new scaled debt
     `scaled_debt + to_scaled_up(assets, index)` must fit uint128, leave a debt of at least `min_debt` and keep
@@ -698,7 +873,7 @@ def max_borrow(
             scaled = _add(scaled_debt, to_scaled_up(amount, index))
             if scaled > MAX_UINT128:
                 return False
-            return margin_ok(account_health(bal, prices, assets, scaled, index, debt_price, debt_decimals))
+            return margin_ok(account_health(bal, prices, assets, scaled, index, debt_price, debt_decimals, grid))
         except Overflow:
             return False
 

@@ -37,6 +37,9 @@ class Market:
     debt_price: PriceView
     assets: tuple[AssetView, ...]
     params: risk.RiskParams
+    # The engine's stored scenario grid at this block, columns keyed by asset index (`Lens.grid`); None: the
+    # additive rule.
+    grid: risk.GridRule | None = None
 
     def asset(self, address: str) -> AssetView:
         for a in self.assets:
@@ -115,6 +118,7 @@ def liquidation_valuation(account: Account, market: Market) -> risk.Valuation | 
             market.debt_price.price if market.debt_price.ok else None,
             market.debt_decimals,
             market.params.min_discount,
+            market.grid,
         )
     except risk.ContractRevert:
         return None
@@ -135,6 +139,7 @@ def health_of(account: Account, market: Market) -> risk.Health | None:
             market.index,
             market.debt_price.price,
             market.debt_decimals,
+            market.grid,
         )
     except risk.ContractRevert:
         # The contract would revert too (an overflow on absurd balances): the account cannot be priced.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 
 from web3.contract import Contract
 
@@ -76,6 +77,8 @@ class Protector:
         if not market.debt_price.ok:
             return None
         prices = {a.address: a.price.price for a in market.assets if a.price.ok}
+        cols = {} if market.grid is None else market.grid.columns
+        by_address = {a.address: cols[i] for i, a in enumerate(market.assets) if i in cols}
         return pr.Book(
             prices=prices,
             assets={a.address: a.risk for a in market.assets if a.price.ok},
@@ -83,6 +86,7 @@ class Protector:
             debt_price=market.debt_price.price,
             debt_decimals=market.debt_decimals,
             min_debt=market.params.min_debt,
+            grid=None if market.grid is None else replace(market.grid, columns=by_address),
         )
 
     def observe(self, market: Market) -> None:

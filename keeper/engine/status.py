@@ -1,6 +1,7 @@
 """`keeper status`: every account by health, with its collateral, debt and the price at which it becomes
-liquidatable. Works against any node with a deployment file; keeps no state (accounts are found by scanning the
-engine's events from its deployment block)."""
+liquidatable; under a scenario grid also the scenario that binds and the further fall of every collateral price
+that would liquidate it. Works against any node with a deployment file; keeps no state (accounts are found by
+scanning the engine's events from its deployment block)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from keeper.chain.index import MemoryIndex
 from keeper.chain.reads import read_accounts, read_market
 from keeper.core import risk
 from keeper.core.snapshot import Account, Market, health_of, mirror_inputs
+from keeper.core.units import WAD
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Row:
     collateral: dict[str, float]  # symbol -> whole tokens
     trigger_asset: str | None  # the asset whose price is shown
     trigger_price: float | None  # USD price of that asset at which the account becomes liquidatable
+    binding: int | None = None  # under a grid: the scenario that sets health (None: additive rule or no debt)
+    fall_to_liquidation: float | None = None  # fraction every collateral price may still fall; 0: liquidatable
 
 
 def _symbols(dep: Deployment) -> dict[str, str]:
@@ -51,6 +55,8 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
         h = health_of(acc, market)
         trigger_asset: str | None = None
         trigger_price: float | None = None
+        binding: int | None = None
+        fall: float | None = None
         inputs = mirror_inputs(acc, market)
         if h is not None and inputs is not None and acc.debt and held:
             balances, prices, assets = inputs
@@ -65,9 +71,23 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
                 market.debt_price.price,
                 market.debt_decimals,
                 biggest,
+                market.grid,
             )
             trigger_asset = symbols.get(market.assets[biggest].address)
             trigger_price = None if price is None else price / 1e18
+            # Every long leg scaled by (1 - f) scales every scenario's long value, hence health, by about as much.
+            fall = 0.0 if h.health < WAD else 1 - WAD / h.health
+            if market.grid is not None:
+                binding = risk.account_figures(
+                    balances,
+                    prices,
+                    assets,
+                    acc.scaled_debt,
+                    market.index,
+                    market.debt_price.price,
+                    market.debt_decimals,
+                    market.grid,
+                )[1]
         rows.append(
             Row(
                 owner=acc.owner,
@@ -79,6 +99,8 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
                 collateral=collateral,
                 trigger_asset=trigger_asset,
                 trigger_price=trigger_price,
+                binding=binding,
+                fall_to_liquidation=fall,
             )
         )
     rows.sort(key=lambda r: (r.health is not None, r.health if r.health is not None else 0.0))
@@ -110,6 +132,8 @@ def show(dep: Deployment, w3: Web3, as_json: bool, out: TextIO = sys.stdout) -> 
                     "liquidation_price": None
                     if r.trigger_asset is None
                     else {"asset": r.trigger_asset, "usd": r.trigger_price},
+                    "binding_scenario": r.binding,
+                    "fall_to_liquidation": r.fall_to_liquidation,
                 }
                 for r in rows
             ],
@@ -117,11 +141,22 @@ def show(dep: Deployment, w3: Web3, as_json: bool, out: TextIO = sys.stdout) -> 
         out.write(json.dumps(doc, indent=2) + "\n")
         return 0
     out.write(f"chain {dep.chain_id}, block {head}: {len(rows)} accounts\n")
-    out.write(f"{'owner':<44}{'sub':>4}{'health':>10}{'collateral $':>15}{'debt $':>14}  liquidatable at\n")
+    if market.grid is not None:
+        out.write(f"margin: a scenario grid of {market.grid.count} scenarios (docs/portfolio-margin.md)\n")
+    grid = market.grid is not None
+    extra = f"{'binds':>6}{'fall':>8}" if grid else ""
+    out.write(f"{'owner':<44}{'sub':>4}{'health':>10}{'collateral $':>15}{'debt $':>14}{extra}  liquidatable at\n")
     for r in rows:
         health = "refused" if r.health is None else ("-" if r.health == float("inf") else f"{r.health:.4f}")
         trigger = (
             "" if r.trigger_asset is None or r.trigger_price is None else f"{r.trigger_asset} ${r.trigger_price:,.2f}"
         )
-        out.write(f"{r.owner:<44}{r.sub_id:>4}{health:>10}{r.collateral_usd:>15,.2f}{r.debt_usd:>14,.2f}  {trigger}\n")
+        cells = ""
+        if grid:
+            binds = "-" if r.binding is None else f"s{r.binding}"
+            fall = "-" if r.fall_to_liquidation is None else f"{r.fall_to_liquidation:.1%}"
+            cells = f"{binds:>6}{fall:>8}"
+        out.write(
+            f"{r.owner:<44}{r.sub_id:>4}{health:>10}{r.collateral_usd:>15,.2f}{r.debt_usd:>14,.2f}{cells}  {trigger}\n"
+        )
     return 0

@@ -7,6 +7,11 @@ best request is the largest the close factor, the operator's `max_repay` and the
 collateral is quoted at that request with the exact mirror of the contract (keeper.core.risk) and the most profitable
 one is chosen.
 
+Under a scenario grid (docs/portfolio-margin.md) a liquidation must not lower the grid's health, and seizing one
+collateral can make another scenario bind: a large request may then revert `LiquidationLowersHealth` where a smaller
+one passes. For each scenario the health after a liquidation is monotone in the repayment, so the requests that keep
+health form an interval from zero: the planner bisects for the largest (`_largest_safe_quote`).
+
 Fees are bid by economics: a liquidation is worth `profit before gas - gas * fee * native price`, so it may pay any
 fee up to the one at which that still equals `min_profit_usd` (its *fee ceiling*, `Plan.fee_ceiling_wei`), and no
 fixed gwei cap holds it back in a gas spike (the operator's `max_fee_gwei`, when set, only lowers the ceiling). A
@@ -16,7 +21,7 @@ liquidation whose ceiling is below the current base fee cannot be mined without 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -165,8 +170,9 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
     for i in account.held():
         if i not in prices:
             continue  # no price to be seized at
-        try:
-            quote = risk.liquidation_quote(
+
+        def quote_at(amount: int, collateral: int = i) -> risk.Quote:
+            return risk.liquidation_quote(
                 balances,
                 prices,
                 assets,
@@ -174,12 +180,16 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
                 market.index,
                 market.debt_price.price,
                 market.debt_decimals,
-                i,
-                request,
+                collateral,
+                amount,
                 market.params,
+                market.grid,
             )
-        except risk.ContractRevert:
+
+        found = _largest_safe_quote(quote_at, request, onchain_request)
+        if found is None:
             continue
+        quote, asked = found
         seized_usd = risk.value_down(quote.seized, prices[i], market.assets[i].decimals)
         repaid_usd = risk.value_up(quote.repaid, market.debt_price.price, market.debt_decimals)
         profit = seized_usd - repaid_usd
@@ -189,7 +199,7 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
                 sub_id=account.sub_id,
                 collateral=market.assets[i].address,
                 collateral_index=i,
-                request=onchain_request,
+                request=asked,
                 scaled_debt=account.scaled_debt,
                 quote=quote,
                 health=health.health,
@@ -224,6 +234,36 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
     expected_fee = limits.gas_price_wei if ceiling is None else min(limits.gas_price_wei, ceiling)
     profit_after = best.profit_before_gas_usd - gas_cost_usd(gas, limits, expected_fee)
     return replace(best, profit_usd=profit_after, fee_ceiling_wei=ceiling)
+
+
+def _largest_safe_quote(
+    quote_at: Callable[[int], risk.Quote], request: int, onchain_request: int
+) -> tuple[risk.Quote, int] | None:
+    """The quote at `request` (asked on-chain as `onchain_request`), or when that would lower health (possible
+    only under a grid), at the largest smaller request that does not, asked exactly; None when nothing passes."""
+    try:
+        return quote_at(request), onchain_request
+    except risk.LiquidationLowersHealth:
+        pass
+    except risk.ContractRevert:
+        return None
+
+    def keeps_health(amount: int) -> bool:
+        try:
+            quote_at(amount)
+        except risk.LiquidationLowersHealth:
+            return False
+        except risk.ContractRevert:
+            return True  # another failure (a seizure that rounds to nothing) lies below the boundary
+        return True
+
+    if not keeps_health(1):
+        return None
+    amount = risk.largest(1, request - 1, keeps_health)
+    try:
+        return quote_at(amount), amount
+    except risk.ContractRevert:
+        return None
 
 
 def plan_all(accounts: Iterable[Account], market: Market, limits: Limits) -> tuple[list[Plan], list[Skip]]:
