@@ -9,6 +9,7 @@ portfolios) for every grid health, ramp and column.
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -58,8 +59,9 @@ def set_grid(sg: Any, system: Any, columns: dict[str, list[int]], scale: int = W
     return sg.setGrid(count, scale, tokens, [pack(m) for m in columns.values()], sender=system.admin)
 
 
-def mirror_health(system: Any, owner: Any, sub: int, columns: dict[str, list[int]], now: int | None = None) -> int:
-    """The account's grid health by keeper.core.grid from chain-read balances, prices and debt."""
+def spec_health(system: Any, owner: Any, sub: int, columns: dict[str, list[int]]) -> g.GridHealth:
+    """The account's grid health and binding scenario by keeper.core.grid (the executable specification, checked
+    against GridMath by tests/test_grid_differential.py) from chain-read balances, prices and debt."""
     longs = {}
     for s in SYMBOLS:
         bal = system.engine.collateralOf(owner, sub, system.tokens[s])
@@ -69,7 +71,11 @@ def mirror_health(system: Any, owner: Any, sub: int, columns: dict[str, list[int
     shorts = {"USDC": g.Leg(debt, system.router.price(system.usdc), 6)} if debt else {}
     count = len(columns["USDC"])
     grid = g.Grid(tuple(g.Scenario({a: m[i] * 10**12 for a, m in columns.items()}) for i in range(count)))
-    return g.grid_health(g.Book(longs, shorts), grid).health
+    return g.grid_health(g.Book(longs, shorts), grid)
+
+
+def mirror_health(system: Any, owner: Any, sub: int, columns: dict[str, list[int]]) -> int:
+    return spec_health(system, owner, sub, columns).health
 
 
 # ------------------------------------------------------------------------------------------- equivalence
@@ -272,17 +278,63 @@ def test_the_module_runs_only_inside_its_engine(project, system, stranger):
         system.engine.delegateView(b"", sender=stranger)
 
 
-def test_the_keeper_refuses_a_market_under_a_grid_it_cannot_mirror(system, sg, chain):
-    """The keeper's reads are the additive mirror: under a stored grid they stop with a clear error instead of
-    acting on wrong health, and go on once the engine is back on the additive rule."""
-    from keeper.chain.reads import read_market
-    from keeper.core.errors import UnsupportedMarketError
+def test_the_keeper_reads_the_grid_plans_by_it_and_status_names_the_binding_scenario(
+    system, sg, alice, liquidator, tmp_path
+):
+    """Under a stored grid the keeper's reads carry the grid (Lens.grid), its health equals the engine's, its plan
+    is what the engine quotes and does, and `keeper status` names the scenario that binds (keeper.core.grid, the
+    spec, as the reference) and the fall that would liquidate."""
+    from keeper.chain.deployment import load_deployment
+    from keeper.chain.reads import read_accounts, read_market
+    from keeper.core import risk
+    from keeper.core.snapshot import health_of
+    from keeper.engine import status
+    from keeper.engine.strategy import Limits, Plan, plan_account
 
-    w3 = chain.provider.web3
+    w3 = system.engine.provider.web3
     lens = w3.eth.contract(address=system.lens.address, abi=system.deployment.record()["abis"]["Lens"])
-    assert read_market(lens).debt_asset == system.usdc.address
-    set_grid(sg, system, {s: [LT[s] // 10**12] * 2 for s in SYMBOLS} | {"USDC": [MILLION] * 2})
-    with pytest.raises(UnsupportedMarketError, match="scenario grid of 2 scenarios"):
-        read_market(lens)
-    sg.setGrid(0, 0, [], [], sender=system.admin)
-    assert read_market(lens).debt_asset == system.usdc.address
+    assert read_market(lens).grid is None  # the additive rule
+    open_position(system, alice, 0, {"WETH": 10 * 10**18, "WBTC": 10**8}, borrow=60_000 * MILLION)
+    open_position(system, alice, 1, {"WETH": 20 * 10**18}, borrow=20_000 * MILLION)
+    cols = {"WETH": [600_000, 800_000], "WBTC": [800_000, 600_000], "LINK": [600_000, 600_000],
+            "USDC": [MILLION, MILLION]}  # fmt: skip
+    set_grid(sg, system, cols)
+    market = read_market(lens)
+    assert market.grid is not None
+    assert market.grid.count == 2
+    accounts = read_accounts(lens, [(str(alice.address), 0), (str(alice.address), 1)])
+    for acc in accounts:
+        mirrored = health_of(acc, market)
+        assert mirrored is not None
+        assert tuple(system.engine.accountHealth(alice, acc.sub_id)) == _fields(mirrored)
+    # Status: sub 0 ($20,000 of WETH, $60,000 of WBTC) binds where WBTC falls to 0.6 (scenario 1); sub 1 (all
+    # WETH) where WETH does (scenario 0).
+    record = tmp_path / "deployment.json"
+    record.write_text(json.dumps(system.deployment.record()))
+    rows = {r.sub_id: r for r in status.build_rows(market, accounts, load_deployment(record, 31337))}
+    for sub in (0, 1):
+        h = mirror_health(system, alice, sub, cols)
+        assert rows[sub].health == pytest.approx(h / WAD)
+    spec0 = spec_health(system, alice, 0, cols).binding
+    assert rows[0].binding == spec0 == 1
+    assert rows[0].fall_to_liquidation == 0.0  # already liquidatable
+    assert rows[1].binding == spec_health(system, alice, 1, cols).binding == 0
+    assert 0 < rows[1].fall_to_liquidation < 1
+    # The plan for sub 0 is the engine's preview, and the liquidation does what it says.
+    limits = Limits(0, None, 10**30, 0, 0, None, 0)
+    plan = plan_account(accounts[0], market, limits)
+    assert isinstance(plan, Plan)
+    preview = system.engine.previewLiquidation(alice, 0, plan.collateral, plan.request)
+    assert tuple(preview) == (plan.quote.repaid, plan.quote.seized, plan.quote.discount, plan.quote.max_repay,
+                              plan.quote.bad_debt)  # fmt: skip
+    system.usdc.mint(liquidator, 10**12, sender=liquidator)
+    system.usdc.approve(system.engine, 2**256 - 1, sender=liquidator)
+    before = system.engine.accountHealth(alice, 0).health
+    tx = system.engine.liquidate(alice, 0, plan.collateral, plan.request, 0, liquidator, b"", sender=liquidator)
+    [ev] = tx.decode_logs(system.engine.Liquidated)
+    assert (ev.repaid, ev.seized) == (plan.quote.repaid, plan.quote.seized)
+    assert before <= system.engine.accountHealth(alice, 0).health < risk.MAX_UINT
+
+
+def _fields(h: Any) -> tuple[int, ...]:
+    return (h.collateral_value, h.lt_weighted, h.ltv_weighted, h.debt, h.debt_value, h.health)

@@ -255,3 +255,40 @@ def test_unknown_native_price() -> None:
     local_capped = plan_account(account, market, _limits(native_price_usd=0, max_fee_cap_wei=7 * GWEI))
     assert isinstance(local_capped, Plan)
     assert local_capped.fee_ceiling_wei == 7 * GWEI
+
+
+def test_under_a_grid_the_plan_is_the_largest_repay_that_keeps_health() -> None:
+    """Two scenarios, each crushing one collateral. Seizing A (cheap in the binding scenario 0) raises health
+    there but lowers it in scenario 1, where A keeps 95 % of its price: the full half-close request would revert
+    LiquidationLowersHealth, so the planner asks the largest amount that does not (the mirror is the engine's,
+    tests/test_risk_differential.py), and that still beats B, whose discount is small."""
+    from dataclasses import replace
+
+    grid = risk.GridRule(2, WAD, {0: (500_000, 950_000), 1: (600_000, 170_000)}, (1_000_000, 1_000_000))
+    market = replace(_market(_asset(0, 18, 1000, 0.80, 0.10), _asset(1, 18, 1000, 0.80, 0.02)), grid=grid)
+    # $10,000 of each, debt $11,500: scenario 0 holds 11,000 (health 0.9565), scenario 1 holds 11,200 (0.9739).
+    account = _account((10 * WAD, 10 * WAD), 11_500)
+    plan = plan_account(account, market, _limits())
+    assert isinstance(plan, Plan)
+    assert plan.collateral_index == 0
+    half = risk.w_mul_up(11_500 * USDC, risk.HALF_CLOSE)
+    assert 0 < plan.request < half  # the half close would lower health in scenario 1
+
+    def quote(amount: int, collateral: int = 0) -> risk.Quote:
+        b, p, a = {0: 10 * WAD, 1: 10 * WAD}, {0: 1000 * WAD, 1: 1000 * WAD}, {i: market.assets[i].risk for i in (0, 1)}
+        return risk.liquidation_quote(b, p, a, 11_500 * USDC, 10**27, WAD, 6, collateral, amount, PARAMS, grid)
+
+    assert quote(plan.request) == plan.quote
+    try:
+        quote(plan.request + 1)
+    except risk.LiquidationLowersHealth:
+        pass
+    else:
+        raise AssertionError("one unit more should lower health")
+    # Closed form: seizing A at discount d moves scenario 1 to (11,200 - 0.95·(1 + d)·r) / (11,500 - r), which
+    # stays at or above health h0 = 11,000 / 11,500 up to r = (11,200 - 11,500·h0) / (0.95·(1 + d) - h0).
+    h0, d = 11_000 / 11_500, plan.quote.discount / WAD
+    bound = (11_200 - 11_500 * h0) / (0.95 * (1 + d) - h0)
+    assert abs(plan.request / USDC - bound) / bound < 0.001
+    b = quote(half, 1)  # B takes the whole half close at its 2 % cap, and earns less
+    assert plan.quote.repaid * plan.quote.discount > b.repaid * b.discount
