@@ -30,11 +30,6 @@ class SignerError(KeeperError):
     """The signing key cannot be loaded, or is not allowed on this chain."""
 
 
-class UnsupportedMarketError(KeeperError):
-    """The engine enforces a rule this keeper cannot mirror to the wei (a stored scenario grid): acting on the
-    additive mirror could send liquidations that revert or miss ones that are due, so the keeper refuses."""
-
-
 class NodeUnreachableError(KeeperError):
     """The node does not answer (refused, timed out, not JSON-RPC)."""
 
