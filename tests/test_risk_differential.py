@@ -589,10 +589,11 @@ class Campaign:
         rule = self.grid()
         tag = "" if rule is None else "grid "
         if rule is not None:
-            # What the keeper reads (Lens.grid, through keeper.chain.reads) is the grid the driver set and ramped.
+            # What the keeper reads (Lens.grid, unpacked as keeper.chain.reads does) is the grid the driver set and
+            # ramped.
             count, scale, _, _, columns = node.value(self.lens("grid"))
-            read = risk.GridRule(count, scale, {t: unpack_column(c, count) for t, c in zip(self.tokens, columns[:-1], strict=True)},
-                                 unpack_column(columns[-1], count))  # fmt: skip
+            cols = [unpack_column(c, count) for c in columns]
+            read = risk.GridRule(count, scale, dict(zip(self.tokens, cols[:-1], strict=True)), cols[-1])
             t.check("Lens.grid", read, rule)
             t.seen("grid:ramping" if self.ramp_start < node.now < self.ramp_end else "grid:in force")
         chain = node.calls([self.engine("accountHealth", a.owner, a.sub) for a in self.accounts])
