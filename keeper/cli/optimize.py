@@ -28,6 +28,7 @@ from web3.types import TxReceipt
 
 from keeper.chain.deployment import Deployment, contract
 from keeper.chain.signer import load_signer
+from keeper.chain.txmanager import Submission, TxManager
 from keeper.cli.optimize_flags import inputs_from
 from keeper.cli.startup import startup
 from keeper.core.errors import KeeperError
@@ -114,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
         raise OptimizeError(f"--plot {plot}: folder {plot.resolve().parent} does not exist; create it first")
     if args.apply and args.dry_run:
         raise OptimizeError("--apply and --dry-run exclude each other: --dry-run shows what --apply would send")
+    if args.grid:
+        if asset or plot is not None or args.from_scenario:
+            raise OptimizeError(
+                "--grid calibrates the whole market from the chain's feeds: drop --asset, --plot and --from-scenario"
+            )
+        from keeper.cli import optimize_grid
+
+        return optimize_grid.run(args, open_chain(args.config), inputs)
     for flag, wanted in (("--apply", args.apply), ("--dry-run", args.dry_run)):
         if wanted and not asset:
             raise OptimizeError(f"{flag} needs --asset SYMBOL (and a config for the chain)")
@@ -177,19 +186,7 @@ def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
         sub = submit(keeper.txm, engine, a.token, plan, on)
         if sub is None:
             return {**base, "sent": False, "reason": "not sent: simulation reverts or the same update is in flight"}
-        # Wait for the receipt, not for confirmations: the journal keeps the intent, and `keeper run` (or the next
-        # --apply) follows it to confirmation and replaces it if it gets stuck.
-        deadline = time.monotonic() + APPLY_TIMEOUT_S
-        status = "pending"
-        while sub.status == "pending" and time.monotonic() < deadline:
-            keeper.txm.poll(chain.w3.eth.block_number)
-            receipt = _receipt(chain.w3, sub.tx_hash)
-            if receipt is not None:
-                status = "mined" if int(receipt["status"]) == 1 else "reverted"
-                break
-            time.sleep(1.0)
-        if sub.status == "failed":
-            status = f"refused by the node: {sub.error}"
+        status = wait_for(chain.w3, keeper.txm, sub)
     finally:
         keeper.close()
     after = read_onchain(engine, a.token)
@@ -232,6 +229,24 @@ def dry_run(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]
         "ramps": plan.ramps,
         "plan": _plan_doc(plan),
     }
+
+
+def wait_for(w3: Web3, txm: TxManager, sub: Submission) -> str:
+    """Wait for the receipt of a sent update ("mined", "reverted", "pending" after APPLY_TIMEOUT_S, or why the node
+    refused it), not for confirmations: the journal keeps the intent, and `keeper run` (or the next --apply)
+    follows it to confirmation and replaces it if it gets stuck."""
+    deadline = time.monotonic() + APPLY_TIMEOUT_S
+    status = "pending"
+    while sub.status == "pending" and time.monotonic() < deadline:
+        txm.poll(w3.eth.block_number)
+        receipt = _receipt(w3, sub.tx_hash)
+        if receipt is not None:
+            status = "mined" if int(receipt["status"]) == 1 else "reverted"
+            break
+        time.sleep(1.0)
+    if sub.status == "failed":
+        status = f"refused by the node: {sub.error}"
+    return status
 
 
 def _receipt(w3: Web3, tx_hash: str) -> TxReceipt | None:

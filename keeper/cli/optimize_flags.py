@@ -152,6 +152,25 @@ def _live(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="refuse a measured volatility below this: a frozen feed (default %(default)s)",
     )
+    g.add_argument(
+        "--grid",
+        action="store_true",
+        help="choose the engine's scenario grid for the whole market from the feeds' joint history "
+        "(docs/portfolio-margin.md) instead of one asset's lt",
+    )
+    g.add_argument(
+        "--joint-step-s",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="--grid: time step the feeds are aligned on for their covariance (default %(default)s)",
+    )
+    g.add_argument(
+        "--initial-scale",
+        type=float,
+        metavar="F",
+        help="--grid: the initial-margin scale of a new grid (setGrid; default the engine's, else 0.9)",
+    )
     g.add_argument("--apply", action="store_true", help="send the bounded on-chain update (needs the role)")
     g.add_argument(
         "--dry-run",
