@@ -4,8 +4,9 @@ Carlo paths, so the table shows what each rule asks and how often a book at its 
 
     python benchmarks/grid_books.py [--paths 200000] [--horizon-s 86400] [--target 0.01]
 
-The market: ETH, stETH, BTC and LINK with public-order volatilities and correlations (stETH tracks ETH at correlation 0.995
-with a depeg jump), a market-wide jump, USDC flat. Three one-debt markets share it (USDC, ETH or BTC borrowed).
+The market: ETH, stETH, BTC and LINK with public-order volatilities and correlations (stETH tracks ETH at
+correlation 0.995, with a depeg jump), a market-wide jump, USDC flat. Three one-debt markets share it (USDC, ETH
+or BTC borrowed).
 
 - **Additive rule (today).** Each collateral's lt is the target quantile of its own USD price ratio over the
   horizon (the one-asset optimizer's core, without liquidation dynamics); the debt counts at its price, with no
@@ -29,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from keeper.optimizer import basket, correlation, gridfit
-from keeper.optimizer.correlation import CommonJump, JointMarket, Jumps
+from keeper.optimizer.correlation import F64, CommonJump, JointMarket, Jumps
 
 ASSETS = ("ETH", "stETH", "BTC", "LINK")
 VOLS = np.array([0.70, 0.70, 0.55, 1.00])
@@ -53,12 +54,12 @@ MARKETS = (
 )  # fmt: skip
 
 
-def additive_lt(ratios: np.ndarray, target: float) -> dict[str, float]:
+def additive_lt(ratios: F64, target: float) -> dict[str, float]:
     """Each asset's lt: the target quantile of its own price ratio (its USD fall it must survive)."""
     return {a: float(np.quantile(ratios[:, i], target)) for i, a in enumerate(ASSETS)}
 
 
-def p_insolvent(weights: dict[str, float], debt: str, need: float, ratios: np.ndarray) -> float:
+def p_insolvent(weights: dict[str, float], debt: str, need: float, ratios: F64) -> float:
     """P(the book holding `need` of collateral per unit of debt ends the horizon worth less than its debt)."""
     col = {a: i for i, a in enumerate(ASSETS)}
     long = sum(need * w * ratios[:, col[a]] for a, w in weights.items())
@@ -73,7 +74,7 @@ def main() -> int:
     p.add_argument("--target", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=14)
     args = p.parse_args()
-    market = JointMarket(ASSETS, RHO * np.outer(VOLS, VOLS), COMMON, DEPEG)
+    market = JointMarket(ASSETS, np.asarray(RHO * np.outer(VOLS, VOLS), dtype=np.float64), COMMON, DEPEG)
     ratios = correlation.simulate(market, args.horizon_s, args.paths, args.seed)
     lt = additive_lt(ratios, args.target)
     full = np.hstack([ratios, np.ones((ratios.shape[0], 1))])
