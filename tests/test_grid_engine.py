@@ -338,3 +338,45 @@ def test_the_keeper_reads_the_grid_plans_by_it_and_status_names_the_binding_scen
 
 def _fields(h: Any) -> tuple[int, ...]:
     return (h.collateral_value, h.lt_weighted, h.ltv_weighted, h.debt, h.debt_value, h.health)
+
+
+def test_a_real_keeper_says_which_rule_binds_and_liquidates_under_the_grid(
+    system, sg, chain, alice, accounts, tmp_path, caplog
+):
+    """`build_keeper` + `tick`, as `keeper run` does: the keeper logs the margin rule once and when governance
+    changes it, exports the grid's size, and liquidates an account that only the grid makes liquidatable, with
+    the engine's own figures as the reference (health not lowered, the account no longer liquidatable or smaller)."""
+    import logging
+
+    from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine
+
+    w3 = chain.provider.web3
+    keeper_account = accounts[KEEPER_INDEX]
+    system.usdc.mint(keeper_account, 1_000_000 * MILLION, sender=system.admin)
+    # $80,000 of collateral, $60,000 of debt: additive health (20,000·0.85 + 60,000·0.80) / 60,000 = 1.083.
+    open_position(system, alice, 0, {"WETH": 10 * 10**18, "WBTC": 10**8}, borrow=60_000 * MILLION)
+    keeper = _keeper(system, chain, tmp_path)
+    caplog.set_level(logging.INFO, logger="keeper-test")
+    keeper.ensure_allowance()  # what `keeper run` does at start-up
+    _mine(w3)
+    keeper.tick()
+    _mine(w3)
+    assert keeper.metrics.grid_scenarios._value.get() == 0
+    cols = {"WETH": [600_000, 800_000], "WBTC": [800_000, 600_000], "LINK": [600_000, 600_000],
+            "USDC": [MILLION, MILLION]}  # fmt: skip
+    set_grid(sg, system, cols)
+    before = system.engine.accountHealth(alice, 0).health
+    assert before < WAD  # only the grid makes it liquidatable
+    start = w3.eth.block_number
+    for _ in range(3):
+        keeper.tick()
+        _mine(w3)
+    assert keeper.metrics.grid_scenarios._value.get() == 2
+    rules = [r.getMessage() for r in caplog.records if "the engine margins by" in r.getMessage()]
+    assert len(rules) == 2, rules  # the additive rule at start-up, then the grid once
+    assert "scenario grid of 2 scenarios" in rules[1]
+    engine = w3.eth.contract(address=system.engine.address, abi=keeper.dep.abis["MarginEngine"])
+    events = engine.events.Liquidated().get_logs(from_block=start)
+    assert [(e.args.owner, e.args.subId) for e in events][:1] == [(alice.address, 0)]
+    assert system.engine.accountHealth(alice, 0).health >= before
+    keeper.close()

@@ -148,6 +148,7 @@ class Keeper:
         self.engine = contract(w3, deployment, "MarginEngine")
         self.lens = contract(w3, deployment, "Lens")
         self.router = contract(w3, deployment, "OracleRouter")
+        self._grid_count = -1  # the margin grid's size last seen (0: additive); -1 before the first block
         self._share_due: dict[str, int] = {}  # share asset -> unix time its snapshot may next be refreshed
         self._shares_listed_at = -SHARE_LIST_REFRESH_S
         self.debt_token = standard_contract(w3, "ERC20", deployment.debt.token)
@@ -291,6 +292,7 @@ class Keeper:
         tracked = self.index.accounts()
         self.metrics.accounts_tracked.set(len(tracked))
         market = read_market(self.lens, head)
+        self._note_rule(market, head)
         accounts = read_accounts(self.lens, [(o, s) for o, s in tracked], head)
         limits = self._limits(market, head)
         self.last_limits = limits
@@ -360,6 +362,20 @@ class Keeper:
                     self.log.exception("protection strategies failed at block %d", head)
         self._report_not_sent(not_sent, head)
         self._follow(head)
+
+    def _note_rule(self, market: Market, head: int) -> None:
+        """Say which margin rule the mirror follows, at start-up and whenever governance changes it."""
+        count = 0 if market.grid is None else market.grid.count
+        if count == self._grid_count:
+            return
+        self._grid_count = count
+        self.metrics.grid_scenarios.set(count)
+        if count:
+            self.log.info(
+                "block %d: the engine margins by a scenario grid of %d scenarios; the mirror follows it", head, count
+            )
+        else:
+            self.log.info("block %d: the engine margins by the additive rule", head)
 
     def _write_offs(self, market: Market, accounts: list[AccountView], not_sent: dict[Account, NotSent]) -> None:
         """An insolvent account that gets no liquidation this block (no inventory, unprofitable, fee, cooldown...)

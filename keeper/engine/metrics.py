@@ -52,6 +52,11 @@ class Metrics:
         self.accounts_unpriced = Gauge(
             "keeper_accounts_unpriced", "Accounts with debt whose prices the router refuses", registry=r
         )
+        self.grid_scenarios = Gauge(
+            "keeper_margin_grid_scenarios",
+            "Scenarios of the engine's margin grid the mirror follows (0: the additive rule)",
+            registry=r,
+        )
         self.liquidations_sent = Counter("keeper_liquidations_sent", "Liquidation transactions sent", registry=r)
         self.liquidations_confirmed = Counter(
             "keeper_liquidations_confirmed", "Liquidations mined and confirmed", registry=r
