@@ -351,7 +351,7 @@ contract EngineModule is EngineBase, IScenarioGrid {
             if (asset != _debtAsset) _listed(asset);
             (uint256[4] memory lower_, uint256[4] memory upper_) = (lower[k], upper[k]);
             for (uint256 s; s < GridMath.MAX_SCENARIOS; ++s) {
-                (uint256 lo, uint256 hi) = (_word(lower_, s), _word(upper_, s));
+                (uint256 lo, uint256 hi) = (GridMath.millionths(lower_, s), GridMath.millionths(upper_, s));
                 bool off = lo == 0 && hi == 0;
                 if (!off && (lo < MIN_MOVE || hi > MAX_MOVE || lo > hi)) revert InvalidGridBounds(asset, s);
             }
@@ -398,14 +398,13 @@ contract EngineModule is EngineBase, IScenarioGrid {
         (uint256[4] memory lo, uint256[4] memory hi) = (_lower[asset], _upper[asset]);
         uint256[4] memory current = _rampFrom[asset];
         for (uint256 s; s < count; ++s) {
-            (uint256 m, uint256 cur) = (_word(col, s), _word(current, s));
-            (uint256 l, uint256 u) = (_word(lo, s), _word(hi, s));
+            (uint256 m, uint256 cur) = (GridMath.millionths(col, s), GridMath.millionths(current, s));
+            (uint256 l, uint256 u) = (GridMath.millionths(lo, s), GridMath.millionths(hi, s));
             if (m < l || m > u) revert GridOutsideBounds(asset, s, m, l, u);
             if ((m > cur ? m - cur : cur - m) > maxStep) revert GridStepTooLarge(asset, s, cur, m, maxStep);
         }
     }
 
-    /// @dev Every multiplier of the grid's first `count` scenarios within [MIN_MOVE, MAX_MOVE], none beyond them.
     /// @inheritdoc IScenarioGrid
     function grid(address asset) external view onlyDelegated returns (GridView memory g) {
         g.count = _params.gridCount;
@@ -414,14 +413,11 @@ contract EngineModule is EngineBase, IScenarioGrid {
         if (g.count != 0) g.effective = _column(asset, g.count);
     }
 
+    /// @dev Every multiplier of the grid's first `count` scenarios within [MIN_MOVE, MAX_MOVE], none beyond them.
     function _requireColumn(address asset, uint256[4] memory column, uint256 count) internal pure {
         for (uint256 s; s < GridMath.MAX_SCENARIOS; ++s) {
-            uint256 m = _word(column, s);
+            uint256 m = GridMath.millionths(column, s);
             if (s < count ? m < MIN_MOVE || m > MAX_MOVE : m != 0) revert InvalidMove(asset, s, m);
         }
-    }
-
-    function _word(uint256[4] memory column, uint256 s) internal pure returns (uint256) {
-        return (column[s >> 3] >> ((s & 7) << 5)) & 0xFFFFFFFF;
     }
 }

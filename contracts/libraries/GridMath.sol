@@ -39,9 +39,14 @@ library GridMath {
     /// @dev A leg's column has no multiplier for a scenario the grid uses: fail closed rather than price it at 0.
     error UnsetMove(uint256 scenario);
 
+    /// @notice The multiplier of `column` in scenario `i`, in whole millionths (as stored).
+    function millionths(uint256[WORDS] memory column, uint256 i) internal pure returns (uint256) {
+        return (column[i / MOVES_PER_WORD] >> (32 * (i % MOVES_PER_WORD))) & 0xFFFFFFFF;
+    }
+
     /// @notice The multiplier (WAD) of `column` in scenario `i`.
     function move(uint256[WORDS] memory column, uint256 i) internal pure returns (uint256) {
-        return ((column[i / MOVES_PER_WORD] >> (32 * (i % MOVES_PER_WORD))) & 0xFFFFFFFF) * MOVE_UNIT;
+        return millionths(column, i) * MOVE_UNIT;
     }
 
     /// @notice The grid health of `longs` against `shorts` over the grid's first `count` scenarios.
