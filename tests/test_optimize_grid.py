@@ -145,6 +145,14 @@ def test_bad_combinations_are_refused(market: Path, tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+def test_thin_history_is_refused(market: Path, tmp_path: Path) -> None:
+    """Five days of rounds do not reach back the ten days asked for: nothing is chosen, and the message says why."""
+    out = optimize_grid(tmp_path, market, "--min-history-days", "10", "--dry-run")
+    assert out.returncode != 0
+    assert "less than --min-history-days 10" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_apply_without_the_role_is_refused(system: Any, chain: Any, market: Path, tmp_path: Path) -> None:
     out = optimize_grid(tmp_path, write_config(tmp_path, system, chain, index=7), "--apply")
     assert out.returncode != 0

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, chain: Any, inputs: opt.OptimizerInputs) -> in
         common = CommonJump(intensity, mean, vol)
     joint = gridfit.measure_joint(
         w3, assets, inputs.window_s, inputs.max_rounds, args.joint_step_s, inputs.min_rounds, inputs.min_sigma,
-        common, block, now,
+        inputs.min_history_days, common, block, now,
     )  # fmt: skip
     engine = contract(w3, dep, "MarginEngine")
     lt = {a.symbol: int(engine.functions.assetConfig(a.token).call(block_identifier=block)[4]) / 1e18

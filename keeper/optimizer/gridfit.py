@@ -100,11 +100,14 @@ def measure_joint(
     step_s: float,
     min_rounds: int,
     min_sigma: float,
+    min_days: float,
     common: CommonJump | None,
     block: int,
     now: int,
 ) -> JointInputs:
-    """Read every feed's rounds over the window and estimate the joint market of the volatile assets."""
+    """Read every feed's rounds over the window and estimate the joint market of the volatile assets. Refused
+    (GridFitError) when a collateral has fewer than `min_rounds` rounds or a σ below `min_sigma`, or when the feeds'
+    common history is shorter than `min_days`."""
     histories: dict[str, list[volatility.Round]] = {}
     rounds: dict[str, int] = {}
     held: list[str] = []
@@ -140,6 +143,11 @@ def measure_joint(
         est = correlation.estimate_joint(histories, step_s, window_s)
     except correlation.CorrelationError as exc:
         raise GridFitError(f"the feeds' joint history: {exc}") from exc
+    if est.span_s < min_days * 86_400:
+        raise GridFitError(
+            f"the feeds overlap for {est.span_s / 86_400:.2f} days, less than --min-history-days {min_days:g}: no grid "
+            "is moved on thin data; wait for more rounds or lower --min-history-days"
+        )
     loads = {a: 1.0 for a in est.assets}
     jump = None if common is None else CommonJump(common.intensity, common.mean, common.vol, loads)
     market = JointMarket(est.assets, conservative_covariance(est), jump)
