@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -59,6 +59,7 @@ LIBRARY = [
 PLOTS = ["price.png", "accounts.png", "health.png", "latency.png"]
 BORROW = keccak(text="borrow(uint8,uint256,address)")[:4]
 SEQUENCER_DOWN = keccak(text="SequencerDown()")[:4]
+GRID_VIEW = keccak(text="grid(address)")[:4]
 SEQUENCER_GRACE = keccak(text="SequencerGracePeriod(uint256,uint256)")[:4]
 
 
@@ -287,7 +288,33 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return drill(tmp_path_factory, "outage", settle_blocks=6)
 
 
-DRILL_FIXTURES = ["crash", "stale", "zero_negative", "sequencer", "base_fee", "outage"]
+class GridProbe(Probe):
+    """Also reads the engine's grid size (IScenarioGrid.grid(debt asset).count) at every block."""
+
+    def __init__(self, record: Path) -> None:
+        super().__init__(record)
+        self.counts: set[int] = set()
+
+    def look(self, rpc: Rpc, p: Progress) -> None:
+        dep = load_deployment(self.record, 31337)
+        raw = rpc.eth_call(dep.engine, GRID_VIEW + abi_encode(["address"], [dep.debt.token]), p.head)
+        self.counts.add(int.from_bytes(raw[:32], "big"))
+
+
+@pytest.fixture(scope="module")
+def hedged(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return drill(tmp_path_factory, "hedged", probe=GridProbe, settle_blocks=5)
+
+
+@pytest.fixture(scope="module")
+def hedged_additive(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    out = tmp_path_factory.mktemp("hedged-additive")
+    watcher = GridProbe(out / "31337.json")
+    sc = replace(scenario("hedged"), margin=None)
+    return Run(run_drill(DrillOptions(scenario=sc, out=out, on_block=watcher, settle_blocks=5)), out, watcher)
+
+
+DRILL_FIXTURES = ["crash", "stale", "zero_negative", "sequencer", "base_fee", "outage", "hedged"]
 
 
 @pytest.mark.parametrize("name", DRILL_FIXTURES)
@@ -318,6 +345,44 @@ def test_record_is_the_chain(name: str, request: pytest.FixtureRequest) -> None:
         tx = rec.keeper_txs[liq.tx]
         assert (tx.mined_block, tx.status, tx.account) == (liq.block, 1, (liq.owner, liq.sub_id))
     report.validate(report.build(rec))
+
+
+# ---------------------------------------------------------------------------------------------- hedged books
+
+
+def test_hedged_books_under_the_grid(hedged: Run, hedged_additive: Run) -> None:
+    """The scenario's [margin] grid is on the engine for the whole drill (and none under --additive); seeding
+    reaches the drawn healths as the engine figures them under the grid; the keeper liquidates every loop the
+    depeg makes liquidatable, none healthy, without bad debt; and against the same collateral the grid lends
+    what its binding scenario supports over what the additive lt does (0.087752/0.092231 over 0.81)."""
+    sc = hedged.sc
+    assert sc.margin is not None
+    assert hedged.probe.counts == {len(sc.margin.scenarios)}
+    assert hedged_additive.probe.counts == {0}
+    plans = {(p.owner, p.sub): p.health for p in plan_seeding(sc, hedged_params(), sc.accounts.count, sc.seed)}
+    for (owner, sub), h in zip(hedged.rec.accounts, hedged.rec.initial_health, strict=True):
+        assert h == pytest.approx(plans[(owner, sub)], rel=1e-3)  # the chain's grid health after seeding
+    summary = hedged.summary()
+    assert summary["liquidated_accounts"] > 0
+    assert summary["missed_liquidations"] == 0
+    assert summary["healthy_liquidations"] == 0
+    assert summary["bad_debt_usd"] == 0
+    grid_debt = hedged.rec.start_totals["debt_usd"]
+    additive_debt = hedged_additive.rec.start_totals["debt_usd"]
+    assert hedged.rec.start_totals["collateral_usd"] == pytest.approx(
+        hedged_additive.rec.start_totals["collateral_usd"]
+    )
+    assert grid_debt / additive_debt == pytest.approx((0.087752 / 0.092231) / 0.81, rel=2e-3)
+
+
+def hedged_params() -> SimpleNamespace:
+    raw = tomllib.loads((LOCAL_CONFIG.parent / "local-weth.toml").read_text(encoding="utf-8"))
+    everything = [raw["debt"], *raw["asset"]]
+    return SimpleNamespace(
+        decimals={a["symbol"]: a["decimals"] for a in everything},
+        lt={a["symbol"]: a["lt"] for a in raw["asset"]},
+        ltv={a["symbol"]: a["ltv"] for a in raw["asset"]},
+    )
 
 
 # ---------------------------------------------------------------------------------------------- 1. baseline crash

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> t
 
     remote = getattr(args, "rpc_url", None) or getattr(args, "fork_url", None)
     keeper_settings = parse_settings(getattr(args, "set", None) or [])
+    if getattr(args, "additive", False):
+        scenario = replace(scenario, margin=None)
     opts = DrillOptions(
         scenario=scenario,
         out=out,

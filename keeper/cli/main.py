@@ -147,6 +147,11 @@ def _drill_options(parser: argparse.ArgumentParser, accounts_default: int | None
     parser.add_argument("--settle-blocks", type=int, metavar="N", help="blocks after the last step (default 30+)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument(
+        "--additive",
+        action="store_true",
+        help="ignore the scenario's [margin] grid: the same drill under the additive rule, for a side-by-side run",
+    )
+    parser.add_argument(
         "--risk",
         action="append",
         metavar="SYMBOL=LTV/LT",

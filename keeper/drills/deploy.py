@@ -88,13 +88,21 @@ def deploy_config(scenario: Scenario, template: Path, risk: dict[str, tuple[floa
     return "\n".join(lines) + "\n"
 
 
+def local_template(project: Path, scenario: Scenario) -> Path:
+    """The local deploy config the embedded drill starts from: deployments/configs/local-<debt>.toml for the
+    scenario's debt asset when there is one (local-weth.toml lends WETH), else local.toml (USDC)."""
+    configs = project / "deployments" / "configs"
+    specific = configs / f"local-{scenario.quote.symbol.lower()}.toml"
+    return specific if specific.is_file() else configs / "local.toml"
+
+
 def deploy_embedded(
     scenario: Scenario, url: str, out: Path, project: Path, risk: dict[str, tuple[float, float]] | None = None
 ) -> Path:
     """Deploy with `ape run deploy` to the node at `url`; the record goes to out/<chainId>.json."""
     out = out.resolve()  # `ape run deploy` runs in the project folder: a relative path would point there
     config = out / "deploy-config.toml"
-    template = project / "deployments" / "configs" / "local.toml"
+    template = local_template(project, scenario)
     config.write_text(deploy_config(scenario, template, risk), encoding="utf-8")
     ape = Path(sys.prefix) / "bin" / "ape"
     cmd = [str(ape), "run", "deploy", "--network", url, "--config", str(config), "--out-dir", str(out), "--fresh"]

@@ -249,6 +249,15 @@ def _drill_section(
             "liquidated": len({rec.accounts[i] for i in preexisting} & liquidated),
         },
         "risk_params": rec.risk,
+        "margin": (
+            {"rule": "additive"}
+            if sc.margin is None
+            else {
+                "rule": "grid",
+                "scenarios": len(sc.margin.scenarios),
+                "initial_scale": sc.margin.initial_scale,
+            }
+        ),
         **{k: round(v, 2) for k, v in rec.start_totals.items()},
         "missed": [
             {
@@ -334,6 +343,13 @@ def markdown(rec: DrillRecord, doc: dict[str, Any], plots: dict[str, Path]) -> s
         + ", ".join(f"{k} ltv {v['ltv']:g} / lt {v['lt']:g}" for k, v in d.get("risk_params", {}).items())
         + f"; at the start: collateral ${d.get('collateral_usd', 0):,.0f}, borrowing power "
         f"${d.get('borrowing_power_usd', 0):,.0f}, debt ${d.get('debt_usd', 0):,.0f}",
+        "- margin rule: "
+        + (
+            "additive (each collateral at its lt)"
+            if d.get("margin", {}).get("rule", "additive") == "additive"
+            else f"the scenario's grid of {d['margin']['scenarios']} scenarios (initial scale "
+            f"{d['margin']['initial_scale']:g}), set on the engine before seeding"
+        ),
         "",
         "## Summary",
         "",

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
+from eth_abi.abi import encode as abi_encode
 from pydantic import ValidationError
 from web3 import Web3
 
@@ -57,10 +58,12 @@ from keeper.drills.target import TargetKind, open_target, takeover_feeds
 from keeper.engine.compose import build_keeper
 from keeper.engine.keeper import Keeper, NativePrice
 from keeper.engine.settings import Settings
+from keeper.optimizer.gridfit import pack
 
 DRIVER_INDEX = 0  # Anvil dev account that pushes prices and funds accounts (also the embedded deployer)
 KEEPER_INDEX = 1  # Anvil dev account the keeper under drill signs with
 WARMUP_BLOCKS = 3
+SET_GRID = bytes(Web3.keccak(text="setGrid(uint8,uint64,address[],uint256[4][])")[:4])
 
 log = logging.getLogger("keeper.drill")
 
@@ -241,6 +244,39 @@ def _start_record(
     )
 
 
+def set_margin_grid(driver: Driver, scenario: Scenario) -> None:
+    """The engine's `setGrid` from the scenario's `[margin]`, sent by the driver (the embedded deployer, who holds
+    the admin role): every listed asset's column and the debt asset's, an asset a scenario does not name at 1, a
+    listed asset the scenario does not use at its lt (no credit)."""
+    margin = scenario.margin
+    assert margin is not None
+    sys_ = driver.sys
+    used = {a.symbol for a in scenario.assets}
+    symbols = [*sys_.lt, sys_.debt_symbol]
+    columns = []
+    for symbol in symbols:
+        if symbol in used:
+            moves = [sc.get(symbol, 1.0) for sc in margin.scenarios]
+        else:
+            moves = [sys_.lt[symbol]] * len(margin.scenarios)
+        debt = symbol == sys_.debt_symbol
+        # whole millionths, rounded against the account: the debt up, collateral down
+        columns.append(pack([math.ceil(m * 1e6 - 1e-6) if debt else math.floor(m * 1e6 + 1e-6) for m in moves]))
+    data = SET_GRID + abi_encode(
+        ["uint8", "uint64", "address[]", "uint256[4][]"],
+        [len(margin.scenarios), int(margin.initial_scale * WAD), [sys_.tokens[s] for s in symbols], columns],
+    )
+    tx = driver.send(driver.me, sys_.engine.address, "0x" + data.hex(), gas=2_000_000)
+    driver.mine_all()
+    try:
+        driver.check_mined([tx], "setting the scenario's margin grid")
+    except DrillError as exc:
+        raise DrillError(
+            f"{exc}: the drill's driver {driver.me} must hold the engine's admin role to set the [margin] grid "
+            "(the embedded deployment gives it; on --rpc-url, run with --additive or set the grid yourself)"
+        ) from None
+
+
 def run_drill(opts: DrillOptions) -> DrillRecord:
     """Set up the target, seed, replay, settle; the DrillRecord of everything the chain showed."""
     scenario = opts.scenario
@@ -263,6 +299,9 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         rpc.set_automine(False)
         stack.callback(lambda: rpc.set_automine(was_automine))
 
+        if scenario.margin is not None:
+            _phase(opts, f"setting the scenario's margin grid ({len(scenario.margin.scenarios)} scenarios)")
+            set_margin_grid(driver, scenario)
         preexisting, plans = _plan(opts, rpc, w3, dep, system, count, seed)
         _phase(opts, f"seeding {count} accounts (seed {seed})")
         keeper_address = Web3.to_checksum_address(dev_accounts[KEEPER_INDEX])

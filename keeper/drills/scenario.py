@@ -39,7 +39,10 @@ FAULT_FIELDS: Mapping[str, tuple[str, ...]] = {  # besides `at` and `kind`
     "base_fee": ("gwei", "duration"),
     "rpc_outage": ("duration",),
 }
-TOP_KEYS = ("name", "description", "seed", "block_time_s", "accounts", "asset", "step", "fault")
+TOP_KEYS = ("name", "description", "seed", "block_time_s", "accounts", "asset", "step", "fault", "margin")
+MARGIN_KEYS = ("initial_scale", "scenario")
+MAX_GRID_SCENARIOS = 32
+GRID_MOVE_RANGE = (0.0001, 100.0)  # the engine's bounds on a multiplier
 ACCOUNTS_KEYS = ("count", "health", "assets", "protected")
 ASSET_KEYS = ("symbol", "price", "quote")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # the name becomes a folder name: drills/<name>-<time>/
@@ -94,6 +97,16 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Margin:
+    """A scenario grid the drill sets on the engine before seeding (`[margin]`, docs/portfolio-margin.md): each
+    scenario maps asset symbols to price multipliers (an asset a scenario does not name: 1.0); `initial_scale` is
+    the initial margin's scale. `keeper drill --additive` ignores it, for the side-by-side run."""
+
+    scenarios: tuple[Mapping[str, float], ...]
+    initial_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -104,6 +117,7 @@ class Scenario:
     steps: tuple[Step, ...]  # strictly increasing `at`
     faults: tuple[Fault, ...]  # in file order
     source: str = ""  # the file it was read from, for messages
+    margin: Margin | None = None  # None: the additive rule
 
     @property
     def quote(self) -> Asset:
@@ -420,6 +434,7 @@ class _Checker:
         accounts = self.accounts(data, self.symbols)
         steps = self.steps(data, self.symbols)
         faults = self.faults(data, self.symbols)
+        margin = self.margin(data, self.symbols)
         if (
             self.problems
             or name is None
@@ -439,7 +454,64 @@ class _Checker:
             steps=tuple(steps),
             faults=tuple(faults),
             source=source,
+            margin=margin,
         )
+
+    def margin(self, data: Mapping[str, object], symbols: Mapping[str, bool]) -> Margin | None:
+        if "margin" not in data:
+            return None
+        raw = data["margin"]
+        path: _KeyPath = ("margin",)
+        where = "[margin]"
+        if not isinstance(raw, dict):
+            self.wrong((), "margin", "top level", "a table, written [margin]", raw)
+            return None
+        self.unknown_keys(raw, MARGIN_KEYS, path, where)
+        ok = True
+        scale = 1.0
+        if "initial_scale" in raw:
+            value = self.positive(raw["initial_scale"], path, "initial_scale", where, "the initial margin's scale")
+            if value is None:
+                ok = False
+            elif value > 1:
+                self.fail(self.lines.of(*path, "initial_scale"), f"{where}: `initial_scale` = {value:g} must be <= 1")
+                ok = False
+            else:
+                scale = value
+        tables = raw.get("scenario")
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            self.fail(
+                self.lines.of(*path),
+                f"{where}: needs 1 to {MAX_GRID_SCENARIOS} scenarios, each a table of SYMBOL = multiplier written "
+                "[[margin.scenario]]",
+            )
+            return None
+        if len(tables) > MAX_GRID_SCENARIOS:
+            self.fail(self.lines.of(*path), f"{where}: {len(tables)} scenarios; the engine takes at most 32")
+            ok = False
+        lo, hi = GRID_MOVE_RANGE
+        scenarios = []
+        for i, table in enumerate(cast(list[Mapping[str, object]], tables)):
+            spath: _KeyPath = ("margin", "scenario", i)
+            swhere = f"[[margin.scenario]] #{i + 1}"
+            moves: dict[str, float] = {}
+            for key, given in table.items():
+                if key not in symbols:
+                    self.fail(
+                        self.lines.of(*spath, key),
+                        f"{swhere}: unknown key `{key}`: a scenario holds [[asset]] symbols ({_known(symbols)})",
+                    )
+                    ok = False
+                    continue
+                m = self.positive(given, spath, key, swhere, "price multiplier")
+                if m is None or not lo <= m <= hi:
+                    if m is not None:
+                        self.fail(self.lines.of(*spath, key), f"{swhere}: `{key}` = {m:g} is outside [{lo:g}, {hi:g}]")
+                    ok = False
+                    continue
+                moves[key] = m
+            scenarios.append(MappingProxyType(moves))
+        return Margin(tuple(scenarios), scale) if ok else None
 
     def assets(self, data: Mapping[str, object]) -> list[Asset]:
         found: list[Asset] = []

@@ -39,6 +39,19 @@ def _owner(seed: int, i: int, salt: str = "") -> str:
     return Web3.to_checksum_address(keccak(f"collateral-keeper drill owner {seed} {i}{salt}".encode())[12:])
 
 
+def supported_usd(scenario: Scenario, system: System, usd: dict[str, float], initial: bool = False) -> float:
+    """The debt (USD) the margin rule lets collateral worth `usd` (by symbol) carry at health 1: under the additive
+    rule `Σ usd·lt` (`ltv` for the initial margin); under the scenario's grid the lowest over its scenarios of
+    `Σ usd·m / m_debt` (times the initial scale for the initial margin), an asset not named moving by 1."""
+    margin = scenario.margin
+    if margin is None:
+        ratios = system.ltv if initial else system.lt
+        return sum(v * ratios[s] for s, v in usd.items())
+    debt = scenario.quote.symbol
+    best = min(sum(v * sc.get(s, 1.0) for s, v in usd.items()) / sc.get(debt, 1.0) for sc in margin.scenarios)
+    return best * margin.initial_scale if initial else best
+
+
 def plan_seeding(scenario: Scenario, system: System, count: int, seed: int, salt: str = "") -> list[SeedPlan]:
     """The accounts to seed, a pure function of the scenario, the seed and `salt` (empty but on a node where the
     seed's owners already hold accounts, from an earlier drill: see run_drill)."""
@@ -51,7 +64,7 @@ def plan_seeding(scenario: Scenario, system: System, count: int, seed: int, salt
         k = rng.randint(1, len(scenario.accounts.assets))
         mix = rng.sample(list(scenario.accounts.assets), k)
         collateral: dict[str, int] = {}
-        weighted = 0.0
+        values: dict[str, float] = {}
         for symbol in mix:
             usd = math.exp(rng.uniform(*map(math.log, SEED_COLLATERAL_USD)))
             price = scenario.asset(symbol).price
@@ -59,7 +72,8 @@ def plan_seeding(scenario: Scenario, system: System, count: int, seed: int, salt
             if units == 0:
                 continue
             collateral[symbol] = units
-            weighted += units / 10 ** system.decimals[symbol] * price * system.lt[symbol]
+            values[symbol] = units / 10 ** system.decimals[symbol] * price
+        weighted = supported_usd(scenario, system, values)
         health = rng.uniform(lo, hi)
         debt = int(weighted / health / quote.price * 10 ** system.decimals[quote.symbol])
         plans.append(SeedPlan(owner, sub, collateral, debt, health))
@@ -122,7 +136,8 @@ def _borrow(driver: Driver, scenario: Scenario, plans: list[SeedPlan]) -> None:
     debt_sym = sys_.debt_symbol
     lift = 1.0
     for p in plans:
-        power = sum(u / 10 ** sys_.decimals[s] * scenario.asset(s).price * sys_.ltv[s] for s, u in p.collateral.items())
+        usd = {s: u / 10 ** sys_.decimals[s] * scenario.asset(s).price for s, u in p.collateral.items()}
+        power = supported_usd(scenario, sys_, usd, initial=True)
         need_usd = p.debt / 10 ** sys_.decimals[debt_sym] * scenario.quote.price
         if power > 0:
             lift = max(lift, need_usd / power)

@@ -597,7 +597,7 @@ def test_every_problem_is_reported_in_line_order(tmp_path: Path) -> None:
     lines = str(info.value).split("\n")
     assert lines[0] == f"{path}: 4 problems in this scenario; fix them and run again"
     assert lines[1] == f"  {path}:5: top level: unknown key `extra`; allowed: " + ", ".join(
-        ("name", "description", "seed", "block_time_s", "accounts", "asset", "step", "fault")
+        ("name", "description", "seed", "block_time_s", "accounts", "asset", "step", "fault", "margin")
     )
     assert lines[3].startswith(f"  {path}:26: [[step]] #2: `at` = 100")
 
@@ -646,3 +646,61 @@ def test_parse_scenario_names_its_source() -> None:
     with pytest.raises(ScenarioError, match=r"^crash\.toml:7: \[accounts\]: `count` = 0"):
         parse_scenario(variant({7: "count = 0"}), "crash.toml")
     assert isinstance(parse_scenario(variant()), Scenario)
+
+
+# --- the [margin] grid
+
+
+MARGIN = (
+    "\n[margin]\ninitial_scale = 0.9\n[[margin.scenario]]\nWETH = 0.7\nWBTC = 0.8\n[[margin.scenario]]\nUSDC = 1.2\n"
+)
+
+
+def test_margin_grid_is_read(tmp_path: Path) -> None:
+    scenario = load_scenario(str(write(tmp_path, variant(append=MARGIN))))
+    assert scenario.margin is not None
+    assert scenario.margin.initial_scale == 0.9
+    assert [dict(s) for s in scenario.margin.scenarios] == [{"WETH": 0.7, "WBTC": 0.8}, {"USDC": 1.2}]
+    assert load_scenario(str(write(tmp_path, variant(), "plain.toml"))).margin is None
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("\n[margin]\n[[margin.scenario]]\nETH = 0.7\n", 38, "unknown key `ETH`: a scenario holds [[asset]] symbols"),
+        ("\n[margin]\n[[margin.scenario]]\nWETH = 0.00001\n", 38, "`WETH` = 1e-05 is outside [0.0001, 100]"),
+        ("\n[margin]\n[[margin.scenario]]\nWETH = -1\n", 38, "`WETH` = -1 must be > 0"),
+        (
+            "\n[margin]\ninitial_scale = 1.5\n[[margin.scenario]]\nWETH = 0.7\n",
+            37,
+            "`initial_scale` = 1.5 must be <= 1",
+        ),
+        ("\n[margin]\ninitial_scale = 0.9\n", 36, "[margin]: needs 1 to 32 scenarios"),
+        (
+            "\n[margin]\nscale = 0.9\n[[margin.scenario]]\nWETH = 0.7\n",
+            37,
+            "unknown key `scale`; allowed: initial_scale",
+        ),
+    ],
+)
+def test_margin_grid_problems_name_their_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+    expect_one(tmp_path, variant(append=text), line, fragment)
+
+
+def test_margin_grid_of_more_than_32_scenarios(tmp_path: Path) -> None:
+    text = "\n[margin]\n" + "[[margin.scenario]]\nWETH = 0.7\n" * 33
+    assert any("at most 32" in p.message for p in problems_of(tmp_path, variant(append=text)))
+
+
+def test_steth_depeg_drills_a_weth_debt_market() -> None:
+    """The hedged-book scenario lends WETH (deployments/configs/local-weth.toml) and carries its grid; its prices
+    lie inside that config's bounds, and stETH trades at 0.93-0.97 ETH throughout."""
+    scenario = load_scenario("steth-depeg-june-2022")
+    config = tomllib.loads((LOCAL_CONFIG.parent / "local-weth.toml").read_text())
+    assert scenario.quote.symbol == config["debt"]["symbol"] == "WETH"
+    assert {a.symbol for a in scenario.assets} == {"WETH", *(a["symbol"] for a in config["asset"])}
+    assert scenario.margin is not None
+    eth, steth = dict(scenario.price_path("WETH")), dict(scenario.price_path("STETH"))
+    ratios = [steth[t] / eth[t] for t in eth]
+    assert min(ratios) >= 0.93
+    assert max(ratios) <= 0.971
