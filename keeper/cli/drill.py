@@ -20,7 +20,7 @@ from keeper.drills import report
 from keeper.drills.record import DrillError, DrillOptions, DrillRecord
 from keeper.drills.record import Progress as BlockProgress
 from keeper.drills.run import run_drill
-from keeper.drills.scenario import Scenario, _library_names, load_scenario
+from keeper.drills.scenario import Scenario, _library_names, load_margin, load_scenario
 from keeper.engine.settings import anvil_from_environment
 
 CHECKED = ("missed_liquidations", "healthy_liquidations", "duplicate_submissions")
@@ -84,6 +84,8 @@ def execute(scenario: Scenario, args: argparse.Namespace, console: Console) -> t
     keeper_settings = parse_settings(getattr(args, "set", None) or [])
     if getattr(args, "additive", False):
         scenario = replace(scenario, margin=None)
+    elif getattr(args, "margin", None) is not None:
+        scenario = replace(scenario, margin=load_margin(args.margin, scenario))
     opts = DrillOptions(
         scenario=scenario,
         out=out,

@@ -146,10 +146,17 @@ def _drill_options(parser: argparse.ArgumentParser, accounts_default: int | None
     parser.add_argument("--seed", type=int, metavar="S", help="seed for the accounts (default: the scenario's)")
     parser.add_argument("--settle-blocks", type=int, metavar="N", help="blocks after the last step (default 30+)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
-    parser.add_argument(
+    margin = parser.add_mutually_exclusive_group()
+    margin.add_argument(
         "--additive",
         action="store_true",
         help="ignore the scenario's [margin] grid: the same drill under the additive rule, for a side-by-side run",
+    )
+    margin.add_argument(
+        "--margin",
+        type=Path,
+        metavar="PATH",
+        help="drill under the [margin] grid of this TOML file instead of the scenario's (deployments/grids/)",
     )
     parser.add_argument(
         "--risk",

@@ -791,6 +791,29 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     return scenario
 
 
+def load_margin(path: Path, scenario: Scenario) -> Margin:
+    """A `[margin]` grid from its own TOML file (`keeper drill --margin PATH`), checked against `scenario`'s assets
+    as a scenario's own `[margin]` is. Raises ScenarioError listing every problem."""
+    shown = str(path)
+    if not path.is_file():
+        raise ScenarioError(
+            shown, [Problem(None, "no such file; give the path of a TOML file holding a [margin] grid")]
+        )
+    text = _read(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(shown, [_decode_problem(exc, text)]) from None
+    checker = _Checker(_LineMap(text))
+    checker.unknown_keys(data, ("margin",), (), "top level")
+    if "margin" not in data:
+        checker.fail(1, "top level: no [margin] table; a grid file holds [margin] and its [[margin.scenario]] tables")
+    margin = checker.margin(data, {a.symbol: a.quote for a in scenario.assets})
+    if checker.problems or margin is None:
+        raise ScenarioError(shown, checker.problems)
+    return margin
+
+
 def _library() -> Traversable:
     return resources.files(LIBRARY_PACKAGE).joinpath(LIBRARY_FOLDER)
 

@@ -17,6 +17,7 @@ from keeper.drills.scenario import (
     Scenario,
     ScenarioError,
     list_library,
+    load_margin,
     load_scenario,
     parse_scenario,
 )
@@ -704,3 +705,20 @@ def test_steth_depeg_drills_a_weth_debt_market() -> None:
     ratios = [steth[t] / eth[t] for t in eth]
     assert min(ratios) >= 0.93
     assert max(ratios) <= 0.971
+
+
+def test_a_margin_file_is_checked_against_the_scenario(tmp_path: Path) -> None:
+    """`keeper drill --margin PATH`: the shipped local-USDC grid fits the USDC library scenarios; a file naming an
+    asset the scenario lacks, without [margin], or missing, is refused with its line."""
+    shipped = ROOT / "deployments" / "grids" / "local-usdc.toml"
+    margin = load_margin(shipped, load_scenario("october-10-2025"))
+    assert len(margin.scenarios) == 7
+    assert margin.initial_scale == 0.95
+    scenario = load_scenario("steth-depeg-june-2022")  # no WBTC or LINK here
+    with pytest.raises(ScenarioError) as info:
+        load_margin(shipped, scenario)
+    assert any("unknown key `WBTC`" in p.message for p in info.value.problems)
+    with pytest.raises(ScenarioError, match="no \\[margin\\] table"):
+        load_margin(write(tmp_path, "x = 1\n", "g.toml"), scenario)
+    with pytest.raises(ScenarioError, match="no such file"):
+        load_margin(tmp_path / "missing.toml", scenario)
