@@ -325,10 +325,9 @@ class GridRule:
     debt: tuple[int, ...]
 
 
-def _check_leg(value: int) -> int:
-    if value >> 224:
+def _check_leg(value: int) -> None:
+    if value >= LEG_VALUE_LIMIT:
         raise LegValueTooLarge(value)
-    return value
 
 
 def grid_scenarios(values: Mapping[K, int], debt_value: int, grid: GridRule) -> list[tuple[int, int]]:

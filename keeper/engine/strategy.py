@@ -31,6 +31,8 @@ from keeper.core.snapshot import Account, Market, liquidation_inputs, liquidatio
 # Gas of one liquidation used for profit estimates before the exact estimate (measured: 160-210k with one to
 # three collateral assets; see docs/gas.md). The transaction itself is sent with eth_estimateGas.
 LIQUIDATION_GAS_ESTIMATE = 230_000
+# Under a grid, a bisected repayment is asked 1/EDGE_MARGIN inside the largest one that keeps health.
+EDGE_MARGIN = 1000
 # Blocks a position whose simulation failed is left alone before it is tried again (liquidations and protection).
 COOLDOWN_BLOCKS = 5
 
@@ -240,7 +242,7 @@ def _largest_safe_quote(
     quote_at: Callable[[int], risk.Quote], request: int, onchain_request: int
 ) -> tuple[risk.Quote, int] | None:
     """The quote at `request` (asked on-chain as `onchain_request`), or when that would lower health (possible
-    only under a grid), at the largest smaller request that does not, asked exactly; None when nothing passes."""
+    only under a grid), just inside the largest smaller request that does not; None when nothing passes."""
     try:
         return quote_at(request), onchain_request
     except risk.LiquidationLowersHealth:
@@ -259,7 +261,10 @@ def _largest_safe_quote(
 
     if not keeps_health(1):
         return None
-    amount = risk.largest(1, request - 1, keeps_health)
+    edge = risk.largest(1, request - 1, keeps_health)
+    # A tenth of a percent inside the edge: the debt accrues between this block and the one that includes the
+    # liquidation, and the exact edge would then lower health.
+    amount = max(1, edge - edge // EDGE_MARGIN)
     try:
         return quote_at(amount), amount
     except risk.ContractRevert:
