@@ -282,6 +282,7 @@ def unpack(words: Sequence[int], count: int) -> list[int]:
 class OnchainGrid:
     count: int
     initial_scale: int
+    ramp_end: int
     last_update: int
     max_step: int
     min_interval: int
@@ -302,10 +303,11 @@ def read_grid(w3: Web3, engine: str, assets: Sequence[Asset], block: BlockIdenti
         (views[a.symbol],) = abi_decode([GRID_VIEW], bytes(w3.eth.call(call, block)))
     first: Any = next(iter(views.values()))
     count = int(first[0])
-    (scale, _start, _end, last), (max_step, min_interval, ramp) = first[1], first[2]
+    (scale, _start, end, last), (max_step, min_interval, ramp) = first[1], first[2]
     return OnchainGrid(
         count,
         int(scale),
+        int(end),
         int(last),
         int(max_step),
         int(min_interval),
@@ -318,7 +320,8 @@ def read_grid(w3: Web3, engine: str, assets: Sequence[Asset], block: BlockIdenti
 
 @dataclass(frozen=True)
 class GridStep:
-    """One bounded `updateGrid`: the columns to send (all of them, by symbol) and how far each moved."""
+    """One bounded `updateGrid`: the columns to send (by symbol: the assets the risk keeper may move) and how far
+    each moved."""
 
     columns: dict[str, list[int]]
     target: dict[str, list[int]]
@@ -343,16 +346,22 @@ def plan_step(choice: GridChoice, on: OnchainGrid, now: int) -> GridStep | str:
         return "governance has not set the grid's bounds (setGridBounds): the risk keeper may not move it"
     if now < on.last_update + on.min_interval:
         return f"too soon: the next grid update is allowed at {on.last_update + on.min_interval} (now {now})"
+    if now < on.ramp_end:
+        # The column in force moves every second while it ramps: a step sized now could exceed maxStep by the
+        # block that includes it.
+        return f"the last grid update is still ramping in, until {on.ramp_end} (now {now})"
     columns: dict[str, list[int]] = {}
     largest = clamped = 0
     for symbol, target in choice.columns.items():
+        lows, highs = on.lower[symbol], on.upper[symbol]
+        if any(lo == 0 and hi == 0 for lo, hi in zip(lows, highs, strict=True)):
+            # Governance left some scenario of this asset without bounds: the engine lets the risk keeper move
+            # none of its column, so it is not sent and keeps the value in force.
+            clamped += sum(w != c for w, c in zip(target, on.effective[symbol], strict=True))
+            continue
         col = []
         for s, want in enumerate(target):
-            cur, lo, hi = on.effective[symbol][s], on.lower[symbol][s], on.upper[symbol][s]
-            if lo == 0 and hi == 0:  # not the keeper's to move
-                col.append(cur)
-                clamped += want != cur
-                continue
+            cur, lo, hi = on.effective[symbol][s], lows[s], highs[s]
             goal = min(hi, max(lo, want))
             step = max(-on.max_step, min(on.max_step, goal - cur))
             clamped += cur + step != want
@@ -365,8 +374,10 @@ def plan_step(choice: GridChoice, on: OnchainGrid, now: int) -> GridStep | str:
 
 
 def update_calldata(assets: Sequence[Asset], step: GridStep) -> str:
+    """`updateGrid` of the assets the step moves (the others keep their column)."""
+    moved = [a for a in assets if a.symbol in step.columns]
     data = bytes(Web3.keccak(text=UPDATE_GRID)[:4]) + abi_encode(
-        ["address[]", "uint256[4][]"], [[a.token for a in assets], [pack(step.columns[a.symbol]) for a in assets]]
+        ["address[]", "uint256[4][]"], [[a.token for a in moved], [pack(step.columns[a.symbol]) for a in moved]]
     )
     return "0x" + data.hex()
 
