@@ -55,6 +55,7 @@ LIBRARY = [
     "slide-then-gap",
     "stablecoin-spike",
     "stale-feed-crash",
+    "steth-depeg-june-2022",
 ]
 PLOTS = ["price.png", "accounts.png", "health.png", "latency.png"]
 BORROW = keccak(text="borrow(uint8,uint256,address)")[:4]
@@ -858,7 +859,7 @@ def test_cli_bad_scenario(tmp_path: Path) -> None:
 
 
 def test_cli_list() -> None:
-    """--list: the eleven library scenarios, by name, each with the start of its description."""
+    """--list: the twelve library scenarios, by name, each with the start of its description."""
     result = keeper_cli(ROOT, "drill", "--list")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

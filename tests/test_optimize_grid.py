@@ -25,23 +25,27 @@ TARGET = 0.01
 PATHS = 20_000
 
 
-def push_joint_history(system: Any, chain: Any) -> None:
+def push_joint_history(project: Any, system: Any, chain: Any) -> None:
     """Five days of half-hourly rounds of WETH, WBTC and LINK driven by one common factor (pairwise correlation
-    RHO) plus their own noise; USDC's feed stays flat."""
+    RHO) plus their own noise, on fresh feeds the router is pointed at (so no round another test left is read),
+    all after each feed's first round; USDC's feed stays flat."""
     rng = np.random.default_rng(14)
-    # Past any rounds an earlier test left: this history is the only one inside the window.
-    chain.pending_timestamp += ROUNDS * STEP_S
-    chain.mine()
-    now = chain.pending_timestamp
     dt = STEP_S / 31_536_000
     price = {"WETH": 2000.0, "WBTC": 60_000.0, "LINK": 15.0}
-    for i in range(ROUNDS, 0, -1):
+    start = chain.pending_timestamp
+    feeds = {}
+    for symbol in SIGMA:
+        feeds[symbol] = project.MockAggregator.deploy(8, int(price[symbol] * 1e8), symbol, sender=system.admin)
+        system.router.setFeed(system.tokens[symbol], feeds[symbol], 10**9, 1, 2**128 - 1, sender=system.admin)
+    chain.pending_timestamp = start + (ROUNDS + 1) * STEP_S
+    chain.mine()
+    for i in range(1, ROUNDS + 1):
         common = rng.standard_normal()
         for symbol, sigma in SIGMA.items():
             z = math.sqrt(RHO) * common + math.sqrt(1 - RHO) * rng.standard_normal()
             price[symbol] *= math.exp(sigma * math.sqrt(dt) * z - 0.5 * sigma**2 * dt)
-            at = now - i * STEP_S
-            system.feeds[symbol].setAnswerAt(int(price[symbol] * 1e8), at, at, sender=system.admin)
+            at = start + i * STEP_S
+            feeds[symbol].setAnswerAt(int(price[symbol] * 1e8), at, at, sender=system.admin)
 
 
 def optimize_grid(tmp_path: Path, config: Path, *extra: str) -> Any:
@@ -56,8 +60,8 @@ def optimize_grid(tmp_path: Path, config: Path, *extra: str) -> Any:
 
 
 @pytest.fixture
-def market(system: Any, chain: Any, tmp_path: Path) -> Path:
-    push_joint_history(system, chain)
+def market(project: Any, system: Any, chain: Any, tmp_path: Path) -> Path:
+    push_joint_history(project, system, chain)
     return write_config(tmp_path, system, chain)
 
 
