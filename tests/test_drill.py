@@ -75,10 +75,10 @@ def local_config() -> dict[str, Any]:
     return tomllib.loads(LOCAL_CONFIG.read_text(encoding="utf-8"))
 
 
-def local_params() -> SimpleNamespace:
+def local_params(config: Path = LOCAL_CONFIG) -> SimpleNamespace:
     """What plan_seeding reads of a deployment (token decimals, liquidation thresholds), taken from the deploy
     config the embedded drill deploys, so seeding can be planned without a node."""
-    raw = local_config()
+    raw = tomllib.loads(config.read_text(encoding="utf-8"))
     everything = [raw["debt"], *raw["asset"]]
     return SimpleNamespace(
         decimals={a["symbol"]: a["decimals"] for a in everything},
@@ -360,7 +360,10 @@ def test_hedged_books_under_the_grid(hedged: Run, hedged_additive: Run) -> None:
     assert sc.margin is not None
     assert hedged.probe.counts == {len(sc.margin.scenarios)}
     assert hedged_additive.probe.counts == {0}
-    plans = {(p.owner, p.sub): p.health for p in plan_seeding(sc, hedged_params(), sc.accounts.count, sc.seed)}
+    plans = {
+        (p.owner, p.sub): p.health
+        for p in plan_seeding(sc, local_params(LOCAL_CONFIG.parent / "local-weth.toml"), sc.accounts.count, sc.seed)
+    }
     for (owner, sub), h in zip(hedged.rec.accounts, hedged.rec.initial_health, strict=True):
         assert h == pytest.approx(plans[(owner, sub)], rel=1e-3)  # the chain's grid health after seeding
     summary = hedged.summary()
@@ -374,16 +377,6 @@ def test_hedged_books_under_the_grid(hedged: Run, hedged_additive: Run) -> None:
         hedged_additive.rec.start_totals["collateral_usd"]
     )
     assert grid_debt / additive_debt == pytest.approx((0.087752 / 0.092231) / 0.81, rel=2e-3)
-
-
-def hedged_params() -> SimpleNamespace:
-    raw = tomllib.loads((LOCAL_CONFIG.parent / "local-weth.toml").read_text(encoding="utf-8"))
-    everything = [raw["debt"], *raw["asset"]]
-    return SimpleNamespace(
-        decimals={a["symbol"]: a["decimals"] for a in everything},
-        lt={a["symbol"]: a["lt"] for a in raw["asset"]},
-        ltv={a["symbol"]: a["ltv"] for a in raw["asset"]},
-    )
 
 
 # ---------------------------------------------------------------------------------------------- 1. baseline crash

@@ -30,18 +30,6 @@ PRICE = {"WETH": 2000, "WBTC": 60_000, "LINK": 15}
 SYMBOLS = ("WETH", "WBTC", "LINK")
 
 
-def pack(moves: list[int]) -> list[int]:
-    """A column (4 words) from multipliers in whole millionths, scenario by scenario."""
-    words = [0, 0, 0, 0]
-    for i, m in enumerate(moves):
-        words[i // 8] |= m << (32 * (i % 8))
-    return words
-
-
-def unpack(words: Any, count: int) -> list[int]:
-    return [(int(words[i // 8]) >> (32 * (i % 8))) & 0xFFFFFFFF for i in range(count)]
-
-
 @pytest.fixture
 def sg(project, system) -> Any:
     """The engine through IScenarioGrid: its fallback runs these in the module."""
@@ -56,7 +44,7 @@ def set_grid(sg: Any, system: Any, columns: dict[str, list[int]], scale: int = W
     """Set a grid from per-symbol multipliers (millionths); USDC is the debt asset."""
     count = len(next(iter(columns.values())))
     tokens = [system.usdc if s == "USDC" else system.tokens[s] for s in columns]
-    return sg.setGrid(count, scale, tokens, [pack(m) for m in columns.values()], sender=system.admin)
+    return sg.setGrid(count, scale, tokens, [g.pack(m) for m in columns.values()], sender=system.admin)
 
 
 def spec_health(system: Any, owner: Any, sub: int, columns: dict[str, list[int]]) -> g.GridHealth:
@@ -170,7 +158,7 @@ def test_liquidation_under_the_grid_never_lowers_health(system, sg, alice, liqui
 
 def test_only_the_admin_sets_a_grid_and_it_must_be_whole(system, sg, stranger):
     good = {s: [LT[s] // 10**12] for s in SYMBOLS} | {"USDC": [MILLION]}
-    assets, cols = assets_of(system), [pack(m) for m in good.values()]
+    assets, cols = assets_of(system), [g.pack(m) for m in good.values()]
     with reverts_with(sg.AccessControlUnauthorizedAccount, account=stranger, neededRole=ZERO_ROLE):
         sg.setGrid(1, WAD, assets, cols, sender=stranger)
     with reverts_with(sg.InvalidGrid, count=33, initialScale=WAD):
@@ -184,18 +172,18 @@ def test_only_the_admin_sets_a_grid_and_it_must_be_whole(system, sg, stranger):
     with reverts_with(sg.GridAssetsMismatch, asset=system.weth):  # twice
         sg.setGrid(1, WAD, [*assets, system.weth], [*cols, cols[0]], sender=system.admin)
     with reverts_with(sg.InvalidMove, asset=system.weth, scenario=0, m=99):
-        sg.setGrid(1, WAD, assets, [pack([99]), *cols[1:]], sender=system.admin)
+        sg.setGrid(1, WAD, assets, [g.pack([99]), *cols[1:]], sender=system.admin)
     with reverts_with(sg.InvalidMove, asset=system.weth, scenario=0, m=100 * MILLION + 1):
-        sg.setGrid(1, WAD, assets, [pack([100 * MILLION + 1]), *cols[1:]], sender=system.admin)
+        sg.setGrid(1, WAD, assets, [g.pack([100 * MILLION + 1]), *cols[1:]], sender=system.admin)
     with reverts_with(sg.InvalidMove, asset=system.weth, scenario=1, m=MILLION):  # beyond the count
-        sg.setGrid(1, WAD, assets, [pack([850_000, MILLION]), *cols[1:]], sender=system.admin)
+        sg.setGrid(1, WAD, assets, [g.pack([850_000, MILLION]), *cols[1:]], sender=system.admin)
     tx = sg.setGrid(1, WAD, assets, cols, sender=system.admin)
     assert [dict(ev.event_arguments) for ev in tx.decode_logs(sg.GridSet)] == [{"count": 1, "initialScale": WAD}]
     set_events = tx.decode_logs(sg.GridColumnSet)
     assert {str(ev.asset) for ev in set_events} == {str(a.address) for a in assets}
     view = sg.grid(system.weth)
     assert view.count == 1
-    assert unpack(view.effective, 1) == [850_000]
+    assert list(g.unpack(view.effective, 1)) == [850_000]
     # Count 0 returns to the additive rule.
     sg.setGrid(0, 0, [], [], sender=system.admin)
     assert sg.grid(system.weth).count == 0
@@ -206,8 +194,8 @@ def test_listing_under_a_grid_gives_the_new_asset_its_lt_everywhere(project, sys
     token = project.MockERC20.deploy("Ondo", "ONDO", 18, sender=system.admin)
     system.engine.listAsset(token, 50 * PCT, 600_000_123_456_789_012, 10 * PCT, 10**30, sender=system.admin)
     view = sg.grid(token)
-    assert unpack(view.target, 3) == [600_000] * 3
-    assert unpack(view.effective, 3) == [600_000] * 3
+    assert list(g.unpack(view.target, 3)) == [600_000] * 3
+    assert list(g.unpack(view.effective, 3)) == [600_000] * 3
 
 
 # ------------------------------------------------------------------------------------------- keeper updates
@@ -223,14 +211,14 @@ def test_keeper_updates_are_bounded_and_ramp_without_liquidating_at_once(system,
     keeper = admin
     assets = assets_of(system)
     with reverts_with(sg.AccessControlUnauthorizedAccount, account=keeper, neededRole=bytes(KEEPER_ROLE)):
-        sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
+        sg.updateGrid([system.weth], [g.pack([760_000, 900_000])], sender=keeper)
     system.engine.grantRole(KEEPER_ROLE, keeper, sender=admin)
     with reverts_with(sg.GridBoundsNotSet):
-        sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
-    lo, hi = [pack([BOUND_LO] * 2)] * 4, [pack([BOUND_HI] * 2)] * 4
+        sg.updateGrid([system.weth], [g.pack([760_000, 900_000])], sender=keeper)
+    lo, hi = [g.pack([BOUND_LO] * 2)] * 4, [g.pack([BOUND_HI] * 2)] * 4
     with reverts_with(sg.InvalidGridBounds, asset=system.weth, scenario=0):
         sg.setGridBounds(
-            [system.weth], [pack([BOUND_HI, BOUND_LO])], [pack([BOUND_LO, BOUND_HI])], LIMITS, sender=admin
+            [system.weth], [g.pack([BOUND_HI, BOUND_LO])], [g.pack([BOUND_LO, BOUND_HI])], LIMITS, sender=admin
         )
     sg.setGridBounds(assets, lo, hi, LIMITS, sender=admin)
 
@@ -240,19 +228,19 @@ def test_keeper_updates_are_bounded_and_ramp_without_liquidating_at_once(system,
     assert WAD <= h0 < WAD * 102 // 100
 
     with reverts_with(sg.GridOutsideBounds, asset=system.weth, scenario=0, m=450_000, lower=BOUND_LO, upper=BOUND_HI):
-        sg.updateGrid([system.weth], [pack([450_000, 900_000])], sender=keeper)
+        sg.updateGrid([system.weth], [g.pack([450_000, 900_000])], sender=keeper)
     with reverts_with(sg.GridStepTooLarge, asset=system.weth, scenario=0, current=800_000, requested=740_000,
                       maxStep=50_000):  # fmt: skip
-        sg.updateGrid([system.weth], [pack([740_000, 900_000])], sender=keeper)
-    tx = sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
+        sg.updateGrid([system.weth], [g.pack([740_000, 900_000])], sender=keeper)
+    tx = sg.updateGrid([system.weth], [g.pack([760_000, 900_000])], sender=keeper)
     t0 = chain.blocks.head.timestamp
     ev = [dict(e.event_arguments) for e in tx.decode_logs(sg.GridUpdated)]
     assert ev == [{"keeper": keeper.address, "rampStart": t0, "rampEnd": t0 + DAY}]
     # At the moment of the update nothing moved: the account's health is the old grid's (its debt accrues).
-    assert unpack(sg.grid(system.weth).effective, 2) == cols["WETH"]
+    assert list(g.unpack(sg.grid(system.weth).effective, 2)) == cols["WETH"]
     assert system.engine.accountHealth(alice, 0).health == mirror_health(system, alice, 0, cols) >= WAD
     with reverts_with(sg.GridUpdateTooSoon, nextAllowed=t0 + 3600):
-        sg.updateGrid([system.weth], [pack([760_000, 900_000])], sender=keeper)
+        sg.updateGrid([system.weth], [g.pack([760_000, 900_000])], sender=keeper)
 
     # Halfway and at the end the column in force is the mirror's ramp, and so is the account's health.
     old = g.Grid(tuple(g.Scenario({"WETH": m * 10**12}) for m in (800_000, 900_000)))
@@ -263,7 +251,7 @@ def test_keeper_updates_are_bounded_and_ramp_without_liquidating_at_once(system,
         system.set_price("USDC", 1)
         now = chain.blocks.head.timestamp
         want = g.ramped(old, new, t0, t0 + DAY, now)
-        got = unpack(sg.grid(system.weth).effective, 2)
+        got = list(g.unpack(sg.grid(system.weth).effective, 2))
         assert got == [s.move("WETH") // 10**12 for s in want.scenarios]
         ramp_cols = dict(cols) | {"WETH": got}
         assert system.engine.accountHealth(alice, 0).health == mirror_health(system, alice, 0, ramp_cols)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from test_optimize_apply import KEEPER_INDEX, write_config
 
+from keeper.core.grid import pack, unpack
 from keeper.optimizer import basket
-from keeper.optimizer.gridfit import MILLION, pack, unpack
+from keeper.optimizer.gridfit import MILLION
 
 SIGMA = {"WETH": 0.8, "WBTC": 0.6, "LINK": 1.0}
 RHO = 0.8  # every pair, through one common factor
@@ -119,7 +120,7 @@ def test_governance_sets_it_and_the_risk_keeper_steps_toward_it(
     symbols = ["WETH", "WBTC", "LINK", "USDC"]
     assets = [system.tokens[s] for s in symbols[:3]] + [system.usdc]
     for symbol, token in zip(symbols, assets, strict=True):
-        assert unpack(sg.grid(token).effective, 7) == choice[symbol]
+        assert list(unpack(sg.grid(token).effective, 7)) == choice[symbol]
     # Looser by 3 % in every collateral scenario (stored by the admin), bounds wide, steps of 2 %.
     loose = {s: [m + (30_000 if s != "USDC" else 0) for m in choice[s]] for s in symbols}
     sg.setGrid(7, 9 * 10**17, assets, [pack(loose[s]) for s in symbols], sender=admin)
@@ -133,7 +134,7 @@ def test_governance_sets_it_and_the_risk_keeper_steps_toward_it(
     assert applied["sent"], applied
     assert applied["status"] == "mined"
     for s, a in zip(symbols, assets, strict=True):
-        target = unpack(sg.grid(a).target, 7)
+        target = list(unpack(sg.grid(a).target, 7))
         want = [m - 20_000 if s != "USDC" else m for m in loose[s]]  # one step of 2 % toward the choice
         assert target == want, s
     # Inside the interval: nothing is sent, and the output says why.

@@ -49,8 +49,8 @@ import eth_abi
 from conftest import MAX_UINT, WAD, abi_type, ck_system, plain
 from eth_utils import keccak
 
-from keeper.chain.reads import unpack_column
 from keeper.core import risk
+from keeper.core.grid import pack, unpack
 from keeper.core.units import RAY
 
 DEFAULT_STATES = 2000
@@ -81,14 +81,6 @@ MIN_ROUNDS = 6  # per market, whatever the state target
 GRID_RAMP = 30 * 86_400  # the risk keeper's grid updates ramp over 30 days: the next rounds land on the ramp
 
 Outcome = tuple[str, tuple[Any, ...]]  # ("ok", value) or (error name, error arguments)
-
-
-def pack(moves: Sequence[int]) -> list[int]:
-    """A grid column as the engine stores it: eight 32-bit multipliers (millionths) a word."""
-    words = [0, 0, 0, 0]
-    for i, m in enumerate(moves):
-        words[i // 8] |= m << (32 * (i % 8))
-    return words
 
 
 # --------------------------------------------------------------------------------------- raw JSON-RPC
@@ -592,7 +584,7 @@ class Campaign:
             # What the keeper reads (Lens.grid, unpacked as keeper.chain.reads does) is the grid the driver set and
             # ramped.
             count, scale, _, _, columns = node.value(self.lens("grid"))
-            cols = [unpack_column(c, count) for c in columns]
+            cols = [unpack(c, count) for c in columns]
             read = risk.GridRule(count, scale, dict(zip(self.tokens, cols[:-1], strict=True)), cols[-1])
             t.check("Lens.grid", read, rule)
             t.seen("grid:ramping" if self.ramp_start < node.now < self.ramp_end else "grid:in force")

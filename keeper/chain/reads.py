@@ -16,7 +16,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import BlockIdentifier, TxParams
 
-from keeper.core import risk
+from keeper.core import grid, risk
 from keeper.core.snapshot import Account, AssetView, Market, PriceView
 from keeper.core.units import Ray, Wad
 
@@ -65,11 +65,6 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
     )
 
 
-def unpack_column(words: Sequence[int], count: int) -> tuple[int, ...]:
-    """A column as the engine packs it (eight 32-bit multipliers in millionths a word) -> its first `count`."""
-    return tuple((int(words[s // 8]) >> (32 * (s % 8))) & 0xFFFFFFFF for s in range(count))
-
-
 def read_grid(lens: Contract, n_assets: int, block: BlockIdentifier = "latest") -> risk.GridRule | None:
     """The engine's stored grid at `block` from `Lens.grid()` (every column in force, in one call), columns keyed
     by asset index; None under the additive rule. A deployment whose Lens ABI has no `grid()` predates the grid:
@@ -81,7 +76,7 @@ def read_grid(lens: Contract, n_assets: int, block: BlockIdentifier = "latest") 
         return None
     if len(columns) != n_assets + 1:
         raise LensReadError(f"Lens.grid returned {len(columns)} columns for {n_assets} assets and the debt asset")
-    cols = [unpack_column(c, int(count)) for c in columns]
+    cols = [grid.unpack(c, int(count)) for c in columns]
     return risk.GridRule(int(count), int(initial_scale), dict(enumerate(cols[:-1])), cols[-1])
 
 

@@ -31,7 +31,6 @@ from keeper.chain.signer import load_signer
 from keeper.chain.txmanager import Submission, TxManager
 from keeper.cli.optimize_flags import inputs_from
 from keeper.cli.startup import startup
-from keeper.core.errors import KeeperError
 from keeper.drills.scenario import load_scenario
 from keeper.engine.compose import build_keeper
 from keeper.engine.settings import Settings
@@ -57,6 +56,7 @@ from keeper.optimizer.update import (
     measure,
     plan_update,
     read_onchain,
+    require_role,
     simulate,
     submit,
     update_calldata,
@@ -170,11 +170,7 @@ def apply(chain: Chain, symbol: str, choice: stress.Metrics) -> dict[str, Any]:
     a = asset_info(chain.dep, symbol)
     signer = load_signer(chain.settings, chain.dep.chain_id)
     engine = contract(chain.w3, chain.dep, "MarginEngine")
-    if not has_role(engine, signer.address):
-        raise KeeperError(
-            f"{signer.address} does not hold RISK_KEEPER_ROLE on the engine {chain.dep.engine}: governance grants "
-            "it (deploy config [roles] risk_keeper)"
-        )
+    require_role(engine, signer.address, chain.dep.engine)
     head = chain.w3.eth.get_block("latest")
     on = read_onchain(engine, a.token, int(head["number"]))
     plan = plan_update(choice.ltv, choice.lt, on, int(head["timestamp"]))

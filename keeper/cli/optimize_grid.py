@@ -20,7 +20,7 @@ from keeper.engine.compose import build_keeper
 from keeper.optimizer import gridfit
 from keeper.optimizer import inputs as opt
 from keeper.optimizer.correlation import CommonJump
-from keeper.optimizer.update import has_role, simulate
+from keeper.optimizer.update import has_role, require_role, simulate
 
 DEFAULT_INITIAL_SCALE = 0.9
 
@@ -165,12 +165,7 @@ def _apply(
 
 def _require_role(chain: Any) -> Any:
     signer = load_signer(chain.settings, chain.dep.chain_id)
-    engine = contract(chain.w3, chain.dep, "MarginEngine")
-    if not has_role(engine, signer.address):
-        raise KeeperError(
-            f"{signer.address} does not hold RISK_KEEPER_ROLE on the engine {chain.dep.engine}: governance grants "
-            "it (deploy config [roles] risk_keeper)"
-        )
+    require_role(contract(chain.w3, chain.dep, "MarginEngine"), signer.address, chain.dep.engine)
     return signer
 
 
@@ -201,7 +196,9 @@ def _dry_run(
                 "to": chain.dep.engine,
                 "scenarios": len(choice.scenarios),
                 "initial_scale": scale,
-                "data": gridfit.set_grid_calldata(assets, choice, scale),
+                "data": gridfit.set_grid_calldata(
+                    [a.token for a in assets], [choice.columns[a.symbol] for a in assets], scale
+                ),
             }
         return out
     tx = {"from": signer.address, "to": Web3.to_checksum_address(chain.dep.engine),

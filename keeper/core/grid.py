@@ -179,15 +179,26 @@ def default_grid(assets: Mapping[K, AssetRisk], initial: bool = False) -> Grid:
     return Grid((Scenario({a: (cfg.ltv if initial else cfg.lt) for a, cfg in assets.items()}),), stored=False)
 
 
+def pack(moves: Sequence[int]) -> list[int]:
+    """Multipliers in whole millionths, scenario by scenario, packed as the engine stores a column: scenario i in
+    bits [32·(i mod 8), 32·(i mod 8) + 32) of word i div 8."""
+    words = [0] * WORDS
+    for i, m in enumerate(moves):
+        words[i // MOVES_PER_WORD] |= m << (32 * (i % MOVES_PER_WORD))
+    return words
+
+
+def unpack(words: Sequence[int], count: int) -> tuple[int, ...]:
+    """The first `count` multipliers (whole millionths) of a packed column."""
+    return tuple((int(words[i // MOVES_PER_WORD]) >> (32 * (i % MOVES_PER_WORD))) & 0xFFFFFFFF for i in range(count))
+
+
 def column(grid: Grid, asset: K) -> tuple[int, ...]:
-    """`asset`'s multipliers in every scenario, packed as the engine stores them: scenario i in bits
-    [32·(i mod 8), 32·(i mod 8) + 32) of word i div 8, in millionths; an asset a scenario does not move is 1."""
+    """`asset`'s multipliers in every scenario, packed as the engine stores them (`pack`), in millionths; an asset a
+    scenario does not move is 1."""
     if not grid.stored:
         raise GridError("the default grid is not stored: the engine reads each asset's lt and ltv")
-    words = [0] * WORDS
-    for i, scenario in enumerate(grid.scenarios):
-        words[i // MOVES_PER_WORD] |= (scenario.move(asset) // MOVE_UNIT) << (32 * (i % MOVES_PER_WORD))
-    return tuple(words)
+    return tuple(pack([scenario.move(asset) // MOVE_UNIT for scenario in grid.scenarios]))
 
 
 def ramped(old: Grid, new: Grid, start: int, end: int, now: int) -> Grid:

@@ -792,9 +792,25 @@ def liquidation_price(
     if cfg is None:
         raise AssetNotListed(asset)
     if grid is not None:
-        return _grid_liquidation_price(
-            balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, asset, grid
-        )
+        if not balances.get(asset, 0) or not scaled_debt:
+            return None
+
+        def liquidatable(price: int) -> bool:
+            try:
+                moved = {**prices, asset: price}
+                h = account_health(balances, moved, assets, scaled_debt, index, debt_price, debt_decimals, grid)
+            except ContractRevert:
+                return False  # beyond what the engine values: not a price it would liquidate at
+            return is_liquidatable(h)
+
+        if not liquidatable(0):
+            return None
+        hi = max(prices.get(asset, 0), 1)
+        while liquidatable(hi):
+            if hi > 2**200:
+                return hi  # liquidatable at every price the engine can value
+            hi *= 2
+        return largest(0, hi - 1, liquidatable)
     balance = balances.get(asset, 0)
     others = {a: b for a, b in balances.items() if a != asset}
     h = account_health(others, prices, assets, scaled_debt, index, debt_price, debt_decimals)
@@ -805,38 +821,6 @@ def liquidation_price(
     need = h.debt_value - h.lt_weighted
     v_max = (need * WAD - 1) // cfg.lt
     return ((v_max + 1) * _pow10(cfg.decimals) - 1) // balance
-
-
-def _grid_liquidation_price(
-    balances: Mapping[K, int],
-    prices: Mapping[K, int],
-    assets: Mapping[K, AssetRisk],
-    scaled_debt: int,
-    index: int,
-    debt_price: int | None,
-    debt_decimals: int,
-    asset: K,
-    grid: GridRule,
-) -> int | None:
-    if not balances.get(asset, 0) or not scaled_debt:
-        return None
-
-    def liquidatable(price: int) -> bool:
-        try:
-            moved = {**prices, asset: price}
-            h = account_health(balances, moved, assets, scaled_debt, index, debt_price, debt_decimals, grid)
-        except ContractRevert:
-            return False  # beyond what the engine values: not a price it would liquidate at
-        return is_liquidatable(h)
-
-    if not liquidatable(0):
-        return None
-    hi = max(prices.get(asset, 0), 1)
-    while liquidatable(hi):
-        if hi > 2**200:
-            return hi  # liquidatable at every price the engine can value
-        hi *= 2
-    return largest(0, hi - 1, liquidatable)
 
 
 def largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:

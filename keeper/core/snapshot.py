@@ -126,12 +126,18 @@ def liquidation_valuation(account: Account, market: Market) -> risk.Valuation | 
 
 def health_of(account: Account, market: Market) -> risk.Health | None:
     """The account's health by the mirror, or None when a price it needs is one the router refuses."""
+    figures = figures_of(account, market)
+    return None if figures is None else figures[0]
+
+
+def figures_of(account: Account, market: Market) -> tuple[risk.Health, int] | None:
+    """`health_of` and the grid's binding scenario (-1 under the additive rule or without debt)."""
     inputs = mirror_inputs(account, market)
     if inputs is None:
         return None
     balances, prices, assets = inputs
     try:
-        return risk.account_health(
+        return risk.account_figures(
             balances,
             prices,
             assets,

@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
-from eth_abi.abi import encode as abi_encode
 from pydantic import ValidationError
 from web3 import Web3
 
@@ -58,12 +57,11 @@ from keeper.drills.target import TargetKind, open_target, takeover_feeds
 from keeper.engine.compose import build_keeper
 from keeper.engine.keeper import Keeper, NativePrice
 from keeper.engine.settings import Settings
-from keeper.optimizer.gridfit import pack
+from keeper.optimizer.gridfit import set_grid_calldata, to_columns
 
 DRIVER_INDEX = 0  # Anvil dev account that pushes prices and funds accounts (also the embedded deployer)
 KEEPER_INDEX = 1  # Anvil dev account the keeper under drill signs with
 WARMUP_BLOCKS = 3
-SET_GRID = bytes(Web3.keccak(text="setGrid(uint8,uint64,address[],uint256[4][])")[:4])
 
 log = logging.getLogger("keeper.drill")
 
@@ -252,21 +250,14 @@ def set_margin_grid(driver: Driver, scenario: Scenario) -> None:
     assert margin is not None
     sys_ = driver.sys
     used = {a.symbol for a in scenario.assets}
+    unused = {s: lt for s, lt in sys_.lt.items() if s not in used}
     symbols = [*sys_.lt, sys_.debt_symbol]
-    columns = []
-    for symbol in symbols:
-        if symbol in used:
-            moves = [sc.get(symbol, 1.0) for sc in margin.scenarios]
-        else:
-            moves = [sys_.lt[symbol]] * len(margin.scenarios)
-        debt = symbol == sys_.debt_symbol
-        # whole millionths, rounded against the account: the debt up, collateral down
-        columns.append(pack([math.ceil(m * 1e6 - 1e-6) if debt else math.floor(m * 1e6 + 1e-6) for m in moves]))
-    data = SET_GRID + abi_encode(
-        ["uint8", "uint64", "address[]", "uint256[4][]"],
-        [len(margin.scenarios), int(margin.initial_scale * WAD), [sys_.tokens[s] for s in symbols], columns],
+    # whole millionths, rounded against the account (the debt up, collateral down), as `keeper optimize --grid` does
+    columns = to_columns([{**unused, **sc} for sc in margin.scenarios], symbols, sys_.debt_symbol)
+    data = set_grid_calldata(
+        [sys_.tokens[s] for s in symbols], [columns[s] for s in symbols], int(margin.initial_scale * WAD)
     )
-    tx = driver.send(driver.me, sys_.engine.address, "0x" + data.hex(), gas=2_000_000)
+    tx = driver.send(driver.me, sys_.engine.address, data, gas=2_000_000)
     driver.mine_all()
     try:
         driver.check_mined([tx], "setting the scenario's margin grid")

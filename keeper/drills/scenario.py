@@ -382,6 +382,15 @@ class _Checker:
             return None
         return number
 
+    def symbol_key(self, key: str, symbols: Mapping[str, bool], path: _KeyPath, where: str, holds: str) -> bool:
+        """Whether `key` is an [[asset]] symbol; a problem naming the known ones when it is not."""
+        if key in symbols:
+            return True
+        self.fail(
+            self.lines.of(*path, key), f"{where}: unknown key `{key}`: {holds} [[asset]] symbols ({_known(symbols)})"
+        )
+        return False
+
     def positive(self, value: object, path: _KeyPath, key: str, where: str, what: str) -> float | None:
         """A finite number > 0."""
         if not _is_number(value):
@@ -496,11 +505,7 @@ class _Checker:
             swhere = f"[[margin.scenario]] #{i + 1}"
             moves: dict[str, float] = {}
             for key, given in table.items():
-                if key not in symbols:
-                    self.fail(
-                        self.lines.of(*spath, key),
-                        f"{swhere}: unknown key `{key}`: a scenario holds [[asset]] symbols ({_known(symbols)})",
-                    )
+                if not self.symbol_key(key, symbols, spath, swhere, "a scenario holds"):
                     ok = False
                     continue
                 m = self.positive(given, spath, key, swhere, "price multiplier")
@@ -648,11 +653,7 @@ class _Checker:
             for key, value in table.items():
                 if key == "at":
                     continue
-                if key not in symbols:
-                    self.fail(
-                        self.lines.of(*path, key),
-                        f"{where}: unknown key `{key}`: a step holds `at` and [[asset]] symbols ({_known(symbols)})",
-                    )
+                if not self.symbol_key(key, symbols, path, where, "a step holds `at` and"):
                     ok = False
                     continue
                 price = self.positive(value, path, key, where, "USD price")

@@ -17,7 +17,7 @@ from keeper.chain.discovery import Discovery
 from keeper.chain.index import MemoryIndex
 from keeper.chain.reads import read_accounts, read_market
 from keeper.core import risk
-from keeper.core.snapshot import Account, Market, health_of, mirror_inputs
+from keeper.core.snapshot import Account, Market, figures_of, mirror_inputs
 from keeper.core.units import WAD
 
 
@@ -52,7 +52,8 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
             / 10 ** market.assets[i].decimals
             for i in held
         }
-        h = health_of(acc, market)
+        figures = figures_of(acc, market)
+        h = None if figures is None else figures[0]
         trigger_asset: str | None = None
         trigger_price: float | None = None
         binding: int | None = None
@@ -77,17 +78,8 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
             trigger_price = None if price is None else price / 1e18
             # Every long leg scaled by (1 - f) scales every scenario's long value, hence health, by about as much.
             fall = 0.0 if h.health < WAD else 1 - WAD / h.health
-            if market.grid is not None:
-                binding = risk.account_figures(
-                    balances,
-                    prices,
-                    assets,
-                    acc.scaled_debt,
-                    market.index,
-                    market.debt_price.price,
-                    market.debt_decimals,
-                    market.grid,
-                )[1]
+            if market.grid is not None and figures is not None:
+                binding = figures[1]
         rows.append(
             Row(
                 owner=acc.owner,

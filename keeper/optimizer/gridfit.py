@@ -37,6 +37,7 @@ from web3.types import BlockIdentifier, TxParams
 
 from keeper.chain.deployment import Deployment
 from keeper.core.errors import KeeperError
+from keeper.core.grid import pack, unpack
 from keeper.optimizer import basket, correlation, volatility
 from keeper.optimizer.correlation import F64, CommonJump, JointMarket
 from keeper.optimizer.stress import SECONDS_PER_YEAR
@@ -263,18 +264,6 @@ def to_columns(scenarios: Sequence[Mapping[str, float]], order: Sequence[str], d
     return out
 
 
-def pack(moves: Sequence[int]) -> list[int]:
-    """A column as the engine stores it: eight 32-bit multipliers a word."""
-    words = [0, 0, 0, 0]
-    for i, m in enumerate(moves):
-        words[i // 8] |= m << (32 * (i % 8))
-    return words
-
-
-def unpack(words: Sequence[int], count: int) -> list[int]:
-    return [(int(words[i // 8]) >> (32 * (i % 8))) & 0xFFFFFFFF for i in range(count)]
-
-
 # ------------------------------------------------------------------------------------------------ on chain
 
 
@@ -287,9 +276,9 @@ class OnchainGrid:
     max_step: int
     min_interval: int
     ramp_duration: int
-    effective: dict[str, list[int]]  # by symbol
-    lower: dict[str, list[int]]
-    upper: dict[str, list[int]]
+    effective: dict[str, Sequence[int]]  # by symbol
+    lower: dict[str, Sequence[int]]
+    upper: dict[str, Sequence[int]]
 
 
 def read_grid(w3: Web3, engine: str, assets: Sequence[Asset], block: BlockIdentifier = "latest") -> OnchainGrid:
@@ -382,16 +371,12 @@ def update_calldata(assets: Sequence[Asset], step: GridStep) -> str:
     return "0x" + data.hex()
 
 
-def set_grid_calldata(assets: Sequence[Asset], choice: GridChoice, initial_scale: int) -> str:
-    """Governance's `setGrid` for the choice (the admin sends it; the risk keeper cannot)."""
+def set_grid_calldata(tokens: Sequence[str], columns: Sequence[Sequence[int]], initial_scale: int) -> str:
+    """Governance's `setGrid` (the admin sends it; the risk keeper cannot): `columns[i]` is `tokens[i]`'s
+    multipliers in whole millionths, one per scenario."""
     data = bytes(Web3.keccak(text=SET_GRID)[:4]) + abi_encode(
         ["uint8", "uint64", "address[]", "uint256[4][]"],
-        [
-            len(choice.scenarios),
-            initial_scale,
-            [a.token for a in assets],
-            [pack(choice.columns[a.symbol]) for a in assets],
-        ],
+        [len(columns[0]), initial_scale, list(tokens), [pack(c) for c in columns]],
     )
     return "0x" + data.hex()
 

@@ -82,6 +82,16 @@ def has_role(engine: Contract, address: str) -> bool:
     return bool(engine.functions.hasRole(role, Web3.to_checksum_address(address)).call())
 
 
+def require_role(engine: Contract, address: str, engine_address: str) -> None:
+    """KeeperError, saying how to get it, unless `address` holds RISK_KEEPER_ROLE: `--apply` checks before it
+    plans anything."""
+    if not has_role(engine, address):
+        raise KeeperError(
+            f"{address} does not hold RISK_KEEPER_ROLE on the engine {engine_address}: governance grants it "
+            "(deploy config [roles] risk_keeper)"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- planning
 
 
