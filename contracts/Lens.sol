@@ -71,11 +71,49 @@ contract Lens is ILens {
         if (g.count == 0) return g;
         (g.initialScale, g.rampStart, g.rampEnd) = (v.config.initialScale, v.config.rampStart, v.config.rampEnd);
         address[] memory assets = engine.assetList();
-        g.columns = new uint256[4][](assets.length + 1);
+        address[] memory debts = engine.debtAssets();
+        g.columns = new uint256[4][](assets.length + debts.length);
         for (uint256 i; i < assets.length; ++i) {
             g.columns[i] = scenarios.grid(assets[i]).effective;
         }
         g.columns[assets.length] = v.effective;
+        for (uint256 j = 1; j < debts.length; ++j) {
+            g.columns[assets.length + j] = scenarios.grid(debts[j]).effective;
+        }
+    }
+
+    /// @inheritdoc ILens
+    function debts() external view returns (DebtData[] memory out) {
+        IOracleRouter router = IOracleRouter(engine.oracle());
+        address[] memory assets = engine.debtAssets();
+        out = new DebtData[](assets.length);
+        for (uint256 j; j < assets.length; ++j) {
+            IMarginEngine.DebtConfig memory c = engine.debtConfig(assets[j]);
+            out[j] = DebtData({
+                config: c,
+                borrowIndex: IVault(c.vault).borrowIndex(),
+                price: _price(router, assets[j])
+            });
+        }
+    }
+
+    /// @inheritdoc ILens
+    function accountDebts(address[] calldata owners, uint8[] calldata subIds)
+        external
+        view
+        returns (uint256[][] memory out)
+    {
+        if (owners.length != subIds.length) revert LengthMismatch();
+        address[] memory assets = engine.debtAssets();
+        out = new uint256[][](owners.length);
+        for (uint256 i; i < owners.length; ++i) {
+            uint256 mask = engine.position(owners[i], subIds[i]).debtMask;
+            out[i] = new uint256[](assets.length);
+            out[i][0] = engine.debtOf(owners[i], subIds[i]);
+            for (uint256 j = 1; mask >> j != 0; ++j) {
+                if ((mask >> j) & 1 == 1) out[i][j] = engine.debtOfAsset(owners[i], subIds[i], assets[j]);
+            }
+        }
     }
 
     /// @inheritdoc ILens

@@ -11,6 +11,7 @@ import {IOracleRouter} from "./interfaces/IOracleRouter.sol";
 import {IVault} from "./interfaces/IVault.sol";
 import {RiskMath} from "./libraries/RiskMath.sol";
 import {EngineBase} from "./engine/EngineBase.sol";
+import {EngineGovernance} from "./engine/EngineGovernance.sol";
 import {EngineModule} from "./engine/EngineModule.sol";
 
 /// @title MarginEngine
@@ -20,23 +21,28 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
-    /// @dev Longest lt ramp a bound may ask for.
-    uint32 internal constant MAX_RAMP_DURATION = 365 days;
-
-
     /// @inheritdoc IMarginEngine
     bytes32 public constant RISK_KEEPER_ROLE = RISK_KEEPER;
 
-    /// @dev Liquidation and write-off, run by DELEGATECALL over this storage; created here with these immutables.
+    /// @dev Liquidation, run by DELEGATECALL over this storage; created here with these immutables.
     address internal immutable _module;
+    /// @dev Governance (listing, lt updates, the grid), run by DELEGATECALL over this storage; deployed beside the
+    /// engine for the same vault and oracle (it does not fit in this contract's creation code).
+    address internal immutable _governance;
 
-    constructor(IVault vault_, IOracleRouter oracle_, address admin, RiskParams memory params)
+    constructor(IVault vault_, IOracleRouter oracle_, address admin, RiskParams memory params, address governance_)
         EngineBase(vault_, oracle_)
     {
-        if (admin == address(0)) revert InvalidConfig();
+        if (admin == address(0) || governance_.code.length == 0) revert InvalidConfig();
+        (address boundVault, address boundOracle) = EngineGovernance(governance_).binding();
+        if (boundVault != address(vault_) || boundOracle != address(oracle_)) revert InvalidConfig();
+        _governance = governance_;
         _module = address(new EngineModule(vault_, oracle_));
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _setRiskParams(params);
+        _debtList.push(_debtAsset);
+        _debtConfigs[_debtAsset] = DebtConfig({vault: address(vault_), index: 0, decimals: _debtDecimals, minDebt: 0});
+        emit DebtListed(_debtAsset, address(vault_), 0, _debtDecimals, 0);
     }
 
     // ---------------------------------------------------------------- collateral
@@ -139,13 +145,13 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
     function _requireMarginIfBorrowing(address owner, uint8 subId, Position memory p) internal {
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
-        if (p.scaledDebt == 0) return;
+        if (p.scaledDebt == 0 && p.debtMask == 0) return;
         _oracle.checkSequencer();
         _requireMargin(owner, subId, p, _vault.accrue());
     }
 
     function _requireMargin(address owner, uint8 subId, Position memory p, uint256 index) internal view {
-        AccountHealth memory h = _valuation(_balances[owner][subId], p, index, address(0), false).h;
+        AccountHealth memory h = _valuation(owner, subId, p, index, address(0), address(0), false).h;
         if (h.ltvWeighted < h.debtValue) revert InsufficientMargin(h.ltvWeighted, h.debtValue);
     }
 
@@ -153,25 +159,66 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
 
     /// @inheritdoc IMarginEngine
     function borrow(uint8 subId, uint256 assets, address receiver) external nonReentrant {
+        _borrow(subId, _debtAsset, assets, receiver);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function borrowAsset(uint8 subId, address asset, uint256 assets, address receiver) external nonReentrant {
+        _borrow(subId, asset, assets, receiver);
+    }
+
+    function _borrow(uint8 subId, address asset, uint256 assets, address receiver) internal {
         if (assets == 0) revert ZeroAmount();
         _oracle.checkSequencer();
         uint256 index = _vault.accrue();
         Position memory p = _positions[msg.sender][subId];
-        uint256 scaled = assets.toScaledUp(index);
-        p.scaledDebt = SafeCast.toUint128(p.scaledDebt + scaled);
-        _positions[msg.sender][subId].scaledDebt = p.scaledDebt;
-        uint256 debt = uint256(p.scaledDebt).toAssetsUp(index);
-        if (debt < _params.minDebt) revert DebtBelowMinimum(debt, _params.minDebt);
+        (IVault vault, uint256 idx, uint256 minDebt) = (_vault, index, _params.minDebt);
+        uint256 scaled;
+        uint256 total;
+        if (asset == _debtAsset) {
+            scaled = assets.toScaledUp(idx);
+            p.scaledDebt = SafeCast.toUint128(p.scaledDebt + scaled);
+            _positions[msg.sender][subId].scaledDebt = p.scaledDebt;
+            total = p.scaledDebt;
+        } else {
+            DebtConfig memory c = _debtConfig(asset);
+            (vault, minDebt) = (IVault(c.vault), c.minDebt);
+            idx = vault.accrue();
+            scaled = assets.toScaledUp(idx);
+            total = _scaledDebts[msg.sender][subId][asset] + scaled;
+            _scaledDebts[msg.sender][subId][asset] = total;
+            p.debtMask |= uint8(1 << c.index);
+            _positions[msg.sender][subId].debtMask = p.debtMask;
+        }
+        uint256 debt = total.toAssetsUp(idx);
+        if (debt < minDebt) revert DebtBelowMinimum(debt, minDebt);
         _requireMargin(msg.sender, subId, p, index);
-        emit Borrowed(msg.sender, subId, assets, scaled, receiver);
-        _vault.lend(assets, scaled, receiver);
+        if (asset == _debtAsset) emit Borrowed(msg.sender, subId, assets, scaled, receiver);
+        else emit BorrowedAsset(msg.sender, subId, asset, assets, scaled, receiver);
+        vault.lend(assets, scaled, receiver);
     }
 
     /// @inheritdoc IMarginEngine
-    function repay(address owner, uint8 subId, uint256 assets) external nonReentrant returns (uint256 repaid) {
+    function repay(address owner, uint8 subId, uint256 assets) external nonReentrant returns (uint256) {
+        return _repay(owner, subId, _debtAsset, assets);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function repayAsset(address owner, uint8 subId, address asset, uint256 assets)
+        external
+        nonReentrant
+        returns (uint256)
+    {
+        return _repay(owner, subId, asset, assets);
+    }
+
+    function _repay(address owner, uint8 subId, address asset, uint256 assets) internal returns (uint256 repaid) {
         if (assets == 0) revert ZeroAmount();
-        uint256 index = _vault.accrue();
-        uint256 scaledDebt = _positions[owner][subId].scaledDebt;
+        bool primary = asset == _debtAsset;
+        DebtConfig memory c = primary ? DebtConfig(address(_vault), 0, 0, _params.minDebt) : _debtConfig(asset);
+        IVault vault = IVault(c.vault);
+        uint256 index = vault.accrue();
+        uint256 scaledDebt = primary ? _positions[owner][subId].scaledDebt : _scaledDebts[owner][subId][asset];
         if (scaledDebt == 0) revert NothingToRepay();
         uint256 debt = scaledDebt.toAssetsUp(index);
         uint256 scaled;
@@ -181,15 +228,27 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
             // A partial repayment extinguishes scaled debt rounded down, and must not leave dust.
             (repaid, scaled) = (assets, assets.toScaledDown(index));
             uint256 remaining = RiskMath.toAssetsUp(scaledDebt - scaled, index);
-            if (remaining < _params.minDebt) revert DebtBelowMinimum(remaining, _params.minDebt);
+            if (remaining < c.minDebt) revert DebtBelowMinimum(remaining, c.minDebt);
         }
-        // scaled <= scaledDebt < 2**128 in both branches.
-        _positions[owner][subId].scaledDebt = uint128(scaledDebt - scaled);
-        emit Repaid(msg.sender, owner, subId, repaid, scaled);
+        if (primary) {
+            // scaled <= scaledDebt < 2**128 in both branches.
+            _positions[owner][subId].scaledDebt = uint128(scaledDebt - scaled);
+            emit Repaid(msg.sender, owner, subId, repaid, scaled);
+        } else {
+            _scaledDebts[owner][subId][asset] = scaledDebt - scaled;
+            if (scaled == scaledDebt) _positions[owner][subId].debtMask &= ~uint8(1 << c.index);
+            emit RepaidAsset(msg.sender, owner, subId, asset, repaid, scaled);
+        }
         // Pull, measured, then book: the vault never books cash it lacks (a transfer fee reverts ReceivedLess),
         // and a payer's transfer hook meets the vault's books as they were before this repayment.
-        _pullExact(_debtAsset, address(_vault), repaid);
-        _vault.noteRepayment(repaid, scaled);
+        _pullExact(asset, address(vault), repaid);
+        vault.noteRepayment(repaid, scaled);
+    }
+
+    /// @dev A debt asset's configuration; reverts DebtNotListed for anything else.
+    function _debtConfig(address asset) internal view returns (DebtConfig memory c) {
+        c = _debtConfigs[asset];
+        if (c.vault == address(0)) revert DebtNotListed(asset);
     }
 
     // ---------------------------------------------------------------- liquidation (in the module) and write-off
@@ -212,22 +271,38 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IMarginEngine
+    function liquidateDebt(
+        address owner,
+        uint8 subId,
+        address debtAsset,
+        address collateral,
+        uint256 repayAssets,
+        uint256 minSeized,
+        address receiver,
+        bytes calldata data
+    ) external nonReentrant returns (uint256 repaid, uint256 seized) {
+        (repaid, seized) = abi.decode(_delegate(msg.data), (uint256, uint256));
+    }
+
+    /// @inheritdoc IMarginEngine
     function writeOff(address owner, uint8 subId) external nonReentrant returns (uint256 badDebt) {
-        uint256 index = _vault.accrue();
-        Position memory p = _positions[owner][subId];
-        Valuation memory v = _valuation(_balances[owner][subId], p, index, address(0), true);
-        // A missing price could hide collateral worth the debt: forgiving debt on a guess is never safe. The call
-        // only reverts, with the router's reason.
-        // slither-disable-next-line unused-return
-        if (v.unpriced != address(0)) _oracle.price(v.unpriced);
-        uint256 scaledOff = _writeOffScaled(v, p.scaledDebt, index);
-        // An exact integer check, not a time comparison (see _effectiveLt).
-        // slither-disable-next-line incorrect-equality
-        if (scaledOff == 0) revert NotInsolvent(v.cover, v.h.debtValue);
-        _positions[owner][subId].scaledDebt = uint128(p.scaledDebt - scaledOff); // scaledOff <= scaledDebt
-        badDebt = scaledOff.toAssetsUp(index);
-        emit BadDebtRealized(owner, subId, badDebt);
-        _vault.realizeBadDebt(scaledOff);
+        badDebt = abi.decode(_delegate(msg.data), (uint256));
+    }
+
+    /// @inheritdoc IMarginEngine
+    function previewLiquidationDebt(address owner, uint8 subId, address debtAsset, address collateral, uint256 repayAssets)
+        external
+        view
+        returns (LiquidationQuote memory)
+    {
+        return _previewDelegated();
+    }
+
+    /// @dev A liquidation preview from the module: a view cannot DELEGATECALL, so a static call to this engine's
+    /// `delegateView` runs the module's view here.
+    function _previewDelegated() internal view returns (LiquidationQuote memory) {
+        (bool ok, bytes memory ret) = address(this).staticcall(abi.encodeCall(this.delegateView, (msg.data)));
+        return abi.decode(abi.decode(_bubble(ok, ret), (bytes)), (LiquidationQuote));
     }
 
     /// @inheritdoc IMarginEngine
@@ -236,9 +311,7 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
         view
         returns (LiquidationQuote memory)
     {
-        // A view cannot DELEGATECALL: a static call to this engine's `delegateView` runs the module's view here.
-        (bool ok, bytes memory ret) = address(this).staticcall(abi.encodeCall(this.delegateView, (msg.data)));
-        return abi.decode(abi.decode(_bubble(ok, ret), (bytes)), (LiquidationQuote));
+        return _previewDelegated();
     }
 
     /// @inheritdoc IMarginEngine
@@ -253,12 +326,21 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
         return _module;
     }
 
+    /// @notice The governance module the engine's fallback and governance entry points run.
+    function governance() external view returns (address) {
+        return _governance;
+    }
+
     /// @dev Runs `data` in the module over this engine's storage; a revert comes back with the module's reason.
     function _delegate(bytes calldata data) internal returns (bytes memory) {
+        return _delegateTo(_module, data);
+    }
+
+    function _delegateTo(address target, bytes calldata data) internal returns (bytes memory) {
         // `data` is the calldata of one of this engine's typed entry points (their selectors are fixed), or comes
-        // through `delegateView`, which only the engine itself may call; the target is the immutable module.
+        // through `delegateView`, which only the engine itself may call; the target is an immutable module.
         // slither-disable-next-line controlled-delegatecall
-        (bool ok, bytes memory ret) = _module.delegatecall(data);
+        (bool ok, bytes memory ret) = target.delegatecall(data);
         return _bubble(ok, ret);
     }
 
@@ -355,31 +437,67 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IMarginEngine
+    function debtOfAsset(address owner, uint8 subId, address asset) external view returns (uint256) {
+        if (asset == _debtAsset) return uint256(_positions[owner][subId].scaledDebt).toAssetsUp(_vault.borrowIndex());
+        return _scaledDebts[owner][subId][asset].toAssetsUp(IVault(_debtConfig(asset).vault).borrowIndex());
+    }
+
+    /// @inheritdoc IMarginEngine
+    function debtAssets() external view returns (address[] memory) {
+        return _debtList;
+    }
+
+    /// @inheritdoc IMarginEngine
+    function debtConfig(address asset) external view returns (DebtConfig memory c) {
+        c = _debtConfig(asset);
+        if (asset == _debtAsset) c.minDebt = _params.minDebt;
+    }
+
+    /// @inheritdoc IMarginEngine
     function accountHealth(address owner, uint8 subId) external view returns (AccountHealth memory) {
-        return _valuation(_balances[owner][subId], _positions[owner][subId], _vault.borrowIndex(), address(0), false).h;
+        return _health(owner, subId, false);
     }
 
     /// @inheritdoc IMarginEngine
     function liquidationHealth(address owner, uint8 subId) external view returns (AccountHealth memory) {
-        return _valuation(_balances[owner][subId], _positions[owner][subId], _vault.borrowIndex(), address(0), true).h;
+        return _health(owner, subId, true);
+    }
+
+    function _health(address owner, uint8 subId, bool lenient) internal view returns (AccountHealth memory) {
+        return _valuation(owner, subId, _positions[owner][subId], _vault.borrowIndex(), address(0), address(0), lenient).h;
     }
 
     // ---------------------------------------------------------------- governance
 
     /// @inheritdoc IMarginEngine
     function listAsset(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap) external {
-        _delegate(msg.data);
+        _delegateTo(_governance, msg.data);
     }
 
     /// @inheritdoc IMarginEngine
     function setAssetConfig(address asset, uint64 ltv, uint64 lt, uint64 maxDiscount, uint128 supplyCap) external {
-        _delegate(msg.data);
+        _delegateTo(_governance, msg.data);
     }
 
-    /// @notice The scenario grid's governance and view (IScenarioGrid), run in the module over this storage;
-    /// any other unknown call reverts there (the module has nothing else the engine lacks).
+    /// @inheritdoc IMarginEngine
+    function listDebt(address vault, uint128 minDebt) external {
+        _delegateTo(_governance, msg.data);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function setRiskBounds(address asset, RiskBounds calldata bounds) external {
+        _delegateTo(_governance, msg.data);
+    }
+
+    /// @inheritdoc IMarginEngine
+    function updateRiskParams(address asset, uint64 ltv, uint64 lt) external {
+        _delegateTo(_governance, msg.data);
+    }
+
+    /// @notice The scenario grid's governance and view (IScenarioGrid), run in the governance module over this
+    /// storage; any other unknown call reverts there (it has nothing else the engine lacks).
     fallback() external {
-        address module_ = _module;
+        address module_ = _governance;
         assembly ("memory-safe") {
             let ptr := mload(0x40)
             calldatacopy(ptr, 0, calldatasize())
@@ -409,51 +527,5 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
         (_params.minDiscount, _params.fullCloseHealth) = (params.minDiscount, params.fullCloseHealth);
         (_params.fullCloseDebtValue, _params.minDebt) = (uint120(params.fullCloseDebtValue), params.minDebt);
         emit RiskParamsSet(params.minDiscount, params.fullCloseHealth, params.fullCloseDebtValue, params.minDebt);
-    }
-
-    /// @inheritdoc IMarginEngine
-    function setRiskBounds(address asset, RiskBounds calldata b) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _listed(asset);
-        bool disabled = b.ltvMin == 0 && b.ltvMax == 0 && b.ltMin == 0 && b.ltMax == 0 && b.maxStep == 0
-            && b.minInterval == 0 && b.rampDuration == 0;
-        bool valid = b.ltvMin <= b.ltvMax && b.ltMin <= b.ltMax && b.ltMax < RiskMath.WAD && b.maxStep != 0
-            && b.rampDuration != 0 && b.rampDuration <= MAX_RAMP_DURATION;
-        if (!disabled && !valid) revert InvalidRiskBounds(asset);
-        _bounds[asset] = b;
-        emit RiskBoundsSet(asset, b.ltvMin, b.ltvMax, b.ltMin, b.ltMax, b.maxStep, b.minInterval, b.rampDuration);
-    }
-
-    // ---------------------------------------------------------------- bounded risk updates
-
-    /// @inheritdoc IMarginEngine
-    function updateRiskParams(address asset, uint64 ltv, uint64 lt) external onlyRole(RISK_KEEPER_ROLE) {
-        AssetConfig memory cfg = _listed(asset);
-        RiskBounds memory b = _bounds[asset];
-        if (b.maxStep == 0) revert RiskBoundsNotSet(asset);
-        _requireWithin(asset, ltv, b.ltvMin, b.ltvMax);
-        _requireWithin(asset, lt, b.ltMin, b.ltMax);
-        uint64 ltNow = _effectiveLt(asset, cfg);
-        _requireStep(asset, cfg.ltv, ltv, b.maxStep);
-        _requireStep(asset, ltNow, lt, b.maxStep);
-        uint256 nextAllowed = uint256(_ramps[asset].lastUpdate) + b.minInterval;
-        if (block.timestamp < nextAllowed) revert RiskUpdateTooSoon(asset, nextAllowed);
-        if (!_validRatios(ltv, lt, cfg.maxDiscount)) revert InvalidRiskUpdate(asset, ltv, lt);
-
-        // A lower lt ramps down from the effective value, so no health drops in this block; the rest applies now.
-        uint40 now_ = uint40(block.timestamp); // unix seconds fit 40 bits for another 30,000 years
-        uint40 rampEnd = lt < ltNow ? now_ + b.rampDuration : 0;
-        AssetConfig storage stored = _configs[asset];
-        (stored.ltv, stored.lt, stored.rampEnd) = (ltv, lt, rampEnd);
-        _ramps[asset] = LtRamp({ltFrom: ltNow, start: now_, lastUpdate: now_});
-        emit RiskParamsUpdated(asset, msg.sender, ltv, ltNow, lt, rampEnd);
-    }
-
-    function _requireWithin(address asset, uint64 value, uint64 min, uint64 max) internal pure {
-        if (value < min || value > max) revert OutsideRiskBounds(asset, value, min, max);
-    }
-
-    function _requireStep(address asset, uint64 current, uint64 requested, uint64 maxStep) internal pure {
-        uint64 step = requested > current ? requested - current : current - requested;
-        if (step > maxStep) revert RiskStepTooLarge(asset, current, requested, maxStep);
     }
 }

@@ -120,7 +120,7 @@ contract ProtectionModule is IProtectionModule, AccessControl, ReentrancyGuardTr
 
         IMarginEngine.AccountHealth memory giver = _engine.accountHealth(owner, fromSubId);
         // Taking from a giver with debt is new risk for it: the same sequencer gate as the owner's own move.
-        if (giver.debt != 0) _oracle.checkSequencer();
+        if (giver.debtValue != 0) _oracle.checkSequencer();
         // Never into its own pre-liquidation band: an operator could otherwise pre-liquidate what it moved down.
         uint256 floor = _bandThreshold(owner, fromSubId).max(target);
         if (giver.health < floor) revert GiverBelowTarget(giver.health, floor);

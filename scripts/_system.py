@@ -508,7 +508,11 @@ def deploy_system(
         to_wad(r.full_close_debt_usd),
         to_wad(r.min_debt, debt_decimals),
     )
-    engine = _deploy(deployer, project.MarginEngine, vault.address, router.address, deployer.address, params)
+    governance = _deploy(deployer, project.EngineGovernance, vault.address, router.address)
+    contracts["EngineGovernance"] = _meta(governance, chain)
+    engine = _deploy(
+        deployer, project.MarginEngine, vault.address, router.address, deployer.address, params, governance.address
+    )
     contracts["MarginEngine"] = _meta(engine, chain)
     lens = _deploy(deployer, project.Lens, engine.address)
     contracts["Lens"] = _meta(lens, chain)

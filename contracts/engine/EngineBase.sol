@@ -22,6 +22,8 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
 
     /// @dev Collateral assets fit in a 32-bit account mask.
     uint256 internal constant MAX_ASSETS = 32;
+    /// @dev Debt assets (the primary included) fit in the position's 8-bit debt mask.
+    uint256 internal constant MAX_DEBTS = 8;
     bytes32 internal constant RISK_KEEPER = keccak256("RISK_KEEPER_ROLE");
     /// @dev Cap of any asset's liquidation discount: 25 %.
     uint64 internal constant MAX_DISCOUNT = 0.25e18;
@@ -65,6 +67,24 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
     mapping(address asset => uint256[4]) internal _rampFrom;
     mapping(address asset => uint256[4]) internal _lower;
     mapping(address asset => uint256[4]) internal _upper;
+    /// @dev The debt assets, the primary first (written by the engine's constructor and `listDebt`).
+    // slither-disable-next-line uninitialized-state
+    address[] internal _debtList;
+    // slither-disable-next-line uninitialized-state
+    mapping(address asset => DebtConfig) internal _debtConfigs;
+    /// @dev Scaled debts in the debt assets other than the primary (whose figure is in the position).
+    mapping(address owner => mapping(uint8 subId => mapping(address asset => uint256))) internal _scaledDebts;
+
+    /// @dev Where this code is deployed: the engine's modules refuse to run anywhere but in their engine.
+    address private immutable _self = address(this);
+
+    /// @notice A module was called directly instead of through its engine.
+    error DirectCall();
+
+    modifier onlyDelegated() {
+        if (address(this) == _self) revert DirectCall();
+        _;
+    }
 
     constructor(IVault vault_, IOracleRouter oracle_) {
         if (address(vault_) == address(0) || address(oracle_) == address(0)) revert InvalidConfig();
@@ -85,10 +105,25 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
         if (received != amount) revert ReceivedLess(token, amount, received);
     }
 
+    /// @dev One debt a sub-account owes, as the valuation and the liquidation use it.
+    struct Debt {
+        address asset;
+        IVault vault;
+        uint8 decimals;
+        uint256 index; // the vault's borrow index now (RAY)
+        uint256 scaled; // the scaled debt, less what a write-off or the liquidation takes off
+        uint256 amount; // `scaled` in assets, rounded up
+        uint256 price; // WAD
+        uint256 value; // `amount` in WAD USD, rounded up
+        uint256 off; // scaled debt written off (realised as bad debt in its vault)
+        uint256 repaid; // scaled debt the liquidation's repayment extinguishes
+    }
+
     /// @dev Risk figures of a sub-account with what the callers need beside them, in memory to spare the stack.
     struct Valuation {
-        AccountHealth h;
-        uint256 debtPrice; // WAD; 0 when there is no debt
+        AccountHealth h; // `debt` is the primary debt asset's; `debtValue` counts every debt
+        Debt[] debts; // every debt owed, the primary first
+        uint256 wantDebt; // the wanted debt's index in `debts`; `debts.length` when not owed
         uint256 wantPrice; // WAD; 0 when the wanted asset is not held, or (lenient) has no valid price
         uint256 wantBalance; // the wanted asset's balance
         uint256 wantLt; // the wanted asset's effective lt (when held)
@@ -97,7 +132,7 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
         uint256 minDiscount;
         uint256 gridCount; // 0: the additive rule; else the grid's scenarios, and the fields below are set
         GridMath.Leg[] longs; // the held collateral, in asset-list order
-        GridMath.Leg[] shorts; // the debt (none without debt)
+        GridMath.Leg[] shorts; // the debts, in `debts` order
         uint256 wantLeg; // `want`'s index in `longs` (when held)
         uint256 binding; // the scenario setting health
     }
@@ -105,27 +140,48 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
     /// @dev The risk figures of a sub-account, reading each price once. Strict (new risk, the `accountHealth` view)
     /// reverts with the router's error for any invalid price. Lenient (liquidation, write-off) values a held asset
     /// whose price is invalid at zero, so a dust balance of it cannot freeze a liquidation; a missing debt-asset
-    /// price still reverts. `want`'s price is returned so callers do not read the oracle twice.
-    function _valuation(mapping(address => uint256) storage balances, Position memory p, uint256 index, address want, bool lenient)
-        internal
-        view
-        returns (Valuation memory v)
-    {
-        v.h.debt = uint256(p.scaledDebt).toAssetsUp(index);
-        if (v.h.debt != 0) {
-            v.debtPrice = _oracle.price(_debtAsset);
-            v.h.debtValue = v.h.debt.valueUp(v.debtPrice, _debtDecimals);
-        }
+    /// price still reverts. `want`'s price is returned so callers do not read the oracle twice. `index` is the
+    /// primary vault's borrow index; the other debts use their vault's `borrowIndex()` (what `accrue()` returns
+    /// in this block).
+    function _valuation(
+        address owner,
+        uint8 subId,
+        Position memory p,
+        uint256 index,
+        address want,
+        address wantDebt,
+        bool lenient
+    ) internal view returns (Valuation memory v) {
+        v.debts = _debtsOf(owner, subId, p, index);
         (v.minDiscount, v.gridCount) = (_params.minDiscount, _params.gridCount);
-        uint256 mask = p.assetMask;
-        if (v.gridCount != 0) {
-            v.longs = new GridMath.Leg[](_heldCount(mask));
-            if (v.h.debt != 0) {
-                v.shorts = new GridMath.Leg[](1);
-                v.shorts[0] = GridMath.Leg(v.h.debtValue, _column(_debtAsset, v.gridCount));
-            }
+        uint256 n = v.debts.length;
+        v.wantDebt = n;
+        if (v.gridCount != 0) v.shorts = new GridMath.Leg[](n);
+        for (uint256 k; k < n; ++k) {
+            Debt memory d = v.debts[k];
+            d.price = _oracle.price(d.asset);
+            d.value = d.amount.valueUp(d.price, d.decimals);
+            v.h.debtValue += d.value;
+            if (d.asset == wantDebt) v.wantDebt = k;
+            if (v.gridCount != 0) v.shorts[k] = GridMath.Leg(d.value, _column(d.asset, v.gridCount));
         }
-        uint256 k = 0;
+        // An exact integer check, not a time comparison (see _effectiveLt).
+        // slither-disable-next-line incorrect-equality
+        if (p.scaledDebt != 0) v.h.debt = v.debts[0].amount;
+        _addCollaterals(v, _balances[owner][subId], p.assetMask, want, lenient);
+        _setHealth(v);
+    }
+
+    /// @dev Values every collateral in `mask` into `v` (and its grid legs).
+    function _addCollaterals(
+        Valuation memory v,
+        mapping(address => uint256) storage balances,
+        uint256 mask,
+        address want,
+        bool lenient
+    ) internal view {
+        if (v.gridCount != 0) v.longs = new GridMath.Leg[](_heldCount(mask));
+        uint256 j = 0;
         for (uint256 i; mask != 0; ++i) {
             // An exact integer check, not a time comparison (see _effectiveLt).
             // slither-disable-next-line incorrect-equality
@@ -133,13 +189,44 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
                 address asset = _assets[i];
                 uint256 value = _addCollateral(v, asset, balances[asset], asset == want, lenient);
                 if (v.gridCount != 0) {
-                    if (asset == want) v.wantLeg = k;
-                    v.longs[k++] = GridMath.Leg(value, _column(asset, v.gridCount));
+                    if (asset == want) v.wantLeg = j;
+                    v.longs[j++] = GridMath.Leg(value, _column(asset, v.gridCount));
                 }
             }
             mask >>= 1;
         }
-        _setHealth(v);
+    }
+
+    /// @dev The debts `p` owes: the primary's at `index`, then every other in `debtAssets()` order.
+    function _debtsOf(address owner, uint8 subId, Position memory p, uint256 index)
+        internal
+        view
+        returns (Debt[] memory debts)
+    {
+        uint256 mask = p.debtMask;
+        bool primary = p.scaledDebt != 0;
+        debts = new Debt[](_heldCount(mask) + (primary ? 1 : 0));
+        uint256 k = 0;
+        if (primary) debts[k++] = _debt(_debtAsset, _vault, _debtDecimals, p.scaledDebt, index);
+        mapping(address => uint256) storage scaled = _scaledDebts[owner][subId];
+        for (uint256 j = 1; mask >> j != 0; ++j) {
+            if ((mask >> j) & 1 == 1) debts[k++] = _otherDebt(_debtList[j], scaled);
+        }
+    }
+
+    function _otherDebt(address asset, mapping(address => uint256) storage scaled) internal view returns (Debt memory) {
+        DebtConfig memory c = _debtConfigs[asset];
+        IVault vault = IVault(c.vault);
+        return _debt(asset, vault, c.decimals, scaled[asset], vault.borrowIndex());
+    }
+
+    function _debt(address asset, IVault vault, uint8 decimals, uint256 scaled, uint256 index)
+        internal
+        pure
+        returns (Debt memory d)
+    {
+        (d.asset, d.vault, d.decimals, d.index, d.scaled) = (asset, vault, decimals, index, scaled);
+        d.amount = scaled.toAssetsUp(index);
     }
 
     /// @dev Adds one held collateral to the valuation's additive sums (and the cover when lenient); returns its
@@ -176,8 +263,8 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
     /// @dev `v.h.health` from the figures in `v`: the additive `ltWeighted / debtValue`, or under a grid the grid's
     /// health, with `ltWeighted = health · debtValue` (the debt value the maintenance grid supports, so
     /// `ltWeighted < debtValue` iff health < 1 still), `ltvWeighted = ltWeighted · initialScale`, the binding
-    /// scenario, and `wantLt` the wanted collateral's move over the debt's there (rounded up), the lt that makes
-    /// the liquidation's health-neutral discount `health / wantLt - 1`.
+    /// scenario, and `wantLt` the wanted collateral's move over the wanted debt's there (rounded up), the lt that
+    /// makes the liquidation's health-neutral discount `health / wantLt - 1`.
     function _setHealth(Valuation memory v) internal view {
         AccountHealth memory h = v.h;
         // An exact integer check, not a time comparison (see _effectiveLt).
@@ -192,14 +279,16 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
             h.health = h.ltWeighted.wDivDown(h.debtValue);
             return;
         }
-        v.shorts[0].value = h.debtValue;
+        for (uint256 k; k < v.debts.length; ++k) {
+            v.shorts[k].value = v.debts[k].value;
+        }
         GridMath.Result memory r = GridMath.health(v.longs, v.shorts, v.gridCount);
         (h.health, v.binding) = (r.health, r.binding);
         h.ltWeighted = r.health.wMulDown(h.debtValue);
         h.ltvWeighted = h.ltWeighted.wMulDown(_grid.initialScale);
-        if (v.wantBalance != 0) {
+        if (v.wantBalance != 0 && v.wantDebt < v.debts.length) {
             v.wantLt = GridMath.move(v.longs[v.wantLeg].column, r.binding).mulDivUp(
-                RiskMath.WAD, GridMath.move(v.shorts[0].column, r.binding)
+                RiskMath.WAD, GridMath.move(v.shorts[v.wantDebt].column, r.binding)
             );
         }
     }
@@ -241,23 +330,75 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
         return uint64(RiskMath.interpolateDown(r.ltFrom, cfg.lt, r.start, cfg.rampEnd, block.timestamp));
     }
 
+    /// @dev The smallest debt a borrow, repayment or liquidation may leave in `asset`.
+    function _minDebt(address asset) internal view returns (uint256) {
+        return asset == _debtAsset ? _params.minDebt : _debtConfigs[asset].minDebt;
+    }
+
     function _listed(address asset) internal view returns (AssetConfig memory cfg) {
         cfg = _configs[asset];
         if (!cfg.listed) revert AssetNotListed(asset);
     }
 
-    /// @dev Scaled debt an insolvency write-off removes: what brings the debt down to the collateral's cover value
-    /// (each collateral's value over 1 + the smallest discount it pays), rounded up for the lenders; 0 when the
-    /// account is covered. Updates `v.h`'s debt, debt value and health to the written-off position.
-    function _writeOffScaled(Valuation memory v, uint256 scaled, uint256 index) internal view returns (uint256 off) {
+    /// @dev The insolvency write-off: when the cover value is below the debt value, every debt is brought down to
+    /// its share of the cover (`cover · value_j / debtValue`, in its asset rounded up for the lenders), adding what
+    /// it takes off to `off`. Updates the debts and `v.h`'s debt and debt value (not the health); false when the
+    /// account is covered.
+    function _writeOff(Valuation memory v) internal pure returns (bool any) {
         AccountHealth memory h = v.h;
-        if (v.cover >= h.debtValue) return 0;
-        uint256 target = v.cover.amountUp(v.debtPrice, _debtDecimals);
-        if (target >= h.debt) return 0;
-        off = scaled - target.toScaledUp(index); // target < debt, so its scaled figure is at most `scaled`
-        h.debt = (scaled - off).toAssetsUp(index);
-        h.debtValue = h.debt.valueUp(v.debtPrice, _debtDecimals);
-        _setHealth(v);
+        uint256 total = h.debtValue;
+        if (v.cover >= total) return false;
+        h.debtValue = 0;
+        for (uint256 k; k < v.debts.length; ++k) {
+            Debt memory d = v.debts[k];
+            uint256 keep = v.cover.mulDivUp(d.value, total).amountUp(d.price, d.decimals);
+            if (keep < d.amount) {
+                // keep < amount, so its scaled figure is at most `scaled`.
+                uint256 off = d.scaled - keep.toScaledUp(d.index);
+                (d.off, d.scaled, any) = (d.off + off, d.scaled - off, true);
+                d.amount = d.scaled.toAssetsUp(d.index);
+                d.value = d.amount.valueUp(d.price, d.decimals);
+            }
+            h.debtValue += d.value;
+        }
+        if (h.debt != 0) h.debt = v.debts[0].amount;
+    }
+
+    /// @dev Books every debt of `v` as it now stands (`scaled`) in the position and emits the write-offs; the
+    /// caller realises them in the vaults (`_realize`) after its other effects. Returns the primary's bad debt.
+    function _bookDebts(address owner, uint8 subId, Position memory p, Debt[] memory debts)
+        internal
+        returns (uint256 primaryBad)
+    {
+        for (uint256 k; k < debts.length; ++k) {
+            Debt memory d = debts[k];
+            if (d.asset == _debtAsset) {
+                p.scaledDebt = uint128(d.scaled); // never above the stored figure
+                if (d.off != 0) {
+                    primaryBad = d.off.toAssetsUp(d.index);
+                    emit BadDebtRealized(owner, subId, primaryBad);
+                }
+            } else {
+                _scaledDebts[owner][subId][d.asset] = d.scaled;
+                // An exact integer check, not a time comparison (see _effectiveLt).
+                // slither-disable-next-line incorrect-equality
+                if (d.scaled == 0) p.debtMask &= ~uint8(1 << _debtConfigs[d.asset].index);
+                if (d.off != 0) emit BadDebtRealizedIn(owner, subId, d.asset, d.off.toAssetsUp(d.index));
+            }
+        }
+        _positions[owner][subId] = p;
+    }
+
+    /// @dev Realises each debt's write-off in its own vault (accrued first, so the loss meets this block's index).
+    function _realize(Debt[] memory debts) internal {
+        for (uint256 k; k < debts.length; ++k) {
+            Debt memory d = debts[k];
+            if (d.off == 0) continue;
+            // The vault returns the index the valuation already used (`borrowIndex()` in this block).
+            // slither-disable-next-line unused-return
+            if (d.asset != _debtAsset) d.vault.accrue();
+            d.vault.realizeBadDebt(d.off);
+        }
     }
 
     /// @dev ltv < lt < 1, and a liquidation at the largest discount must still improve health: lt * (1 + d) < 1.

@@ -39,14 +39,21 @@ interface ILens {
 
     /// @notice The engine's scenario grid in force at this block (docs/portfolio-margin.md). `count` 0: the
     /// additive rule, and nothing else is filled. Otherwise `columns[i]` is the column in force now (ramps
-    /// applied) of `assets[i]` of `market()`, and the last one is the debt asset's; multipliers in whole
-    /// millionths, eight 32-bit values a word.
+    /// applied) of `assets[i]` of `market()`, then one per debt asset in `debts()` order (the primary first; a
+    /// debt asset that is also a collateral repeats its column); multipliers in whole millionths, eight 32-bit
+    /// values a word.
     struct GridData {
         uint8 count;
         uint64 initialScale;
         uint40 rampStart;
         uint40 rampEnd;
         uint256[4][] columns;
+    }
+
+    struct DebtData {
+        IMarginEngine.DebtConfig config;
+        uint256 borrowIndex; // RAY
+        PriceData price;
     }
 
     struct HealthData {
@@ -65,6 +72,13 @@ interface ILens {
 
     /// @notice The grid in force at this block, every asset's column in one call (see GridData).
     function grid() external view returns (GridData memory);
+
+    /// @notice Every debt asset (`engine.debtAssets()` order, the primary first): its configuration, its vault's
+    /// borrow index now and the router's verdict on its price.
+    function debts() external view returns (DebtData[] memory);
+
+    /// @notice Each account's debt in every debt asset (`debtAssets()` order), rounded up as the engine rounds it.
+    function accountDebts(address[] calldata owners, uint8[] calldata subIds) external view returns (uint256[][] memory);
 
     /// @notice The engine's own health figures for each account (one engine view call per account): the strict
     /// valuation of new risk, `ok = false` when any needed price is invalid.

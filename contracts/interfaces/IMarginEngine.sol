@@ -51,8 +51,19 @@ interface IMarginEngineTypes {
 
     /// @notice A sub-account's position.
     struct Position {
-        uint128 scaledDebt;
+        uint128 scaledDebt; // in the primary debt asset (`debtAsset()`)
         uint32 assetMask; // bit i set iff the account holds asset `assetList()[i]`
+        uint8 debtMask; // bit j (1..7) set iff the account owes debt asset `debtAssets()[j]`; bit 0 is unused
+    }
+
+    /// @notice A borrowable asset: the ERC-4626 vault that lends it through this engine (its own interest model,
+    /// reserve and bad-debt accounting), its place in `debtAssets()` and the smallest debt a borrow, repayment or
+    /// liquidation may leave in it. The primary debt asset is entry 0 (its minimum is `riskParams().minDebt`).
+    struct DebtConfig {
+        address vault; // address(0): not a debt asset
+        uint8 index;
+        uint8 decimals;
+        uint128 minDebt; // debt-asset units
     }
 
     /// @notice Risk figures of a sub-account at current prices.
@@ -146,6 +157,13 @@ interface IMarginEngineTypes {
     error GridUpdateTooSoon(uint256 nextAllowed);
     /// @notice `delegateView` was called by someone other than the engine itself.
     error NotSelf(address caller);
+    /// @notice `asset` is not a debt asset of this engine.
+    error DebtNotListed(address asset);
+    error DebtAlreadyListed(address asset);
+    /// @notice At most eight debt assets (the primary included).
+    error TooManyDebts();
+    /// @notice A vault listed as a debt asset must lend through this engine (`setEngine` first).
+    error VaultNotBound(address vault);
 
     event GridSet(uint8 count, uint64 initialScale);
     event GridColumnSet(address indexed asset, uint256[4] column);
@@ -184,6 +202,25 @@ interface IMarginEngineTypes {
     event CollateralSeized(
         address indexed owner, uint8 indexed subId, address asset, uint256 amount, address receiver
     );
+    event DebtListed(address indexed asset, address indexed vault, uint8 index, uint8 decimals, uint128 minDebt);
+    /// @notice `Borrowed`, `Repaid`, `Liquidated` and `BadDebtRealized` for a debt asset other than the primary.
+    event BorrowedAsset(
+        address indexed owner, uint8 indexed subId, address indexed asset, uint256 assets, uint256 scaled, address receiver
+    );
+    event RepaidAsset(
+        address payer, address indexed owner, uint8 indexed subId, address indexed asset, uint256 assets, uint256 scaled
+    );
+    event LiquidatedDebt(
+        address liquidator,
+        address indexed owner,
+        uint8 indexed subId,
+        address indexed debtAsset,
+        address collateral,
+        uint256 repaid,
+        uint256 seized,
+        uint256 discount
+    );
+    event BadDebtRealizedIn(address indexed owner, uint8 indexed subId, address indexed asset, uint256 assets);
     event RiskParamsUpdated(
         address indexed asset, address indexed keeper, uint64 ltv, uint64 ltFrom, uint64 ltTarget, uint40 rampEnd
     );
@@ -294,6 +331,54 @@ interface IMarginEngine is IMarginEngineTypes {
     /// collateral worth the debt). Reverts `NotInsolvent(coverValue, debtValue)` when nothing is to be written
     /// off. Emits `BadDebtRealized(owner, subId, assets)`; returns the assets written off.
     function writeOff(address owner, uint8 subId) external returns (uint256 badDebt);
+
+    // ---- several debt assets (docs/portfolio-margin.md) ----
+
+    /// @notice `borrow` in any listed debt asset (`debtAssets()`); the primary's is `borrow` itself. The margin
+    /// check counts every debt the sub-account owes; the new debt must be at least that asset's `minDebt`.
+    function borrowAsset(uint8 subId, address asset, uint256 assets, address receiver) external;
+
+    /// @notice `repay` in any listed debt asset; the tokens go to that asset's vault.
+    function repayAsset(address owner, uint8 subId, address asset, uint256 assets) external returns (uint256 repaid);
+
+    /// @notice `liquidate`, repaying `debtAsset` (any listed debt asset the account owes, else `NothingToRepay`):
+    /// the same rules over every debt of the account. Health, the close factor's debt value and the cover count
+    /// all debts; the close factor and the dust rule apply to the repaid debt (with its own `minDebt`); an
+    /// insolvency write-off takes each debt down in proportion to its value, each vault realising its own share;
+    /// the last collateral seized realises every remaining debt in its own vault. No liquidation lowers health.
+    function liquidateDebt(
+        address owner,
+        uint8 subId,
+        address debtAsset,
+        address collateral,
+        uint256 repayAssets,
+        uint256 minSeized,
+        address receiver,
+        bytes calldata data
+    ) external returns (uint256 repaid, uint256 seized);
+
+    /// @notice What `liquidateDebt` would do now (`badDebt` is the repaid asset's).
+    function previewLiquidationDebt(
+        address owner,
+        uint8 subId,
+        address debtAsset,
+        address collateral,
+        uint256 repayAssets
+    ) external view returns (LiquidationQuote memory);
+
+    /// @notice Debt of `(owner, subId)` in `asset`, rounded up (0 for an asset it does not owe).
+    function debtOfAsset(address owner, uint8 subId, address asset) external view returns (uint256);
+
+    /// @notice The debt assets, the primary first; `debtMask` bit j is entry j.
+    function debtAssets() external view returns (address[] memory);
+
+    function debtConfig(address asset) external view returns (DebtConfig memory);
+
+    /// @notice Lists `vault`'s asset as a further debt asset (DEFAULT_ADMIN_ROLE). The vault must already lend
+    /// through this engine; the asset may also be a listed collateral (except under a grid, whose one column per
+    /// asset must then be set again: `GridAssetsMismatch`). Under a grid its column is 1 (no move) in every
+    /// scenario, the additive rule's treatment of a debt.
+    function listDebt(address vault, uint128 minDebt) external;
 
     // ---- protection module primitives (only `protectionModule()`) ----
 
