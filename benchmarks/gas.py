@@ -280,18 +280,52 @@ def measure(project: Any, chain: Any, accounts: Sequence[Any]) -> Measurement:
 
     # The scenario grid (docs/portfolio-margin.md), last of all: 16 scenarios over every listed asset and the
     # debt asset; the same two accounts' health as above (1 collateral + the debt, 3 collaterals + the debt).
+    # First a second debt asset, listed before the grid: a DAI-like token with its own feed and Vault. OTHER's
+    # sub-account 3 holds the three collaterals and owes USDC and DAI.
+    dai = b.tx(project.MockERC20.deploy, "Dai", "DAI", 18, sender=s.admin)
+    dai_feed = b.tx(project.MockAggregator.deploy, 8, 10**8, "DAI / USD", sender=s.admin)
+    b.tx(s.router.setFeed, dai, dai_feed, 3600, units(0.5, 18), units(2, 18), sender=s.admin)
+    model = (0, units(0.04, 18), units(0.75, 18), units(0.8, 18))
+    dai_vault = b.tx(project.Vault.deploy, dai, "ck DAI", "ckDAI", s.admin, model, units(0.1, 18), sender=s.admin)
+    b.tx(dai_vault.setEngine, eng, sender=s.admin)
+    b.tx(eng.listDebt, dai_vault, units(10, 18), sender=s.admin)
+    for who, amount in ((lender, 1_000_000), (liquidator, 100_000)):
+        b.tx(dai.mint, who, units(amount, 18), sender=who)
+        b.tx(dai.approve, eng if who == liquidator else dai_vault, MAX_UINT, sender=who)
+    b.tx(dai_vault.deposit, units(1_000_000, 18), lender, sender=lender)
+    for symbol, amount in (("WETH", 10), ("WBTC", 0.1), ("LINK", 400)):
+        b.fund(other, symbol, amount, eng)
+        b.deposit(other, 3, symbol, amount)
+    for symbol in ("WETH", "WBTC", "LINK", "USDC"):  # an hour has passed: fresh answers at the same prices
+        b.tx(s.feeds[symbol].setAnswer, s.feeds[symbol].latestRoundData()[1], sender=s.admin)
+    b.borrow(other, 3, 8_000)
+    b.measure("borrow_asset_3_assets", eng.borrowAsset, 3, dai, units(6_000, 18), other, sender=other)
+    b.measure_view("health_view_3_assets_2_debts", eng.accountHealth, other, 3, sender=user)
+
     grid = project.IScenarioGrid.at(eng.address)
     assets = [*eng.assetList(), s.usdc.address]
     columns = [_column([700_000 + 10_000 * ((k + i) % 16) for i in range(GRID_SCENARIOS)]) for k in range(len(assets))]
-    b.tx(grid.setGrid, GRID_SCENARIOS, units(0.9, 18), assets, columns, sender=s.admin)
-    for symbol in ("WETH", "WBTC", "LINK", "USDC"):  # fresh answers at the same prices
-        feed = s.feeds[symbol]
+    # DAI's column: the borrowed asset rises 10 to 25 % (a short loses when its asset rises).
+    dai_column = _column([1_100_000 + 10_000 * (i % 16) for i in range(GRID_SCENARIOS)])
+    b.tx(grid.setGrid, GRID_SCENARIOS, units(0.9, 18), [*assets, dai], [*columns, dai_column], sender=s.admin)
+    for feed in (*(s.feeds[k] for k in ("WETH", "WBTC", "LINK", "USDC")), dai_feed):  # fresh answers, same prices
         b.tx(feed.setAnswer, feed.latestRoundData()[1], sender=s.admin)
     b.measure_view("health_view_1_asset_grid_16", eng.accountHealth, owner, LENS_FIRST_SUB, sender=user)
     b.measure_view("health_view_3_assets_grid_16", eng.accountHealth, user, 1, sender=user)
     for who, sub in ((owner, LENS_FIRST_SUB), (user, 1)):
         _expect(eng.debtOf(who, sub) > 0, "a grid health view measured an account without debt")
     _expect(bin(eng.position(user, 1).assetMask).count("1") == 3, "health_view_3_assets_grid_16 lacks 3 assets")
+    b.measure_view("health_view_3_assets_2_debts_grid_16", eng.accountHealth, other, 3, sender=user)
+
+    # The issue's liquidation goal: 3 collaterals and 2 debts over 16 scenarios. WETH falls to $400: OTHER's
+    # sub-account 3 is unhealthy under the grid (DAI's rise binds) but covered; a liquidator repays 1,000 DAI.
+    b.set_price("WETH", 400)
+    _expect(eng.accountHealth(other, 3).health < units(1, 18), "liquidate_3_assets_2_debts_grid_16: healthy")
+    args = (other, 3, dai, weth, units(1_000, 18), 0, liquidator, b"")
+    b.measure("liquidate_3_assets_2_debts_grid_16", eng.liquidateDebt, *args, sender=liquidator)
+    _expect(eng.debtOfAsset(other, 3, dai) == units(5_000, 18) or eng.debtOfAsset(other, 3, dai) > 0,
+            "liquidate_3_assets_2_debts_grid_16 closed the DAI debt")  # fmt: skip
+    _expect(eng.position(other, 3).debtMask != 0 and eng.debtOf(other, 3) > 0, "a debt vanished")
     return b.out
 
 

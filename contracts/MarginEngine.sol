@@ -167,6 +167,9 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
         _borrow(subId, asset, assets, receiver);
     }
 
+    /// @dev Runs under `nonReentrant`; the only calls before its writes are to listed vaults (`accrue`, and the
+    /// valuation's `borrowIndex`) and the router, all governance's own contracts.
+    // slither-disable-next-line reentrancy-no-eth
     function _borrow(uint8 subId, address asset, uint256 assets, address receiver) internal {
         if (assets == 0) revert ZeroAmount();
         _oracle.checkSequencer();

@@ -261,10 +261,14 @@ def test_keeper_updates_are_bounded_and_ramp_without_liquidating_at_once(system,
 # ------------------------------------------------------------------------------------------- plumbing
 
 
-def test_the_module_runs_only_inside_its_engine(project, system, stranger):
+def test_the_modules_run_only_inside_their_engine(project, system, stranger):
     module = project.EngineModule.at(system.engine.module())
     with reverts_with(module.DirectCall):
-        module.setGrid(0, 0, [], [], sender=system.admin)
+        module.writeOff(stranger, 0, sender=system.admin)
+    governance = project.EngineGovernance.at(system.engine.governance())
+    with reverts_with(governance.DirectCall):
+        governance.setGrid(0, 0, [], [], sender=system.admin)
+    assert governance.binding() == (system.vault.address, system.router.address)
     with reverts_with(system.engine.NotSelf, caller=stranger):
         system.engine.delegateView(b"", sender=stranger)
 

@@ -187,7 +187,8 @@ def test_borrow_and_repay_move_each_vaults_cash_and_leave_no_dust(debts, alice, 
     assert s.engine.position(alice, 3).debtMask == 0b10
     s.engine.repayAsset(alice, 3, s.weth, MAX_UINT, sender=bob)
     assert s.engine.position(alice, 3).debtMask == 0
-    assert vault.idle() == idle and vault.totalDebt() == 0
+    assert vault.idle() == idle
+    assert vault.totalDebt() == 0
     with reverts_with(s.engine.NothingToRepay):
         s.engine.repayAsset(alice, 3, s.weth, 1, sender=bob)
     assert s.engine.accountHealth(alice, 3).health == MAX_UINT
@@ -232,7 +233,12 @@ def test_liquidating_the_secondary_debt_seizes_at_the_documented_discount(debts,
     assert debt_of(debts, alice, 4, "USDC") == 20_000 * 10**6
     assert s.engine.accountHealth(alice, 4).health >= health
     (event,) = tx.decode_logs(s.engine.LiquidatedDebt)
-    assert (event.debtAsset, event.collateral, event.repaid, event.seized) == (s.wbtc.address, s.weth.address, repay, seized)
+    assert (event.debtAsset, event.collateral, event.repaid, event.seized) == (
+        s.wbtc.address,
+        s.weth.address,
+        repay,
+        seized,
+    )
 
 
 def test_the_primary_liquidation_sees_every_debt(debts, alice, liquidator):
@@ -287,7 +293,7 @@ def test_a_write_off_is_shared_by_the_vaults_in_proportion_to_value(debts, alice
     s.set_price("WETH", 700)
     s.set_price("LINK", 5)  # collateral $19,000 against $38,000 of debt
     h = s.engine.liquidationHealth(alice, 7)
-    lt_sum, _p, debt_value = closed_form(debts, alice, 7)
+    _lt_sum, _p, debt_value = closed_form(debts, alice, 7)
     assert h.debtValue == debt_value
     params = s.engine.riskParams()
     cover = 0
@@ -337,7 +343,8 @@ def test_an_insolvent_account_liquidated_debt_by_debt_ends_with_no_debt_anywhere
     s.engine.liquidate(alice, 8, s.link, MAX_UINT, 0, liquidator, b"", sender=liquidator)
     p = s.engine.position(alice, 8)
     assert (p.scaledDebt, p.debtMask) == (0, 0)
-    assert debts.vaults["WETH"].totalDebt() == 0 and s.vault.totalDebt() == 0
+    assert debts.vaults["WETH"].totalDebt() == 0
+    assert s.vault.totalDebt() == 0
     assert s.engine.accountHealth(alice, 8).health == MAX_UINT
 
 
@@ -397,3 +404,20 @@ def test_the_lens_reads_every_debt(debts, alice):
     assert [r.borrowIndex for r in rows] == [debts.vaults[k].borrowIndex() for k in ("USDC", "WETH", "WBTC")]
     (amounts,) = s.lens.accountDebts([alice], [10])
     assert list(amounts) == [debt_of(debts, alice, 10, k) for k in ("USDC", "WETH", "WBTC")]
+
+
+# ------------------------------------------------------------------------------------------------- keeper
+
+
+def test_the_keeper_refuses_a_market_with_several_debts_by_name(debts, system):
+    """The keeper mirrors one debt asset: on an engine with more it stops with a message naming them, instead of
+    judging accounts without their other debts."""
+    from keeper.chain.reads import read_market
+    from keeper.core.errors import UnsupportedMarketError
+
+    w3 = system.engine.provider.web3
+    lens = w3.eth.contract(address=system.lens.address, abi=system.deployment.record()["abis"]["Lens"])
+    with pytest.raises(UnsupportedMarketError, match="3 debt assets") as info:
+        read_market(lens)
+    assert debts.vaults["WETH"].address in str(info.value)
+    assert debts.vaults["WBTC"].address in str(info.value)

@@ -39,6 +39,7 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
     // other half (the module lists assets and sets grids; the engine ramps lts).
     // slither-disable-next-line uninitialized-state
     address[] internal _assets;
+    // slither-disable-next-line uninitialized-state
     mapping(address asset => AssetConfig) internal _configs;
     mapping(address asset => AssetSupply) internal _supplies;
     /// @dev RiskParams as stored, with the grid's scenario count in the slot every valuation reads anyway, so the
@@ -51,9 +52,11 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
         uint128 minDebt;
     }
 
+    // slither-disable-next-line uninitialized-state
     StoredParams internal _params;
     mapping(address owner => mapping(uint8 subId => Position)) internal _positions;
     mapping(address owner => mapping(uint8 subId => mapping(address asset => uint256))) internal _balances;
+    // slither-disable-next-line uninitialized-state
     mapping(address asset => RiskBounds) internal _bounds;
     // slither-disable-next-line uninitialized-state
     mapping(address asset => LtRamp) internal _ramps;

@@ -95,7 +95,9 @@ contract EngineModule is EngineBase {
         d.vault.noteRepayment(repaid, d.repaid);
     }
 
-    /// @dev The rules are on IMarginEngine.writeOff.
+    /// @dev The rules are on IMarginEngine.writeOff. Runs under the engine's `nonReentrant`; the calls before its
+    /// writes are the listed vaults' (`accrue`, `borrowIndex`) and the router's.
+    // slither-disable-next-line reentrancy-no-eth
     function writeOff(address owner, uint8 subId) external onlyDelegated returns (uint256 badDebt) {
         Position memory p = _positions[owner][subId];
         Valuation memory v = _valuation(owner, subId, p, _vault.accrue(), address(0), address(0), true);

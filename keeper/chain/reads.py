@@ -17,6 +17,7 @@ from web3.contract import Contract
 from web3.types import BlockIdentifier, TxParams
 
 from keeper.core import grid, risk
+from keeper.core.errors import UnsupportedMarketError
 from keeper.core.snapshot import Account, AssetView, Market, PriceView
 from keeper.core.units import Ray, Wad
 
@@ -30,7 +31,27 @@ def _price(raw: Sequence[Any]) -> PriceView:
     return PriceView(Web3.to_checksum_address(asset), bool(ok), Wad(int(price)), bytes(error))
 
 
+def _has(lens: Contract, name: str) -> bool:
+    return any(f.get("name") == name for f in lens.abi if f.get("type") == "function")
+
+
+def require_one_debt(lens: Contract, block: BlockIdentifier = "latest") -> None:
+    """Refuse an engine with several debt assets (`listDebt`): the keeper's mirror and plans cover the primary debt
+    asset only, so its health figures would leave the other debts out."""
+    if not _has(lens, "debts"):
+        return
+    rows = lens.functions.debts().call(block_identifier=block)
+    if len(rows) > 1:
+        others = ", ".join(Web3.to_checksum_address(r[0][0]) for r in rows[1:])
+        raise UnsupportedMarketError(
+            f"the engine lists {len(rows)} debt assets (vaults of the others: {others}); this keeper mirrors one "
+            "debt asset only and would misjudge accounts that owe the others. Liquidate them with "
+            "`liquidateDebt` by hand, or run the keeper on a market with one debt asset (docs/portfolio-margin.md)"
+        )
+
+
 def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
+    require_one_debt(lens, block)
     raw = lens.functions.market().call(block_identifier=block)
     block_number, timestamp, index, debt_asset, debt_decimals, debt_price, assets, configs, prices, params = raw
     views = []
@@ -69,7 +90,7 @@ def read_grid(lens: Contract, n_assets: int, block: BlockIdentifier = "latest") 
     """The engine's stored grid at `block` from `Lens.grid()` (every column in force, in one call), columns keyed
     by asset index; None under the additive rule. A deployment whose Lens ABI has no `grid()` predates the grid:
     its engine is additive."""
-    if not any(f.get("name") == "grid" for f in lens.abi if f.get("type") == "function"):
+    if not _has(lens, "grid"):
         return None
     count, initial_scale, _start, _end, columns = lens.functions.grid().call(block_identifier=block)
     if count == 0:
