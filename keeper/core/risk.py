@@ -109,6 +109,13 @@ class NotInsolvent(LiquidationRevert):
         self.debt_value = debt_value
 
 
+class NothingToRepay(LiquidationRevert):
+    """The account owes nothing in the debt asset a liquidation would repay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+
 class LegValueTooLarge(LiquidationRevert):
     """GridMath's: a leg worth 2^224 (WAD USD) or more, or a scenario's long sum beyond uint256 (its argument is
     then the sum wrapped modulo 2^256, as the assembly loop leaves it)."""
@@ -323,6 +330,14 @@ class GridRule:
     initial_scale: int
     columns: Mapping[Any, tuple[int, ...]]
     debt: tuple[int, ...]
+    others: Mapping[Any, tuple[int, ...]] = field(default_factory=dict)  # further debt assets that are not collateral
+
+    def short_column(self, key: Any, primary: Any) -> tuple[int, ...]:
+        """A debt's column: the primary's, a further debt's own, or (a debt that is also a collateral) its
+        collateral column, as the engine keeps one column per asset."""
+        if key == primary:
+            return self.debt
+        return self.others[key] if key in self.others else self.columns[key]
 
 
 def _check_leg(value: int) -> None:
@@ -331,15 +346,25 @@ def _check_leg(value: int) -> None:
 
 
 def grid_scenarios(values: Mapping[K, int], debt_value: int, grid: GridRule) -> list[tuple[int, int]]:
+    """(long_s, short_s) for each scenario with the one short leg `debt_value` (see `grid_legs`)."""
+    return grid_legs(values, [(debt_value, grid.debt)], grid)
+
+
+def grid_legs(
+    values: Mapping[K, int], shorts: list[tuple[int, tuple[int, ...]]], grid: GridRule
+) -> list[tuple[int, int]]:
     """(long_s, short_s) for each scenario, as `GridMath._moved` sums them: the long legs `values` (collateral
-    values, rounded down, by asset) and the one short leg `debt_value`, each term `value · m / 1e6` rounded down
-    for longs and up for the debt. Raises LegValueTooLarge where GridMath does."""
+    values, rounded down, by asset) and the short legs `(value, column)` (each debt's value, rounded up), each
+    term `value · m / 1e6` rounded down for longs and up for debts. Raises LegValueTooLarge where GridMath does."""
     for v in values.values():
         _check_leg(v)
-    _check_leg(debt_value)
+    for v, _ in shorts:
+        _check_leg(v)
     out = []
     for s in range(grid.count):
-        short = -(-debt_value * grid.debt[s] // MOVE_UNIT_MILLIONTHS)
+        short = sum(-(-v * col[s] // MOVE_UNIT_MILLIONTHS) for v, col in shorts)
+        if short > MAX_UINT:
+            raise LegValueTooLarge(short % 2**256)
         long = 0
         if short:  # GridMath sums the longs only where there is short value
             long = sum(v * grid.columns[a][s] // MOVE_UNIT_MILLIONTHS for a, v in values.items())
@@ -350,27 +375,22 @@ def grid_scenarios(values: Mapping[K, int], debt_value: int, grid: GridRule) -> 
 
 
 def grid_health(values: Mapping[K, int], debt_value: int, grid: GridRule) -> tuple[int, int]:
-    """`GridMath.health` with one short leg: (health, binding scenario), the lowest `w_div_down(long_s, short_s)`
-    over the scenarios with short value (the first of equals); (MAX_UINT, -1) with none."""
+    """`GridMath.health` with one short leg (see `grid_legs_health`)."""
+    return grid_legs_health(values, [(debt_value, grid.debt)], grid)
+
+
+def grid_legs_health(
+    values: Mapping[K, int], shorts: list[tuple[int, tuple[int, ...]]], grid: GridRule
+) -> tuple[int, int]:
+    """`GridMath.health`: (health, binding scenario), the lowest `w_div_down(long_s, short_s)` over the scenarios
+    with short value (the first of equals); (MAX_UINT, -1) with none."""
     health, binding = MAX_UINT, -1
-    for s, (long, short) in enumerate(grid_scenarios(values, debt_value, grid)):
+    for s, (long, short) in enumerate(grid_legs(values, shorts, grid)):
         if short:
             h = w_div_down(long, short)
             if h < health:
                 health, binding = h, s
     return health, binding
-
-
-def _grid_figures(h: Health, values: Mapping[K, int], grid: GridRule) -> tuple[Health, int]:
-    """`EngineBase._setHealth` under a grid: with debt, health is the grid's, `ltWeighted = health · debtValue`
-    and `ltvWeighted = ltWeighted · initialScale` (both rounded down); without debt the additive sums stay and
-    health is MAX_UINT. Returns the figures and the binding scenario (-1 without debt)."""
-    if h.debt_value == 0:
-        return h, -1
-    health, binding = grid_health(values, h.debt_value, grid)
-    lt_weighted = w_mul_down(health, h.debt_value)
-    ltv_weighted = w_mul_down(lt_weighted, grid.initial_scale)
-    return replace(h, health=health, lt_weighted=lt_weighted, ltv_weighted=ltv_weighted), binding
 
 
 def grid_want_lt(grid: GridRule, collateral: object, binding: int) -> int:
@@ -396,7 +416,7 @@ def account_health(
     contract walks the account's asset mask, whose bits are exactly its non-zero balances); each needs a price
     and a config. `debt_price` is read only when there is debt, as on-chain. Assets are taken in the mapping's
     order: pass them in `assetList()` order for the same first failure when several would fail. Under a stored
-    `grid` the figures are the grid's (`_grid_figures`)."""
+    `grid` the figures are the grid's (`_set_health`)."""
     return account_figures(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, grid)[0]
 
 
@@ -411,38 +431,14 @@ def account_figures(
     grid: GridRule | None = None,
 ) -> tuple[Health, int]:
     """`account_health` and the binding scenario of the grid (-1 under the additive rule or without debt)."""
-    debt = to_assets_up(scaled_debt, index)
-    debt_value = 0
-    if debt != 0:
-        if debt_price is None:
-            raise PriceUnavailable(DEBT_ASSET)
-        debt_value = value_up(debt, debt_price, debt_decimals)
-    collateral_value = lt_weighted = ltv_weighted = 0
-    values: dict[K, int] = {}
-    for asset, balance in balances.items():
-        if balance == 0:
-            continue
-        cfg = assets.get(asset)
-        if cfg is None:
-            raise AssetNotListed(asset)
-        price = prices.get(asset)
-        if price is None:
-            raise PriceUnavailable(asset)
-        value = values[asset] = value_down(balance, price, cfg.decimals)
-        collateral_value = _add(collateral_value, value)
-        lt_weighted = _add(lt_weighted, w_mul_down(value, cfg.lt))
-        ltv_weighted = _add(ltv_weighted, w_mul_down(value, cfg.ltv))
-    if grid is not None:
-        return _grid_figures(
-            Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, MAX_UINT), values, grid
-        )
-    health = MAX_UINT if debt_value == 0 else w_div_down(lt_weighted, debt_value)
-    return Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health), -1
+    debts = _one_debt(scaled_debt, index, debt_price, debt_decimals)
+    v = valuation_of(balances, prices, assets, debts, 0, grid, lenient=False)
+    return v.health, v.binding
 
 
 def is_liquidatable(h: Health) -> bool:
-    """`debt > 0 and ltWeighted < debtValue`, the engine's exact test (equivalent to health < WAD)."""
-    return h.debt != 0 and h.lt_weighted < h.debt_value
+    """`debtValue > 0 and ltWeighted < debtValue`, the engine's exact test (equivalent to health < WAD)."""
+    return h.debt_value != 0 and h.lt_weighted < h.debt_value
 
 
 def is_liquidatable_at(health: int, debt: int) -> bool:
@@ -480,21 +476,31 @@ def neutral_discount(health: int, lt: int) -> int:
 
 
 def max_repay(h: Health, params: RiskParams) -> int:
-    """Close factor and dust rule: the whole debt when `health < fullCloseHealth` or `debtValue <=
-    fullCloseDebtValue`, else half rounded up (`w_mul_up(debt, 0.5)`), raised to the whole debt when the half
-    would leave less than `minDebt`."""
+    """The primary debt's close factor and dust rule (`max_repay_of`)."""
+    return max_repay_of(h, h.debt, params.min_debt, params)
+
+
+def max_repay_of(h: Health, debt: int, min_debt: int, params: RiskParams) -> int:
+    """Close factor and dust rule for a repayment of `debt` (one of the account's debts, with its own `min_debt`):
+    all of it when `health < fullCloseHealth` or the account's `debtValue <= fullCloseDebtValue`, else half rounded
+    up (`w_mul_up(debt, 0.5)`), raised to the whole debt when the half would leave less than `min_debt`."""
     full_close = h.health < params.full_close_health or h.debt_value <= params.full_close_debt_value
-    cap = h.debt if full_close else w_mul_up(h.debt, HALF_CLOSE)
-    if h.debt - cap < params.min_debt:
-        cap = h.debt
+    cap = debt if full_close else w_mul_up(debt, HALF_CLOSE)
+    if debt - cap < min_debt:
+        cap = debt
     return cap
 
 
 def repay_limits(h: Health, requested: int, asset: AssetRisk, params: RiskParams) -> Quote:
-    """`MarginEngine._repayLimits` for a liquidatable account: the health-scaled discount, max repay and
-    `repaid = min(requested, maxRepay)` (seized and bad debt still 0). Raises ZeroAmount."""
+    """`repay_limits_of` for the primary debt."""
+    return repay_limits_of(h, h.debt, params.min_debt, requested, asset, params)
+
+
+def repay_limits_of(h: Health, debt: int, min_debt: int, requested: int, asset: AssetRisk, params: RiskParams) -> Quote:
+    """`EngineModule._repayLimits` for a liquidatable account repaying `debt`: the health-scaled discount, max
+    repay and `repaid = min(requested, maxRepay)` (seized and bad debt still 0). Raises ZeroAmount."""
     discount = liquidation_discount(h, asset, params)
-    cap = max_repay(h, params)
+    cap = max_repay_of(h, debt, min_debt, params)
     repaid = min(requested, cap)
     if repaid == 0:
         raise ZeroAmount()
@@ -533,11 +539,45 @@ def repaid_scaled(repaid: int, debt: int, scaled_debt: int, index: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class DebtLeg:
+    """One debt an account owes (`Lens.debts` and `Lens.accountDebts`): its scaled amount at its vault's borrow
+    `index`, its price (None when the router refuses it), its decimals and the smallest debt a liquidation may
+    leave in it (`DebtConfig.minDebt`; the primary's is `RiskParams.min_debt`)."""
+
+    scaled: int
+    index: int
+    price: int | None
+    decimals: int
+    min_debt: int = 0
+
+
+@dataclass(slots=True)
+class Owed:
+    """One debt during a computation, as the engine's memory `Debt`: what is left of it (`scaled`, less what a
+    write-off or the repayment takes), `amount` and `value` rounded up, and `off`, the scaled debt written off."""
+
+    key: Any
+    scaled: int
+    index: int
+    price: int
+    decimals: int
+    min_debt: int
+    amount: int = 0
+    value: int = 0
+    off: int = 0
+
+    def refresh(self) -> None:
+        self.amount = to_assets_up(self.scaled, self.index)
+        self.value = value_up(self.amount, self.price, self.decimals)
+
+
+@dataclass(frozen=True, slots=True)
 class Valuation:
-    """`MarginEngine._valuation` in its lenient form (liquidation, write-off): a held asset without a price counts
-    at zero. `cover` is `Σ w_div_down(value_down(c_i), WAD + min(minDiscount, maxDiscount_i))`; `unpriced` is the
-    first held asset (in the mapping's order) without a price, or None. Under a grid, `values` are the long legs'
-    values and `binding` the scenario setting health."""
+    """`MarginEngine._valuation`: the health figures (`debt` the primary's, `debt_value` every debt's), `cover`
+    (`Σ w_div_down(value_down(c_i), WAD + min(minDiscount, maxDiscount_i))`), `unpriced` (the first held asset, in
+    the mapping's order, without a price, or None; lenient form only), the long legs' `values`, the debts owed
+    (`owed`, in the caller's order: pass the primary first, then `debtAssets()` order), and under a grid the
+    binding scenario."""
 
     health: Health
     cover: int
@@ -545,6 +585,85 @@ class Valuation:
     values: Mapping[Any, int] = field(default_factory=dict)
     grid: GridRule | None = None
     binding: int = -1
+    owed: tuple[Owed, ...] = ()
+    primary: Any = DEBT_ASSET
+
+
+def valuation_of(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    debts: Mapping[Any, DebtLeg],
+    min_discount: int,
+    grid: GridRule | None = None,
+    primary: Any = DEBT_ASSET,
+    lenient: bool = True,
+) -> Valuation:
+    """The valuation over every debt in `debts` (keyed like the grid's columns; `primary` is the key of the
+    engine's primary debt asset). Every owed debt needs a price (PriceUnavailable(key)); lenient, a held asset
+    missing from `prices` counts at zero, strict it raises PriceUnavailable(asset)."""
+    owed = []
+    debt_value = 0
+    for key, leg in debts.items():
+        if leg.scaled == 0:
+            continue
+        if leg.price is None:
+            raise PriceUnavailable(key)
+        o = Owed(key, leg.scaled, leg.index, leg.price, leg.decimals, leg.min_debt)
+        o.refresh()
+        debt_value = _add(debt_value, o.value)
+        owed.append(o)
+    collateral_value = lt_weighted = ltv_weighted = cover = 0
+    unpriced: object | None = None
+    values: dict[Any, int] = {}
+    for asset, balance in balances.items():
+        if balance == 0:
+            continue
+        cfg = assets.get(asset)
+        if cfg is None:
+            raise AssetNotListed(asset)
+        price = prices.get(asset)
+        if price is None:
+            if not lenient:
+                raise PriceUnavailable(asset)
+            unpriced = asset if unpriced is None else unpriced
+            price = 0
+        value = values[asset] = value_down(balance, price, cfg.decimals)
+        collateral_value = _add(collateral_value, value)
+        lt_weighted = _add(lt_weighted, w_mul_down(value, cfg.lt))
+        ltv_weighted = _add(ltv_weighted, w_mul_down(value, cfg.ltv))
+        if lenient:
+            cover = _add(cover, w_div_down(value, WAD + min(min_discount, cfg.max_discount)))
+    h = Health(collateral_value, lt_weighted, ltv_weighted, _primary_amount(owed, primary), debt_value, MAX_UINT)
+    return _set_health(Valuation(h, cover, unpriced, values, grid, -1, tuple(owed), primary))
+
+
+def _primary_amount(owed: list[Owed] | tuple[Owed, ...], primary: Any) -> int:
+    return next((o.amount for o in owed if o.key == primary), 0)
+
+
+def _set_health(v: Valuation) -> Valuation:
+    """`EngineBase._setHealth`: the additive `ltWeighted / debtValue`, or under a grid the grid's health over every
+    debt, with `ltWeighted = health · debtValue` and `ltvWeighted = ltWeighted · initialScale` (rounded down);
+    MAX_UINT without debt."""
+    h = v.health
+    if h.debt_value == 0:
+        return replace(v, health=replace(h, health=MAX_UINT), binding=-1)
+    if v.grid is None:
+        return replace(v, health=replace(h, health=w_div_down(h.lt_weighted, h.debt_value)), binding=-1)
+    shorts = [(o.value, v.grid.short_column(o.key, v.primary)) for o in v.owed]
+    health, binding = grid_legs_health(v.values, shorts, v.grid)
+    lt_weighted = w_mul_down(health, h.debt_value)
+    after = replace(
+        h, health=health, lt_weighted=lt_weighted, ltv_weighted=w_mul_down(lt_weighted, v.grid.initial_scale)
+    )
+    return replace(v, health=after, binding=binding)
+
+
+def _one_debt(
+    scaled_debt: int, index: int, debt_price: int | None, debt_decimals: int, min_debt: int = 0
+) -> dict[Any, DebtLeg]:
+    return {DEBT_ASSET: DebtLeg(scaled_debt, index, debt_price, debt_decimals, min_debt)}
 
 
 def valuation(
@@ -558,66 +677,72 @@ def valuation(
     min_discount: int,
     grid: GridRule | None = None,
 ) -> Valuation:
-    """The lenient valuation: like `account_health`, but a held asset missing from `prices` (the router refuses
-    its price) is valued at zero instead of raising. A missing debt-asset price still raises PriceUnavailable."""
-    debt = to_assets_up(scaled_debt, index)
-    debt_value = 0
-    if debt != 0:
-        if debt_price is None:
-            raise PriceUnavailable(DEBT_ASSET)
-        debt_value = value_up(debt, debt_price, debt_decimals)
-    collateral_value = lt_weighted = ltv_weighted = cover = 0
-    unpriced: object | None = None
-    values: dict[K, int] = {}
-    for asset, balance in balances.items():
-        if balance == 0:
-            continue
-        cfg = assets.get(asset)
-        if cfg is None:
-            raise AssetNotListed(asset)
-        price = prices.get(asset)
-        if price is None:
-            unpriced = asset if unpriced is None else unpriced
-            price = 0
-        value = values[asset] = value_down(balance, price, cfg.decimals)
-        collateral_value = _add(collateral_value, value)
-        lt_weighted = _add(lt_weighted, w_mul_down(value, cfg.lt))
-        ltv_weighted = _add(ltv_weighted, w_mul_down(value, cfg.ltv))
-        cover = _add(cover, w_div_down(value, WAD + min(min_discount, cfg.max_discount)))
-    health = MAX_UINT if debt_value == 0 else w_div_down(lt_weighted, debt_value)
-    h = Health(collateral_value, lt_weighted, ltv_weighted, debt, debt_value, health)
-    if grid is None:
-        return Valuation(h, cover, unpriced)
-    h, binding = _grid_figures(replace(h, health=MAX_UINT), values, grid)
-    return Valuation(h, cover, unpriced, values, grid, binding)
+    """The lenient valuation of a one-debt account: like `account_health`, but a held asset missing from `prices`
+    (the router refuses its price) is valued at zero instead of raising. A missing debt-asset price still raises
+    PriceUnavailable."""
+    return valuation_of(
+        balances, prices, assets, _one_debt(scaled_debt, index, debt_price, debt_decimals), min_discount, grid
+    )
 
 
-def written_off(v: Valuation, scaled_debt: int, index: int, debt_price: int, debt_decimals: int) -> tuple[int, Health]:
-    """`MarginEngine._writeOffScaled`: the scaled debt an insolvency write-off removes (0 when covered) and the
-    health figures of the written-off position (what a liquidation's limits are computed on). Only applies when
-    every held price is valid (`v.unpriced is None`); the caller checks."""
-    off, after = _written_off(v, scaled_debt, index, debt_price, debt_decimals)
-    return off, after.health
+def _share_off(v: Valuation, owed: list[Owed]) -> tuple[bool, int]:
+    """`EngineBase._writeOff` on `owed` (updated in place): when the cover is below the debt value, each debt down
+    to its share of the cover, `cover · value_j / debtValue` in its asset rounded up. Returns whether anything
+    was written off and the debt value after."""
+    total = v.health.debt_value
+    if v.cover >= total:
+        return False, total
+    any_off, after = False, 0
+    for o in owed:
+        keep = amount_up(mul_div_up(v.cover, o.value, total), o.price, o.decimals)
+        if keep < o.amount:
+            off = o.scaled - to_scaled_up(keep, o.index)
+            o.off, o.scaled, any_off = o.off + off, o.scaled - off, True
+            o.refresh()
+        after = _add(after, o.value)
+    return any_off, after
 
 
-def _written_off(
-    v: Valuation, scaled_debt: int, index: int, debt_price: int, debt_decimals: int
-) -> tuple[int, Valuation]:
-    """`written_off`, with the whole valuation after it (under a grid the binding scenario may change)."""
-    h = v.health
-    if v.cover >= h.debt_value:
-        return 0, v
-    target = amount_up(v.cover, debt_price, debt_decimals)
-    if target >= h.debt:
-        return 0, v
-    off = scaled_debt - to_scaled_up(target, index)
-    debt = to_assets_up(scaled_debt - off, index)
-    debt_value = value_up(debt, debt_price, debt_decimals)
-    if v.grid is not None:
-        after, binding = _grid_figures(replace(h, debt=debt, debt_value=debt_value), v.values, v.grid)
-        return off, replace(v, health=after, binding=binding)
-    health = MAX_UINT if debt_value == 0 else w_div_down(h.lt_weighted, debt_value)
-    return off, replace(v, health=Health(h.collateral_value, h.lt_weighted, h.ltv_weighted, debt, debt_value, health))
+def _copies(v: Valuation) -> list[Owed]:
+    return [replace(o) for o in v.owed]
+
+
+def _after_write_off(v: Valuation, owed: list[Owed], debt_value: int) -> Valuation:
+    h = replace(v.health, debt=_primary_amount(owed, v.primary) if v.health.debt else 0, debt_value=debt_value)
+    return _set_health(replace(v, health=h, owed=tuple(owed)))
+
+
+def written_off(v: Valuation) -> tuple[int, Health]:
+    """The insolvency write-off (`EngineBase._writeOff`): the primary debt's scaled debt it removes (0 when covered)
+    and the health figures of the written-off position (what a liquidation's limits are computed on). Only applies
+    when every held price is valid (`v.unpriced is None`); the caller checks."""
+    owed = _copies(v)
+    any_off, total = _share_off(v, owed)
+    if not any_off:
+        return 0, v.health
+    off = next((o.off for o in owed if o.key == v.primary), 0)
+    return off, _after_write_off(v, owed, total).health
+
+
+def write_off_of(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    debts: Mapping[Any, DebtLeg],
+    params: RiskParams,
+    grid: GridRule | None = None,
+    primary: Any = DEBT_ASSET,
+) -> dict[Any, int]:
+    """`MarginEngine.writeOff`: the scaled debt written off in each debt asset (only those with a write-off).
+    Raises PriceUnavailable for an owed debt or the first held asset without a price (the engine reverts with the
+    router's error), then NotInsolvent(cover, debtValue) when nothing is to be written off."""
+    v = valuation_of(balances, prices, assets, debts, params.min_discount, grid, primary)
+    if v.unpriced is not None:
+        raise PriceUnavailable(v.unpriced)
+    owed = _copies(v)
+    if not _share_off(v, owed)[0]:
+        raise NotInsolvent(v.cover, v.health.debt_value)
+    return {o.key: o.off for o in owed if o.off}
 
 
 def write_off(
@@ -631,17 +756,11 @@ def write_off(
     params: RiskParams,
     grid: GridRule | None = None,
 ) -> tuple[int, int]:
-    """`MarginEngine.writeOff`: (scaled debt written off, assets written off = to_assets_up of it). Raises
-    PriceUnavailable for the debt asset or the first held asset without a price (the engine reverts with the
-    router's error), then NotInsolvent(cover, debtValue) when nothing is to be written off."""
-    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount, grid)
-    if v.unpriced is not None:
-        raise PriceUnavailable(v.unpriced)
-    off = 0
-    if debt_price is not None:  # None only without debt (valuation raised otherwise): nothing to write off
-        off, _ = written_off(v, scaled_debt, index, debt_price, debt_decimals)
-    if off == 0:
-        raise NotInsolvent(v.cover, v.health.debt_value)
+    """`write_off_of` for a one-debt account: (scaled debt written off, assets written off = to_assets_up of it)."""
+    offs = write_off_of(
+        balances, prices, assets, _one_debt(scaled_debt, index, debt_price, debt_decimals), params, grid
+    )
+    off = offs.get(DEBT_ASSET, 0)
     return off, to_assets_up(off, index)
 
 
@@ -650,12 +769,14 @@ def write_off(
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """What `liquidate` books besides its quote: the scaled debt the repayment extinguishes and the scaled debt
-    written off (the insolvency write-off plus what the last collateral leaves)."""
+    """What `liquidate` books besides its quote: the scaled debt the repayment extinguishes and the repaid debt's
+    scaled debt written off (the insolvency write-off plus what the last collateral or the liquidation leaves);
+    `written_off` has every debt's, by key."""
 
     quote: Quote
     scaled_repaid: int
     scaled_written_off: int
+    written_off: Mapping[Any, int] = field(default_factory=dict)
 
 
 def liquidation_quote(
@@ -690,64 +811,91 @@ def liquidation(
     params: RiskParams,
     grid: GridRule | None = None,
 ) -> Settlement:
-    """`MarginEngine._quote`: what `liquidate(owner, subId, collateral, requested)` would repay, seize and write
-    off (the insolvency write-off plus what the last collateral leaves). Held assets missing from `prices` are
-    valued at zero (the engine's lenient valuation). Raises, in the contract's order: AssetNotListed(collateral);
-    PriceUnavailable for the debt asset or an arithmetic failure of the valuation; NotLiquidatable(health);
-    NothingSeized (no balance of `collateral`); PriceUnavailable(collateral); ZeroAmount; NothingSeized (it
-    rounds to zero); LiquidationLeavesDust(remaining, minDebt) for a repayment that leaves dust without taking the
-    whole balance; LiquidationLowersHealth(before, after). Under a stored `grid` the health is the grid's, the
-    health-neutral cap is taken at the binding scenario and the whole grid is figured again after the seizure."""
+    """`liquidation_of` for a one-debt account (`liquidate(owner, subId, collateral, requested)`)."""
+    debts = _one_debt(scaled_debt, index, debt_price, debt_decimals, params.min_debt)
+    return liquidation_of(balances, prices, assets, debts, DEBT_ASSET, collateral, requested, params, grid)
+
+
+def liquidation_of(
+    balances: Mapping[K, int],
+    prices: Mapping[K, int],
+    assets: Mapping[K, AssetRisk],
+    debts: Mapping[Any, DebtLeg],
+    debt_asset: Any,
+    collateral: K,
+    requested: int,
+    params: RiskParams,
+    grid: GridRule | None = None,
+    primary: Any = DEBT_ASSET,
+) -> Settlement:
+    """`EngineModule._quote`: what `liquidateDebt(owner, subId, debt_asset, collateral, requested)` would repay,
+    seize and write off. Held assets missing from `prices` are valued at zero (the engine's lenient valuation).
+    Raises, in the contract's order: AssetNotListed(collateral); PriceUnavailable for an owed debt or an
+    arithmetic failure of the valuation; NotLiquidatable(health); NothingToRepay (nothing owed in `debt_asset`);
+    NothingSeized (no balance of `collateral`); PriceUnavailable(collateral); ZeroAmount; NothingSeized (it rounds
+    to zero); LiquidationLeavesDust(remaining, minDebt) for a repayment that leaves dust without taking the whole
+    balance; LiquidationLowersHealth(before, after). Under a stored `grid` the health is the grid's over every
+    debt, the health-neutral cap is taken at the binding scenario and the whole grid is figured again after."""
     cfg = assets.get(collateral)
     if cfg is None:
         raise AssetNotListed(collateral)
-    v = valuation(balances, prices, assets, scaled_debt, index, debt_price, debt_decimals, params.min_discount, grid)
+    v = valuation_of(balances, prices, assets, debts, params.min_discount, grid, primary)
     h = v.health
-    if h.debt == 0 or h.lt_weighted >= h.debt_value:
+    if h.debt_value == 0 or h.lt_weighted >= h.debt_value:
         raise NotLiquidatable(h.health)
+    if not any(o.key == debt_asset for o in v.owed):
+        raise NothingToRepay()
     balance = balances.get(collateral, 0)
     if balance == 0:
         raise NothingSeized()
     coll_price = prices.get(collateral)
     if coll_price is None:
         raise PriceUnavailable(collateral)
-    assert debt_price is not None  # valuation raised PriceUnavailable otherwise (there is debt)
 
     degraded = v.unpriced is not None and v.cover < h.debt_value
-    bad_scaled = 0
+    owed = _copies(v)
     if v.unpriced is None:
-        bad_scaled, v = _written_off(v, scaled_debt, index, debt_price, debt_decimals)
-        h = v.health
-    scaled = scaled_debt - bad_scaled
+        any_off, total = _share_off(v, owed)
+        if any_off:
+            v = _after_write_off(v, owed, total)
+            h = v.health
+    want = next(o for o in owed if o.key == debt_asset)
 
-    q = repay_limits(h, requested, cfg, params)
-    want_lt = cfg.lt if grid is None else grid_want_lt(grid, collateral, v.binding)
+    q = repay_limits_of(h, want.amount, want.min_debt, requested, cfg, params)
+    if grid is None:
+        want_lt = cfg.lt
+    else:
+        moved = grid.short_column(debt_asset, primary)[v.binding] * MOVE_WAD
+        want_lt = mul_div_up(grid.columns[collateral][v.binding] * MOVE_WAD, WAD, moved)
     cap = min(params.min_discount, q.discount) if degraded else min(q.discount, neutral_discount(h.health, want_lt))
-    repaid, seized = seize_amounts(q.repaid, cap, balance, debt_price, coll_price, cfg.decimals, debt_decimals)
+    repaid, seized = seize_amounts(q.repaid, cap, balance, want.price, coll_price, cfg.decimals, want.decimals)
     if seized == 0:
         raise NothingSeized()
-    scaled_repaid = repaid_scaled(repaid, h.debt, scaled, index)
-    left = scaled - scaled_repaid
+    scaled_repaid = repaid_scaled(repaid, want.amount, want.scaled, want.index)
+    want.scaled -= scaled_repaid
+    debt_after = to_assets_up(want.scaled, want.index)
+    closed = False
     if seized == balance:
-        others_held = any(b != 0 for a, b in balances.items() if a != collateral)
-        if not others_held:
-            bad_scaled, left = bad_scaled + left, 0
-    else:
-        remaining = h.debt - repaid
-        if remaining != 0 and remaining < params.min_debt:
-            raise LiquidationLeavesDust(remaining, params.min_debt)
-    if left != 0 and not degraded:
-        debt_value_after = value_up(to_assets_up(left, index), debt_price, debt_decimals)
+        if not any(b != 0 for a, b in balances.items() if a != collateral):
+            for o in owed:  # the last collateral: every remaining debt is realised in its own vault
+                o.off, o.scaled = o.off + o.scaled, 0
+            closed = True
+    elif debt_after != 0 and debt_after < want.min_debt:
+        raise LiquidationLeavesDust(debt_after, want.min_debt)
+    value_after = value_up(debt_after, want.price, want.decimals)
+    remaining = h.debt_value - want.value + value_after
+    if not closed and not degraded and remaining != 0:
         if grid is not None:
             values_after = {**v.values, collateral: value_down(balance - seized, coll_price, cfg.decimals)}
-            health_after = grid_health(values_after, debt_value_after, grid)[0]
+            shorts = [(value_after if o is want else o.value, grid.short_column(o.key, primary)) for o in owed]
+            health_after = grid_legs_health(values_after, shorts, grid)[0]
         else:
             lt_after = (
                 h.lt_weighted
                 - w_mul_down(value_down(balance, coll_price, cfg.decimals), cfg.lt)
                 + w_mul_down(value_down(balance - seized, coll_price, cfg.decimals), cfg.lt)
             )
-            health_after = w_div_down(lt_after, debt_value_after)
+            health_after = w_div_down(lt_after, remaining)
         if health_after < h.health:
             raise LiquidationLowersHealth(h.health, health_after)
         if v.unpriced is None:
@@ -758,14 +906,11 @@ def liquidation(
                 - w_div_down(value_down(balance, coll_price, cfg.decimals), one_plus)
                 + w_div_down(value_down(balance - seized, coll_price, cfg.decimals), one_plus)
             )
-            debt_after = to_assets_up(left, index)
-            if cover < value_up(debt_after, debt_price, debt_decimals):
-                target = amount_up(cover, debt_price, debt_decimals)
-                if target < debt_after:
-                    bad_scaled += left - to_scaled_up(target, index)
-    bad_debt = to_assets_up(bad_scaled, index) if bad_scaled else 0
+            want.amount, want.value = debt_after, value_after
+            _share_off(replace(v, cover=cover, health=replace(h, debt_value=remaining)), owed)
+    bad_debt = to_assets_up(want.off, want.index) if want.off else 0
     quote = Quote(repaid=repaid, seized=seized, discount=cap, max_repay=q.max_repay, bad_debt=bad_debt)
-    return Settlement(quote, scaled_repaid, bad_scaled)
+    return Settlement(quote, scaled_repaid, want.off, {o.key: o.off for o in owed if o.off})
 
 
 # ------------------------------------------------------------------------------------ status and borrowing

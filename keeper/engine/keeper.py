@@ -390,9 +390,7 @@ class Keeper:
             valuation = None if a is None else liquidation_valuation(a, market)
             if a is None or valuation is None or valuation.unpriced is not None:
                 continue
-            off, _ = risk.written_off(
-                valuation, a.scaled_debt, market.index, market.debt_price.price, market.debt_decimals
-            )
+            off, _ = risk.written_off(valuation)
             if off == 0:
                 continue
             intent = f"{WRITE_OFF_PREFIX}{a.owner}:{a.sub_id}:{a.scaled_debt}"

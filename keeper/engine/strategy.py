@@ -153,9 +153,7 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
         return None
     if valuation.unpriced is None and market.debt_price.ok:
         # An insolvent account is written off first: the close factor and the dust rule apply to what is left.
-        _, health = risk.written_off(
-            valuation, account.scaled_debt, market.index, market.debt_price.price, market.debt_decimals
-        )
+        _, health = risk.written_off(valuation)
     if limits.native_price_required and limits.native_price_usd <= 0:
         return Skip(owner, sub, "the native token's price is unknown, so gas cannot be priced", "price", state)
     request = _request_cap(account, market, health, limits)
