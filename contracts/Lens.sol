@@ -107,11 +107,12 @@ contract Lens is ILens {
         address[] memory assets = engine.debtAssets();
         out = new uint256[][](owners.length);
         for (uint256 i; i < owners.length; ++i) {
-            uint256 mask = engine.position(owners[i], subIds[i]).debtMask;
+            IMarginEngine.Position memory p = engine.position(owners[i], subIds[i]);
             out[i] = new uint256[](assets.length);
-            out[i][0] = engine.debtOf(owners[i], subIds[i]);
+            out[i][0] = p.scaledDebt;
+            uint256 mask = p.debtMask;
             for (uint256 j = 1; mask >> j != 0; ++j) {
-                if ((mask >> j) & 1 == 1) out[i][j] = engine.debtOfAsset(owners[i], subIds[i], assets[j]);
+                if ((mask >> j) & 1 == 1) out[i][j] = engine.scaledDebtOf(owners[i], subIds[i], assets[j]);
             }
         }
     }

@@ -446,6 +446,13 @@ contract MarginEngine is EngineBase, IMarginEngine, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IMarginEngine
+    function scaledDebtOf(address owner, uint8 subId, address asset) external view returns (uint256) {
+        if (asset == _debtAsset) return _positions[owner][subId].scaledDebt;
+        _debtConfig(asset);
+        return _scaledDebts[owner][subId][asset];
+    }
+
+    /// @inheritdoc IMarginEngine
     function debtAssets() external view returns (address[] memory) {
         return _debtList;
     }

@@ -402,8 +402,10 @@ def test_the_lens_reads_every_debt(debts, alice):
     assert [r.config.vault for r in rows] == [debts.vaults[k].address for k in ("USDC", "WETH", "WBTC")]
     assert [r.price.price for r in rows] == [price(s, k) for k in ("USDC", "WETH", "WBTC")]
     assert [r.borrowIndex for r in rows] == [debts.vaults[k].borrowIndex() for k in ("USDC", "WETH", "WBTC")]
-    (amounts,) = s.lens.accountDebts([alice], [10])
-    assert list(amounts) == [debt_of(debts, alice, 10, k) for k in ("USDC", "WETH", "WBTC")]
+    (scaled,) = s.lens.accountDebts([alice], [10])
+    amounts = [risk.to_assets_up(sc, r.borrowIndex) for sc, r in zip(scaled, rows, strict=True)]
+    assert amounts == [debt_of(debts, alice, 10, k) for k in ("USDC", "WETH", "WBTC")]
+    assert list(scaled) == [s.engine.scaledDebtOf(alice, 10, debts.token(k)) for k in ("USDC", "WETH", "WBTC")]
 
 
 # ------------------------------------------------------------------------------------------------- keeper

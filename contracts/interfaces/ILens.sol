@@ -77,7 +77,8 @@ interface ILens {
     /// borrow index now and the router's verdict on its price.
     function debts() external view returns (DebtData[] memory);
 
-    /// @notice Each account's debt in every debt asset (`debtAssets()` order), rounded up as the engine rounds it.
+    /// @notice Each account's scaled debt in every debt asset (`debtAssets()` order); `debts()` has each vault's
+    /// borrow index, which turns it into assets (rounded up, as the engine rounds a debt).
     function accountDebts(address[] calldata owners, uint8[] calldata subIds) external view returns (uint256[][] memory);
 
     /// @notice The engine's own health figures for each account (one engine view call per account): the strict

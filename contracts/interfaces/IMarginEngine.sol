@@ -369,6 +369,9 @@ interface IMarginEngine is IMarginEngineTypes {
     /// @notice Debt of `(owner, subId)` in `asset`, rounded up (0 for an asset it does not owe).
     function debtOfAsset(address owner, uint8 subId, address asset) external view returns (uint256);
 
+    /// @notice Scaled debt of `(owner, subId)` in `asset` (its vault's borrow index turns it into assets).
+    function scaledDebtOf(address owner, uint8 subId, address asset) external view returns (uint256);
+
     /// @notice The debt assets, the primary first; `debtMask` bit j is entry j.
     function debtAssets() external view returns (address[] memory);
 
