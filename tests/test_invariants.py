@@ -932,9 +932,10 @@ class Campaign:
         if seized == balance:
             if p.mask == 1 << i:  # the last collateral: the rest is bad debt
                 bad_scaled, left = bad_scaled + left, 0
-        elif 0 < h.debt - repaid < self.min_debt:
-            # A repayment the liquidator chose must not leave dust (one that took a whole collateral may).
-            return ("LiquidationLeavesDust", (h.debt - repaid, self.min_debt)), none, 0, 0
+        elif 0 < to_assets_up(left, s.index) < self.min_debt:
+            # A repayment the liquidator chose must not leave dust (one that took a whole collateral may): the debt
+            # the account is left with, as `repay` measures it.
+            return ("LiquidationLeavesDust", (to_assets_up(left, s.index), self.min_debt)), none, 0, 0
         if left:
             bals = list(p.bals)
             bals[i] -= seized

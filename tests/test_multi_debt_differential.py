@@ -16,7 +16,7 @@ the additive rule, and compares, at one block:
   reverts compared by error name and arguments;
 - `writeOff` (simulated) with `risk.write_off_of` (the primary's bad debt it returns);
 - real `liquidateDebt`s: every debt's scaled amount afterwards with the mirror's settlement (repaid and written
-  off, in each vault).
+  off, in each vault), and the invariant that no liquidation lowers the account's health.
 
 The mirror computes from raw state (balances, scaled debts, each vault's borrow index, the answers the driver
 pushed to the feeds, the listed configuration); no figure under test is fed back into it. `CK_MULTI_STATES=N`
@@ -296,6 +296,7 @@ def test_several_debts_mirror_matches_the_engine_to_the_wei(project, chain, acco
                 )
             except risk.ContractRevert:
                 continue
+            before = m.node.value(m.engine("liquidationHealth", *acct))[5]
             m.node.send(
                 m.liquidator.address,
                 m.engine("liquidateDebt", *acct, m.addr[d], m.addr[c], amount, 0, m.liquidator.address, b""),
@@ -305,6 +306,9 @@ def test_several_debts_mirror_matches_the_engine_to_the_wei(project, chain, acco
                 taken = st.written_off.get(m.addr[k], 0) + (st.scaled_repaid if k == d else 0)
                 want = debts[m.addr[k]].scaled - taken
                 tally.check(f"liquidated {acct} {k}", plain(m.scaled[acct][k]), want)
+            # The invariant beside the mirror: no liquidation lowers the account's health, whichever debt it repays.
+            after = m.node.value(m.engine("liquidationHealth", *acct))[5]
+            tally.check(f"health kept by liquidating {acct} {d} with {c}", after >= before, True)
             tally.liquidations += 1
             tally.seen(f"{'grid ' if m.grid else ''}liquidated" + (" with write-off" if st.written_off else ""))
             m.read_state(accts)
