@@ -411,15 +411,76 @@ def test_the_lens_reads_every_debt(debts, alice):
 # ------------------------------------------------------------------------------------------------- keeper
 
 
-def test_the_keeper_refuses_a_market_with_several_debts_by_name(debts, system):
-    """The keeper mirrors one debt asset: on an engine with more it stops with a message naming them, instead of
-    judging accounts without their other debts."""
-    from keeper.chain.reads import read_market
-    from keeper.core.errors import UnsupportedMarketError
+def test_the_keepers_reads_carry_every_debt(debts, system, alice):
+    """`read_market` and `read_accounts` on a market with three debt assets: each further debt's vault, decimals,
+    minimum, index and price, each account's scaled debts, and the health the snapshot computes from them equal to
+    the engine's `accountHealth`."""
+    from keeper.chain.reads import read_accounts, read_market
+    from keeper.core.snapshot import health_of
 
+    _hedged(debts, alice, 11)
     w3 = system.engine.provider.web3
     lens = w3.eth.contract(address=system.lens.address, abi=system.deployment.record()["abis"]["Lens"])
-    with pytest.raises(UnsupportedMarketError, match="3 debt assets") as info:
-        read_market(lens)
-    assert debts.vaults["WETH"].address in str(info.value)
-    assert debts.vaults["WBTC"].address in str(info.value)
+    market = read_market(lens)
+    assert [(d.address, d.vault, d.decimals, d.min_debt) for d in market.other_debts] == [
+        (s.address, debts.vaults[k].address, DEC[k], MIN_DEBT[k])
+        for k, s in (("WETH", system.weth), ("WBTC", system.wbtc))
+    ]
+    assert [d.index for d in market.other_debts] == [debts.vaults[k].borrowIndex() for k in ("WETH", "WBTC")]
+    (account,) = read_accounts(lens, [(alice.address, 11)], other_debts=len(market.other_debts))
+    assert account.other_debts == (0, system.engine.scaledDebtOf(alice, 11, system.wbtc))
+    h = system.engine.accountHealth(alice, 11)
+    assert health_of(account, market) == risk.Health(*h)
+
+
+def test_the_keeper_liquidates_each_debt_from_its_own_inventory(debts, system, chain, accounts, alice, bob, tmp_path):
+    """The keeper's own code on a market with three debt assets: it reads every debt (Lens.debts/accountDebts),
+    approves the engine for each debt token it holds, and when WBTC's rise makes two books unhealthy it repays the
+    WBTC debts with `liquidateDebt` from its WBTC and the USDC one with `liquidate`, until both are healthy again;
+    never an account that was healthy in the parent block. Checked from the chain's events and views."""
+    from test_keeper_e2e import KEEPER_INDEX, _keeper, _mine, _rpc
+
+    s = debts.system
+    keeper_account = accounts[KEEPER_INDEX]
+    fund(s, keeper_account, "USDC", 1_000_000 * 10**6)
+    fund(s, keeper_account, "WBTC", 100 * 10**8)
+    deposit(s, alice, 20, {"LINK": 2_000 * 10**18})  # $30,000
+    s.engine.borrow(20, 5_000 * 10**6, alice, sender=alice)
+    s.engine.borrowAsset(20, s.wbtc, 2 * 10**7, alice, sender=alice)  # 0.2 WBTC, $12,000
+    deposit(s, bob, 21, {"WETH": 10 * 10**18})  # $20,000
+    s.engine.borrowAsset(21, s.wbtc, 25 * 10**6, bob, sender=bob)  # 0.25 WBTC, $15,000
+    keeper = _keeper(s, chain, tmp_path)
+    w3 = chain.provider.web3
+    engine = w3.eth.contract(address=s.engine.address, abi=keeper.dep.abis["MarginEngine"])
+
+    def health(key: tuple[str, int], block: int) -> int:
+        return int(engine.functions.accountHealth(*key).call(block_identifier=block)[5])
+
+    books = [(alice.address, 20), (bob.address, 21)]
+    _rpc(w3, "evm_setAutomine", False)
+    try:
+        _mine(w3)
+        keeper.tick()  # discovers the accounts, approves the engine for USDC
+        _mine(w3)
+        keeper.tick()  # approves it for WETH and WBTC, the further debt assets
+        _mine(w3)
+        assert s.wbtc.allowance(keeper_account, s.engine) >= 2**255
+        s.feeds["WBTC"].setAnswer(120_000 * 10**8, sender=s.admin)  # WBTC doubles
+        price_block = _mine(w3)
+        assert all(health(k, price_block) < WAD for k in books)
+        repaid: dict[str, int] = {}
+        for _ in range(10):
+            keeper.tick()
+            block = _mine(w3)
+            for event, asset in ((engine.events.LiquidatedDebt, None), (engine.events.Liquidated, "USDC")):
+                for log in event().get_logs(from_block=block, to_block=block):
+                    key = (log.args.owner, log.args.subId)
+                    assert health(key, block - 1) < WAD, key  # never a healthy account
+                    name = asset or ("WBTC" if log.args.debtAsset == s.wbtc.address else log.args.debtAsset)
+                    repaid[name] = repaid.get(name, 0) + log.args.repaid
+            if all(health(k, block) >= WAD for k in books):
+                break
+        assert all(health(k, w3.eth.block_number) >= WAD for k in books)
+        assert repaid.get("WBTC", 0) > 0  # the further debt was repaid from the keeper's WBTC
+    finally:
+        _rpc(w3, "evm_setAutomine", True)

@@ -111,15 +111,13 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
     /// @dev One debt a sub-account owes, as the valuation and the liquidation use it.
     struct Debt {
         address asset;
-        IVault vault;
         uint8 decimals;
-        uint256 index; // the vault's borrow index now (RAY)
+        uint256 index; // its vault's borrow index now (RAY)
         uint256 scaled; // the scaled debt, less what a write-off or the liquidation takes off
         uint256 amount; // `scaled` in assets, rounded up
         uint256 price; // WAD
         uint256 value; // `amount` in WAD USD, rounded up
         uint256 off; // scaled debt written off (realised as bad debt in its vault)
-        uint256 repaid; // scaled debt the liquidation's repayment extinguishes
     }
 
     /// @dev Risk figures of a sub-account with what the callers need beside them, in memory to spare the stack.
@@ -127,6 +125,7 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
         AccountHealth h; // `debt` is the primary debt asset's; `debtValue` counts every debt
         Debt[] debts; // every debt owed, the primary first
         uint256 wantDebt; // the wanted debt's index in `debts`; `debts.length` when not owed
+        uint256 wantRepaid; // liquidation: the scaled debt of the wanted debt its repayment extinguishes
         uint256 wantPrice; // WAD; 0 when the wanted asset is not held, or (lenient) has no valid price
         uint256 wantBalance; // the wanted asset's balance
         uint256 wantLt; // the wanted asset's effective lt (when held)
@@ -210,26 +209,25 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
         bool primary = p.scaledDebt != 0;
         debts = new Debt[](_heldCount(mask) + (primary ? 1 : 0));
         uint256 k = 0;
-        if (primary) debts[k++] = _debt(_debtAsset, _vault, _debtDecimals, p.scaledDebt, index);
+        if (primary) _setDebt(debts[k++], _debtAsset, _debtDecimals, p.scaledDebt, index);
         mapping(address => uint256) storage scaled = _scaledDebts[owner][subId];
         for (uint256 j = 1; mask >> j != 0; ++j) {
-            if ((mask >> j) & 1 == 1) debts[k++] = _otherDebt(_debtList[j], scaled);
+            if ((mask >> j) & 1 == 1) {
+                address asset = _debtList[j];
+                DebtConfig memory c = _debtConfigs[asset];
+                _setDebt(debts[k++], asset, c.decimals, scaled[asset], IVault(c.vault).borrowIndex());
+            }
         }
     }
 
-    function _otherDebt(address asset, mapping(address => uint256) storage scaled) internal view returns (Debt memory) {
-        DebtConfig memory c = _debtConfigs[asset];
-        IVault vault = IVault(c.vault);
-        return _debt(asset, vault, c.decimals, scaled[asset], vault.borrowIndex());
+    function _setDebt(Debt memory d, address asset, uint8 decimals, uint256 scaled, uint256 index) internal pure {
+        (d.asset, d.decimals, d.index, d.scaled) = (asset, decimals, index, scaled);
+        d.amount = scaled.toAssetsUp(index);
     }
 
-    function _debt(address asset, IVault vault, uint8 decimals, uint256 scaled, uint256 index)
-        internal
-        pure
-        returns (Debt memory d)
-    {
-        (d.asset, d.vault, d.decimals, d.index, d.scaled) = (asset, vault, decimals, index, scaled);
-        d.amount = scaled.toAssetsUp(index);
+    /// @dev The vault lending `asset` (a listed debt asset).
+    function _vaultOf(address asset) internal view returns (IVault) {
+        return asset == _debtAsset ? _vault : IVault(_debtConfigs[asset].vault);
     }
 
     /// @dev Adds one held collateral to the valuation's additive sums (and the cover when lenient); returns its
@@ -397,10 +395,11 @@ abstract contract EngineBase is AccessControl, IMarginEngineTypes {
         for (uint256 k; k < debts.length; ++k) {
             Debt memory d = debts[k];
             if (d.off == 0) continue;
+            IVault vault = _vaultOf(d.asset);
             // The vault returns the index the valuation already used (`borrowIndex()` in this block).
             // slither-disable-next-line unused-return
-            if (d.asset != _debtAsset) d.vault.accrue();
-            d.vault.realizeBadDebt(d.off);
+            if (d.asset != _debtAsset) vault.accrue();
+            vault.realizeBadDebt(d.off);
         }
     }
 

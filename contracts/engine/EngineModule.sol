@@ -91,8 +91,9 @@ contract EngineModule is EngineBase {
         IERC20(collateral).safeTransfer(receiver, seized);
         if (data.length != 0) ILiquidationCallback(msg.sender).onLiquidation(collateral, seized, repaid, data);
         // Pulled, measured, then booked, as `repay` does: the vault never books cash it did not receive.
-        _pullExact(d.asset, address(d.vault), repaid);
-        d.vault.noteRepayment(repaid, d.repaid);
+        IVault vault = _vaultOf(d.asset);
+        _pullExact(d.asset, address(vault), repaid);
+        vault.noteRepayment(repaid, v.wantRepaid);
     }
 
     /// @dev The rules are on IMarginEngine.writeOff. Runs under the engine's `nonReentrant`; the calls before its
@@ -144,8 +145,8 @@ contract EngineModule is EngineBase {
     }
 
     /// @dev The whole liquidation computation, shared by the liquidations and their previews (the rules are on
-    /// IMarginEngine.liquidate). Returns the quote and the valuation, whose debts carry the scaled debt the
-    /// repayment extinguishes (`repaid`) and what is written off (`off`: the insolvency write-off first, plus what
+    /// IMarginEngine.liquidate). Returns the quote and the valuation, with the scaled debt the repayment
+    /// extinguishes (`wantRepaid`) and each debt's write-off (`off`: the insolvency write-off first, plus what
     /// the last collateral leaves or the liquidation leaves uncovered).
     function _quote(
         address owner,
@@ -186,8 +187,8 @@ contract EngineModule is EngineBase {
 
         // An exact integer check, not a time comparison (see _effectiveLt).
         // slither-disable-next-line incorrect-equality
-        d.repaid = q.repaid == d.amount ? d.scaled : q.repaid.toScaledDown(d.index);
-        d.scaled -= d.repaid;
+        v.wantRepaid = q.repaid == d.amount ? d.scaled : q.repaid.toScaledDown(d.index);
+        d.scaled -= v.wantRepaid;
         uint256 debtAfter = d.scaled.toAssetsUp(d.index);
         bool closed = false;
         // An exact integer check, not a time comparison (see _effectiveLt).

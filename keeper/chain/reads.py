@@ -1,8 +1,9 @@
 """Batch reads of the market and of every tracked account through the Lens, pinned to one block.
 
-Two kinds of `eth_call`: `Lens.market()` (every asset's configuration and the router's verdict on its price, the
-debt asset's price, the borrow index, the risk parameters) and `Lens.accounts()` over chunks of accounts. Never one
-call per account.
+`Lens.market()` (every asset's configuration and the router's verdict on its price, the debt asset's price, the
+borrow index, the risk parameters), `Lens.debts()` and `Lens.grid()` once a block, and `Lens.accounts()` over chunks
+of accounts (with `Lens.accountDebts()` beside it on a market with several debt assets). Never one call per
+account.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from web3.contract import Contract
 from web3.types import BlockIdentifier, TxParams
 
 from keeper.core import grid, risk
-from keeper.core.errors import UnsupportedMarketError
-from keeper.core.snapshot import Account, AssetView, Market, PriceView
+from keeper.core.snapshot import Account, AssetView, DebtView, Market, PriceView
 from keeper.core.units import Ray, Wad
 
 # 1,000 accounts with three collaterals is about 17M gas per eth_call: under Anvil's 30M default and geth's
@@ -35,23 +35,28 @@ def _has(lens: Contract, name: str) -> bool:
     return any(f.get("name") == name for f in lens.abi if f.get("type") == "function")
 
 
-def require_one_debt(lens: Contract, block: BlockIdentifier = "latest") -> None:
-    """Refuse an engine with several debt assets (`listDebt`): the keeper's mirror and plans cover the primary debt
-    asset only, so its health figures would leave the other debts out."""
+def read_other_debts(lens: Contract, block: BlockIdentifier = "latest") -> tuple[DebtView, ...]:
+    """The debt assets beyond the primary (`Lens.debts()`, from its second row); none from a Lens that predates
+    several debt assets."""
     if not _has(lens, "debts"):
-        return
+        return ()
     rows = lens.functions.debts().call(block_identifier=block)
-    if len(rows) > 1:
-        others = ", ".join(Web3.to_checksum_address(r[0][0]) for r in rows[1:])
-        raise UnsupportedMarketError(
-            f"the engine lists {len(rows)} debt assets (vaults of the others: {others}); this keeper mirrors one "
-            "debt asset only and would misjudge accounts that owe the others. Liquidate them with "
-            "`liquidateDebt` by hand, or run the keeper on a market with one debt asset (docs/portfolio-margin.md)"
+    out = []
+    for (vault, _index, decimals, min_debt), index, price in rows[1:]:
+        out.append(
+            DebtView(
+                address=Web3.to_checksum_address(price[0]),
+                vault=Web3.to_checksum_address(vault),
+                decimals=int(decimals),
+                min_debt=int(min_debt),
+                index=Ray(int(index)),
+                price=_price(price),
+            )
         )
+    return tuple(out)
 
 
 def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
-    require_one_debt(lens, block)
     raw = lens.functions.market().call(block_identifier=block)
     block_number, timestamp, index, debt_asset, debt_decimals, debt_price, assets, configs, prices, params = raw
     views = []
@@ -68,6 +73,7 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
             )
         )
     min_discount, full_close_health, full_close_debt_value, min_debt = params
+    others = read_other_debts(lens, block)
     return Market(
         block=int(block_number),
         timestamp=int(timestamp),
@@ -82,23 +88,29 @@ def read_market(lens: Contract, block: BlockIdentifier = "latest") -> Market:
             full_close_debt_value=int(full_close_debt_value),
             min_debt=int(min_debt),
         ),
-        grid=read_grid(lens, len(views), block),
+        grid=read_grid(lens, len(views), others, block),
+        other_debts=others,
     )
 
 
-def read_grid(lens: Contract, n_assets: int, block: BlockIdentifier = "latest") -> risk.GridRule | None:
-    """The engine's stored grid at `block` from `Lens.grid()` (every column in force, in one call), columns keyed
-    by asset index; None under the additive rule. A deployment whose Lens ABI has no `grid()` predates the grid:
-    its engine is additive."""
+def read_grid(
+    lens: Contract, n_assets: int, others: tuple[DebtView, ...] = (), block: BlockIdentifier = "latest"
+) -> risk.GridRule | None:
+    """The engine's stored grid at `block` from `Lens.grid()` (every column in force, in one call): collateral
+    columns keyed by asset index, the primary debt's, and the further debts' keyed by address; None under the
+    additive rule. A deployment whose Lens ABI has no `grid()` predates the grid: its engine is additive."""
     if not _has(lens, "grid"):
         return None
     count, initial_scale, _start, _end, columns = lens.functions.grid().call(block_identifier=block)
     if count == 0:
         return None
-    if len(columns) != n_assets + 1:
-        raise LensReadError(f"Lens.grid returned {len(columns)} columns for {n_assets} assets and the debt asset")
+    if len(columns) != n_assets + 1 + len(others):
+        raise LensReadError(
+            f"Lens.grid returned {len(columns)} columns for {n_assets} assets and {1 + len(others)} debt assets"
+        )
     cols = [grid.unpack(c, int(count)) for c in columns]
-    return risk.GridRule(int(count), int(initial_scale), dict(enumerate(cols[:-1])), cols[-1])
+    further = {d.address: cols[n_assets + 1 + j] for j, d in enumerate(others)}
+    return risk.GridRule(int(count), int(initial_scale), dict(enumerate(cols[:n_assets])), cols[n_assets], further)
 
 
 # Lens.accounts is called with hand-built calldata and decoded with eth-abi directly: web3's contract layer
@@ -113,13 +125,19 @@ class LensReadError(Exception):
     """The Lens answered with a different number of accounts than asked for."""
 
 
+_DEBTS_SELECTOR = bytes(Web3.keccak(text="accountDebts(address[],uint8[])")[:4])
+
+
 def read_accounts(
     lens: Contract,
     accounts: Sequence[tuple[str, int]],
     block: BlockIdentifier = "latest",
     chunk: int = DEFAULT_CHUNK,
+    other_debts: int = 0,
 ) -> list[Account]:
-    """Balances and debt of `accounts` (checksummed owners) at `block`, one `eth_call` per `chunk` accounts."""
+    """Balances and debt of `accounts` (checksummed owners) at `block`, one `eth_call` per `chunk` accounts; on a
+    market with `other_debts` further debt assets, a second call per chunk for their scaled debts
+    (`Lens.accountDebts`)."""
     out: list[Account] = []
     for start in range(0, len(accounts), chunk):
         part = accounts[start : start + chunk]
@@ -128,7 +146,15 @@ def read_accounts(
         (rows,) = abi_decode(_ACCOUNTS_OUT, bytes(raw))
         if len(rows) != len(part):
             raise LensReadError(f"Lens.accounts returned {len(rows)} rows for {len(part)} accounts")
-        for (owner, sub_id), row in zip(part, rows, strict=True):
+        further: list[tuple[int, ...]] = [()] * len(part)
+        if other_debts:
+            data = _DEBTS_SELECTOR + abi_encode(_ACCOUNTS_IN, [[o for o, _ in part], [s for _, s in part]])
+            raw = lens.w3.eth.call(cast(TxParams, {"to": lens.address, "data": data}), block_identifier=block)
+            (debt_rows,) = abi_decode(["uint256[][]"], bytes(raw))
+            if len(debt_rows) != len(part) or any(len(r) != 1 + other_debts for r in debt_rows):
+                raise LensReadError(f"Lens.accountDebts returned {len(debt_rows)} rows for {len(part)} accounts")
+            further = [tuple(int(x) for x in r[1:]) for r in debt_rows]
+        for (owner, sub_id), row, more in zip(part, rows, further, strict=True):
             _owner, _sub, scaled_debt, debt, mask, balances = row
             out.append(
                 Account(
@@ -138,6 +164,7 @@ def read_accounts(
                     debt=debt,
                     mask=mask,
                     balances=tuple(balances),
+                    other_debts=more,
                 )
             )
     return out

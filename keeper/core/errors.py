@@ -36,11 +36,6 @@ class NodeUnreachableError(KeeperError):
     exit_code = 4
 
 
-class UnsupportedMarketError(KeeperError):
-    """The engine uses a rule this keeper does not mirror: acting on figures that leave part of it out could send
-    what the engine refuses, or miss what it would liquidate."""
-
-
 def redact_url(url: str) -> str:
     """`scheme://host[:port]` of a node URL, for messages and logs: user:password, the path (hosted nodes put the
     API key there, e.g. `/v3/<key>`), the query and the fragment are left out, replaced by `/…` when present."""

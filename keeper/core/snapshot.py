@@ -28,6 +28,19 @@ class AssetView:
 
 
 @dataclass(frozen=True)
+class DebtView:
+    """A debt asset beyond the primary (`Lens.debts`, from the second entry): its vault, decimals, the smallest
+    debt a liquidation may leave in it, its vault's borrow index and the router's verdict on its price."""
+
+    address: str
+    vault: str
+    decimals: int
+    min_debt: int
+    index: Ray
+    price: PriceView
+
+
+@dataclass(frozen=True)
 class Market:
     block: int
     timestamp: int
@@ -40,6 +53,8 @@ class Market:
     # The engine's stored scenario grid at this block, columns keyed by asset index (`Lens.grid`); None: the
     # additive rule.
     grid: risk.GridRule | None = None
+    # The debt assets beyond the primary (`listDebt`), in `debtAssets()` order; empty on a one-debt market.
+    other_debts: tuple[DebtView, ...] = ()
 
     def asset(self, address: str) -> AssetView:
         for a in self.assets:
@@ -56,6 +71,17 @@ class Account:
     debt: int
     mask: int
     balances: tuple[int, ...]  # one per listed asset, in Market.assets order
+    other_debts: tuple[int, ...] = ()  # scaled debt in each of Market.other_debts (empty: none owed)
+
+    def owes(self) -> bool:
+        """Whether the account owes anything, in any debt asset."""
+        return self.scaled_debt != 0 or any(self.other_debts)
+
+    def state(self) -> str:
+        """Its debts as one key (an intent is per account state): the primary's scaled debt, then the others'."""
+        if not any(self.other_debts):
+            return str(self.scaled_debt)
+        return ",".join(str(d) for d in (self.scaled_debt, *self.other_debts))
 
     def held(self) -> list[int]:
         """Indexes of the assets this account holds."""
@@ -65,10 +91,35 @@ class Account:
 MirrorInputs = tuple[dict[int, int], dict[int, int], dict[int, risk.AssetRisk]]
 
 
+def debt_legs(account: Account, market: Market) -> dict[object, risk.DebtLeg]:
+    """Every debt the account may owe, as `risk.valuation_of` takes them: the primary under `risk.DEBT_ASSET`, the
+    others under their address; a refused price is None (the mirror raises PriceUnavailable if it is owed)."""
+    p = market.debt_price
+    legs: dict[object, risk.DebtLeg] = {
+        risk.DEBT_ASSET: risk.DebtLeg(
+            account.scaled_debt,
+            market.index,
+            p.price if p.ok else None,
+            market.debt_decimals,
+            market.params.min_debt,
+        )
+    }
+    for view, scaled in zip(market.other_debts, account.other_debts, strict=False):
+        price = view.price.price if view.price.ok else None
+        legs[view.address] = risk.DebtLeg(scaled, view.index, price, view.decimals, view.min_debt)
+    return legs
+
+
+def _debt_prices_ok(account: Account, market: Market) -> bool:
+    if account.scaled_debt and not market.debt_price.ok:
+        return False
+    return all(v.price.ok for v, s in zip(market.other_debts, account.other_debts, strict=False) if s)
+
+
 def mirror_inputs(account: Account, market: Market) -> MirrorInputs | None:
     """Balances, prices and configs of the assets `account` holds, keyed by asset index in `assetList()` order
     (the order the engine walks them), or None when the router refuses a price the account needs."""
-    if account.debt and not market.debt_price.ok:
+    if not _debt_prices_ok(account, market):
         return None
     balances: dict[int, int] = {}
     prices: dict[int, int] = {}
@@ -86,8 +137,8 @@ def mirror_inputs(account: Account, market: Market) -> MirrorInputs | None:
 def liquidation_inputs(account: Account, market: Market) -> MirrorInputs | None:
     """What the engine's liquidation values an account with (its lenient valuation): balances and configs of every
     asset it holds, and the prices the router accepts; a held asset whose price is refused is left out of the
-    prices and counts at zero. None only when the account has debt and the debt asset's price is refused."""
-    if account.debt and not market.debt_price.ok:
+    prices and counts at zero. None only when the router refuses the price of a debt the account owes."""
+    if not _debt_prices_ok(account, market):
         return None
     balances: dict[int, int] = {}
     prices: dict[int, int] = {}
@@ -103,23 +154,14 @@ def liquidation_inputs(account: Account, market: Market) -> MirrorInputs | None:
 
 def liquidation_valuation(account: Account, market: Market) -> risk.Valuation | None:
     """The account as `liquidate` values it (unpriceable collateral at zero), or None when it cannot be valued
-    (the debt asset's price is refused, or the contract's arithmetic would overflow)."""
+    (the price of a debt it owes is refused, or the contract's arithmetic would overflow)."""
     inputs = liquidation_inputs(account, market)
     if inputs is None:
         return None
     balances, prices, assets = inputs
     try:
-        return risk.valuation(
-            balances,
-            prices,
-            assets,
-            account.scaled_debt,
-            market.index,
-            market.debt_price.price if market.debt_price.ok else None,
-            market.debt_decimals,
-            market.params.min_discount,
-            market.grid,
-        )
+        legs = debt_legs(account, market)
+        return risk.valuation_of(balances, prices, assets, legs, market.params.min_discount, market.grid)
     except risk.ContractRevert:
         return None
 
@@ -137,16 +179,9 @@ def figures_of(account: Account, market: Market) -> tuple[risk.Health, int] | No
         return None
     balances, prices, assets = inputs
     try:
-        return risk.account_figures(
-            balances,
-            prices,
-            assets,
-            account.scaled_debt,
-            market.index,
-            market.debt_price.price,
-            market.debt_decimals,
-            market.grid,
-        )
+        legs = debt_legs(account, market)
+        v = risk.valuation_of(balances, prices, assets, legs, 0, market.grid, lenient=False)
     except risk.ContractRevert:
         # The contract would revert too (an overflow on absurd balances): the account cannot be priced.
         return None
+    return v.health, v.binding

@@ -149,6 +149,7 @@ class Keeper:
         self.lens = contract(w3, deployment, "Lens")
         self.router = contract(w3, deployment, "OracleRouter")
         self._grid_count = -1  # the margin grid's size last seen (0: additive); -1 before the first block
+        self._approved_debts: set[str] = set()  # further debt assets whose engine allowance is set or asked for
         self._share_due: dict[str, int] = {}  # share asset -> unix time its snapshot may next be refreshed
         self._shares_listed_at = -SHARE_LIST_REFRESH_S
         self.debt_token = standard_contract(w3, "ERC20", deployment.debt.token)
@@ -272,6 +273,19 @@ class Keeper:
             if submission is not None and submission.status == "pending":
                 self.log.info("refreshing the share-rate snapshot of %s (taken %d s ago)", asset, now - snapshot_time)
 
+    def _ensure_other_allowances(self, market: Market) -> None:
+        """The further debt assets (`listDebt`) are repaid from the keeper's balance of each too: approve the engine
+        once per asset, through the journal, when the keeper first sees the asset."""
+        for view in market.other_debts:
+            if view.address in self._approved_debts:
+                continue
+            token = standard_contract(self.w3, "ERC20", view.address)
+            if token.functions.allowance(self.signer.address, self.dep.engine).call() < 2**255:
+                data = token.encode_abi("approve", [self.dep.engine, 2**256 - 1])
+                intent = f"approve-engine:{view.address}"
+                self.txm.submit(intent, {"to": view.address, "data": data, "value": 0}, simulate=True)
+            self._approved_debts.add(view.address)
+
     def ensure_allowance(self) -> None:
         """Liquidations pull the repayment from the keeper: approve the engine once, through the journal."""
         allowance = self.debt_token.functions.allowance(self.signer.address, self.dep.engine).call()
@@ -293,7 +307,8 @@ class Keeper:
         self.metrics.accounts_tracked.set(len(tracked))
         market = read_market(self.lens, head)
         self._note_rule(market, head)
-        accounts = read_accounts(self.lens, [(o, s) for o, s in tracked], head)
+        self._ensure_other_allowances(market)
+        accounts = read_accounts(self.lens, [(o, s) for o, s in tracked], head, other_debts=len(market.other_debts))
         limits = self._limits(market, head)
         self.last_limits = limits
         plans, skips = plan_all(accounts, market, limits)
@@ -323,7 +338,8 @@ class Keeper:
                 except Exception:
                     self.metrics.rpc_errors.inc()
                     self.log.exception("rescue planning failed at block %d", head)
-            inventory = limits.inventory
+            inventory: dict[str | None, int] = {None: limits.inventory}
+            inventory.update(limits.other_inventory)
             for plan in plans:
                 key = (plan.owner, plan.sub_id)
                 if key in rescued:  # a rescue is on its way; liquidated next block if it does not land
@@ -333,17 +349,19 @@ class Keeper:
                     continue
                 # Headroom for the interest that accrues before inclusion (a whole-debt repayment grows with it).
                 need = plan.quote.repaid + plan.quote.repaid // INTEREST_HEADROOM_DIVISOR + 1
-                if need > inventory:
+                left = inventory.get(plan.debt_asset, 0)
+                if need > left:
+                    units = self._units_of(market, plan.debt_asset)
                     not_sent[key] = NotSent(
                         "inventory",
-                        f"it needs {self._tokens(need)} {self.dep.debt.symbol} and the keeper has "
-                        f"{self._tokens(inventory)} left to repay with",
+                        f"it needs {need / units:,.2f} {self._debt_symbol(plan.debt_asset)} and the keeper has "
+                        f"{left / units:,.2f} left to repay with",
                         plan.scaled_debt,
                     )
                     continue
                 refusal = self._execute(plan, head)
                 if refusal is None:
-                    inventory -= plan.quote.repaid
+                    inventory[plan.debt_asset] = left - plan.quote.repaid
                 else:
                     not_sent[key] = refusal
             if self.settings.write_off_enabled:
@@ -382,7 +400,7 @@ class Keeper:
         is written off at once with `writeOff`: the loss its collateral cannot cover lands on every lender pro rata
         now, before any of them can redeem ahead of it. A liquidation does the same itself, so accounts being
         liquidated are left to it. Only with every held price valid (the engine refuses otherwise)."""
-        if not not_sent or not market.debt_price.ok:
+        if not not_sent:
             return
         by_key = {(a.owner, a.sub_id): a for a in accounts}
         for key in not_sent:
@@ -390,20 +408,22 @@ class Keeper:
             valuation = None if a is None else liquidation_valuation(a, market)
             if a is None or valuation is None or valuation.unpriced is not None:
                 continue
-            off, _ = risk.written_off(valuation)
-            if off == 0:
+            after = risk.written_off_valuation(valuation)
+            if not any(o.off for o in after.owed):
                 continue
-            intent = f"{WRITE_OFF_PREFIX}{a.owner}:{a.sub_id}:{a.scaled_debt}"
+            off = next((o.off for o in after.owed if o.key == risk.DEBT_ASSET), 0)
+            intent = f"{WRITE_OFF_PREFIX}{a.owner}:{a.sub_id}:{a.state()}"
             data = self.engine.encode_abi("writeOff", [a.owner, a.sub_id])
             submission = self.txm.submit(intent, {"to": self.dep.engine, "data": data, "value": 0}, simulate=True)
             if submission is not None and submission.status == "pending":
                 self.metrics.write_offs_sent.inc()
                 self.log.info(
-                    "writing off %s/%d: %s %s its collateral cannot cover",
+                    "writing off %s/%d: %s %s its collateral cannot cover%s",
                     a.owner,
                     a.sub_id,
                     self._tokens(risk.to_assets_up(off, market.index)),
                     self.dep.debt.symbol,
+                    " (and its share of each further debt)" if any(a.other_debts) else "",
                 )
 
     def _limits(self, market: Market, head: int) -> Limits:
@@ -416,6 +436,14 @@ class Keeper:
             )
         inventory = int(self.debt_token.functions.balanceOf(self.signer.address).call(block_identifier=head))
         self._inventory(inventory)
+        others = {
+            view.address: int(
+                standard_contract(self.w3, "ERC20", view.address)
+                .functions.balanceOf(self.signer.address)
+                .call(block_identifier=head)
+            )
+            for view in market.other_debts
+        }
         return Limits(
             min_profit_usd=int(self.settings.min_profit_usd * 10**18),
             max_repay=max_repay,
@@ -425,7 +453,17 @@ class Keeper:
             max_fee_cap_wei=None if cap is None else int(cap * GWEI),
             native_price_usd=self.native.read(market, head),
             native_price_required=self.native.source is not None,
+            other_inventory=others,
         )
+
+    def _units_of(self, market: Market, debt_asset: str | None) -> int:
+        decimals = self.dep.debt.decimals
+        if debt_asset is not None:
+            decimals = next(v.decimals for v in market.other_debts if v.address == debt_asset)
+        return int(10**decimals)
+
+    def _debt_symbol(self, debt_asset: str | None) -> str:
+        return self.dep.debt.symbol if debt_asset is None else debt_asset
 
     def _inventory(self, units: int) -> None:
         self.metrics.debt_inventory.set(units / 10**self.dep.debt.decimals)
@@ -448,9 +486,11 @@ class Keeper:
         if self.txm.in_flight(plan.intent_key):
             return NotSent("pending", "a liquidation of it is in flight", plan.scaled_debt)
         min_seized = plan.quote.seized * (10_000 - SEIZE_SLIPPAGE_BPS) // 10_000
-        data = self.engine.encode_abi(
-            "liquidate", [plan.owner, plan.sub_id, plan.collateral, plan.request, min_seized, self.signer.address, b""]
-        )
+        tail = [plan.collateral, plan.request, min_seized, self.signer.address, b""]
+        if plan.debt_asset is None:
+            data = self.engine.encode_abi("liquidate", [plan.owner, plan.sub_id, *tail])
+        else:
+            data = self.engine.encode_abi("liquidateDebt", [plan.owner, plan.sub_id, plan.debt_asset, *tail])
         payload: TxRequest = {"to": self.dep.engine, "data": data, "value": 0}
         try:
             # Never send what the node says reverts; a position that fails cools down instead of being retried

@@ -139,6 +139,7 @@ class Protector:
         """Send a rescue for every authorising owner whose liquidatable sub-accounts the owner's other sub-accounts
         can lift back above health 1; the accounts a rescue was sent for, which the caller does not liquidate."""
         self.observe(market)
+        accounts = _one_debt_owners(accounts)
         if not self.settings.rebalance_enabled or not liquidatable:
             return set()
         book = self.book(market)
@@ -168,6 +169,7 @@ class Protector:
 
     def run(self, market: Market, accounts: list[Account], head: int, liquidatable: set[tuple[str, int]]) -> None:
         self.observe(market)
+        accounts = _one_debt_owners(accounts)
         book = self.book(market)
         if book is None:
             return
@@ -302,6 +304,13 @@ class Protector:
             self._cooldown[key] = head + COOLDOWN_BLOCKS
             return False
         return True
+
+
+def _one_debt_owners(accounts: list[Account]) -> list[Account]:
+    """The accounts of owners none of whose sub-accounts owes a further debt asset: the protection planner's book
+    (and the module's pre-liquidation) covers the primary debt only, so such owners are left to liquidation."""
+    several = {a.owner for a in accounts if any(a.other_debts)}
+    return [a for a in accounts if a.owner not in several] if several else accounts
 
 
 def _by_owner(accounts: list[Account]) -> dict[str, list[Account]]:

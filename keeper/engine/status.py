@@ -45,7 +45,7 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
     rows: list[Row] = []
     for acc in accounts:
         held = acc.held()
-        if not held and acc.debt == 0:
+        if not held and not acc.owes():
             continue
         collateral = {
             symbols.get(market.assets[i].address, market.assets[i].address): acc.balances[i]
@@ -59,7 +59,12 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
         binding: int | None = None
         fall: float | None = None
         inputs = mirror_inputs(acc, market)
-        if h is not None and inputs is not None and acc.debt and held:
+        if h is not None and inputs is not None and acc.owes() and held:
+            # Every long leg scaled by (1 - f) scales every scenario's long value, hence health, by about as much.
+            fall = 0.0 if h.health < WAD else 1 - WAD / h.health
+            if market.grid is not None and figures is not None:
+                binding = figures[1]
+        if h is not None and inputs is not None and acc.debt and held and not any(acc.other_debts):
             balances, prices, assets = inputs
             # The price of the largest collateral (by value) at which health reaches 1, the others fixed.
             biggest = max(held, key=lambda i: risk.value_down(balances[i], prices[i], assets[i].decimals))
@@ -76,10 +81,6 @@ def build_rows(market: Market, accounts: list[Account], dep: Deployment) -> list
             )
             trigger_asset = symbols.get(market.assets[biggest].address)
             trigger_price = None if price is None else price / 1e18
-            # Every long leg scaled by (1 - f) scales every scenario's long value, hence health, by about as much.
-            fall = 0.0 if h.health < WAD else 1 - WAD / h.health
-            if market.grid is not None and figures is not None:
-                binding = figures[1]
         rows.append(
             Row(
                 owner=acc.owner,
@@ -105,7 +106,7 @@ def show(dep: Deployment, w3: Web3, as_json: bool, out: TextIO = sys.stdout) -> 
     lens = contract(w3, dep, "Lens")
     head = w3.eth.block_number
     market = read_market(lens, head)
-    accounts = read_accounts(lens, store.accounts(), head)
+    accounts = read_accounts(lens, store.accounts(), head, other_debts=len(market.other_debts))
     rows = build_rows(market, accounts, dep)
     if as_json:
         doc = {

@@ -21,12 +21,12 @@ liquidation whose ceiling is below the current base fee cannot be mined without 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from keeper.core import risk
-from keeper.core.snapshot import Account, Market, liquidation_inputs, liquidation_valuation
+from keeper.core.snapshot import Account, Market, debt_legs, liquidation_inputs, liquidation_valuation
 
 # Gas of one liquidation used for profit estimates before the exact estimate (measured: 160-210k with one to
 # three collateral assets; see docs/gas.md). The transaction itself is sent with eth_estimateGas.
@@ -50,6 +50,8 @@ class Limits:
     max_fee_cap_wei: int | None  # the operator's ceiling on maxFeePerGas (max_fee_gwei); None = no ceiling
     native_price_usd: int  # WAD USD per whole native token, to price gas; 0 = unknown
     native_price_required: bool = False  # True: an unknown native price stops liquidations (reason `price`)
+    # Units the keeper holds of each further debt asset (`Market.other_debts`), by address.
+    other_inventory: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def gas_price_wei(self) -> int:
@@ -77,11 +79,13 @@ class Plan:
     profit_usd: int  # WAD USD, net of gas at the expected fee (Limits.gas_price_wei, within the ceiling)
     profit_before_gas_usd: int = 0  # WAD USD: seized value minus repaid value
     fee_ceiling_wei: int | None = None  # the highest maxFeePerGas it may pay; None = no ceiling (gas not priced)
+    debt_asset: str | None = None  # the further debt asset it repays (`liquidateDebt`); None: the primary
+    state: str = ""  # every debt of the account as one key (`Account.state`); "" = `scaled_debt`
 
     @property
     def intent_key(self) -> str:
         """One intent per account state: while it is pending, the same state cannot be liquidated twice."""
-        return f"liquidate:{self.owner}:{self.sub_id}:{self.scaled_debt}"
+        return f"liquidate:{self.owner}:{self.sub_id}:{self.state or self.scaled_debt}"
 
 
 @dataclass(frozen=True)
@@ -126,21 +130,51 @@ def _gwei(wei: int) -> str:
     return f"{wei / 1e9:,.2f}"
 
 
-def _request_cap(account: Account, market: Market, health: risk.Health, limits: Limits) -> int:
-    cap = risk.max_repay(health, market.params)
-    if limits.max_repay is not None:
-        cap = min(cap, limits.max_repay)
-    cap = min(cap, limits.inventory)
-    remaining = health.debt - cap
-    if 0 < remaining < market.params.min_debt:
+def _request_cap(debt: int, min_debt: int, health: risk.Health, market: Market, limit: int | None, held: int) -> int:
+    """The largest request for one debt: its close factor, the operator's limit and what the keeper holds, never
+    leaving dust."""
+    cap = risk.max_repay_of(health, debt, min_debt, market.params)
+    if limit is not None:
+        cap = min(cap, limit)
+    cap = min(cap, held)
+    remaining = debt - cap
+    if 0 < remaining < min_debt:
         # A smaller request than the close factor allows must not leave dust: leave exactly minDebt.
-        cap = health.debt - market.params.min_debt
+        cap = debt - min_debt
     return cap
 
 
+@dataclass(frozen=True)
+class _Debt:
+    key: object  # risk.DEBT_ASSET or the further debt asset's address
+    address: str | None  # None: the primary
+    amount: int  # after the insolvency write-off
+    min_debt: int
+    price: int
+    decimals: int
+    limit: int | None  # the operator's max_repay (the primary only)
+    held: int  # what the keeper holds of it
+
+
+def _debts(market: Market, after: risk.Valuation, limits: Limits) -> list[_Debt]:
+    """Every debt the account owes after the write-off, with what the keeper may repay of it."""
+    out = []
+    for o in after.owed:
+        if o.key == risk.DEBT_ASSET:
+            out.append(
+                _Debt(o.key, None, o.amount, o.min_debt, o.price, o.decimals, limits.max_repay, limits.inventory)
+            )
+        else:
+            address = str(o.key)
+            held = limits.other_inventory.get(address, 0)
+            out.append(_Debt(o.key, address, o.amount, o.min_debt, o.price, o.decimals, None, held))
+    return out
+
+
 def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Skip | None:
-    """The best liquidation of one account, a Skip saying why there is none, or None when it is healthy."""
-    if account.debt == 0:
+    """The best liquidation of one account, a Skip saying why there is none, or None when it is healthy. On a market
+    with several debt assets every (debt, collateral) pair the keeper can repay is quoted."""
+    if not account.owes():
         return None
     owner, sub, state = account.owner, account.sub_id, account.scaled_debt
     # Valued as `liquidate` values it: a held asset whose price the router refuses counts at zero, so a dust of it
@@ -148,65 +182,66 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
     valuation = liquidation_valuation(account, market)
     if valuation is None:
         return Skip(owner, sub, "a price it needs is refused by the router", "unpriced", state)
-    health = valuation.health
-    if not risk.is_liquidatable(health):
+    if not risk.is_liquidatable(valuation.health):
         return None
-    if valuation.unpriced is None and market.debt_price.ok:
-        # An insolvent account is written off first: the close factor and the dust rule apply to what is left.
-        _, health = risk.written_off(valuation)
+    # An insolvent account is written off first: the close factor and the dust rule apply to what is left.
+    after = valuation if valuation.unpriced is not None else risk.written_off_valuation(valuation)
+    health = after.health
     if limits.native_price_required and limits.native_price_usd <= 0:
         return Skip(owner, sub, "the native token's price is unknown, so gas cannot be priced", "price", state)
-    request = _request_cap(account, market, health, limits)
-    if request <= 0:
-        why = "the keeper holds none of the debt asset" if limits.inventory <= 0 else "the repay limit is too small"
-        return Skip(owner, sub, why, "inventory", state)
-    # Repaying the whole debt: ask for "everything" on-chain, because interest accrues between the block read
-    # here and the block that includes the transaction, and the exact figure read now would leave dust.
-    onchain_request = risk.MAX_UINT if request == health.debt else request
     inputs = liquidation_inputs(account, market)
-    assert inputs is not None  # the valuation succeeded, so the debt asset's price is valid
+    assert inputs is not None  # the valuation succeeded, so every owed debt's price is valid
     balances, prices, assets = inputs
+    legs = debt_legs(account, market)
     best: Plan | None = None
-    for i in account.held():
-        if i not in prices:
-            continue  # no price to be seized at
-
-        def quote_at(amount: int, collateral: int = i) -> risk.Quote:
-            return risk.liquidation_quote(
-                balances,
-                prices,
-                assets,
-                account.scaled_debt,
-                market.index,
-                market.debt_price.price,
-                market.debt_decimals,
-                collateral,
-                amount,
-                market.params,
-                market.grid,
-            )
-
-        found = _largest_safe_quote(quote_at, request, onchain_request)
-        if found is None:
+    requests = []
+    for debt in _debts(market, after, limits):
+        request = _request_cap(debt.amount, debt.min_debt, health, market, debt.limit, debt.held)
+        requests.append((debt, request))
+        if request <= 0:
             continue
-        quote, asked = found
-        seized_usd = risk.value_down(quote.seized, prices[i], market.assets[i].decimals)
-        repaid_usd = risk.value_up(quote.repaid, market.debt_price.price, market.debt_decimals)
-        profit = seized_usd - repaid_usd
-        if best is None or profit > best.profit_before_gas_usd:
-            best = Plan(
-                owner=account.owner,
-                sub_id=account.sub_id,
-                collateral=market.assets[i].address,
-                collateral_index=i,
-                request=asked,
-                scaled_debt=account.scaled_debt,
-                quote=quote,
-                health=health.health,
-                profit_usd=profit,
-                profit_before_gas_usd=profit,
-            )
+        # Repaying the whole debt: ask for "everything" on-chain, because interest accrues between the block read
+        # here and the block that includes the transaction, and the exact figure read now would leave dust.
+        onchain_request = risk.MAX_UINT if request == debt.amount else request
+        for i in account.held():
+            if i not in prices:
+                continue  # no price to be seized at
+
+            def quote_at(amount: int, collateral: int = i, key: object = debt.key) -> risk.Quote:
+                return risk.liquidation_of(
+                    balances, prices, assets, legs, key, collateral, amount, market.params, market.grid
+                ).quote
+
+            found = _largest_safe_quote(quote_at, request, onchain_request)
+            if found is None:
+                continue
+            quote, asked = found
+            seized_usd = risk.value_down(quote.seized, prices[i], market.assets[i].decimals)
+            repaid_usd = risk.value_up(quote.repaid, debt.price, debt.decimals)
+            profit = seized_usd - repaid_usd
+            if best is None or profit > best.profit_before_gas_usd:
+                best = Plan(
+                    owner=account.owner,
+                    sub_id=account.sub_id,
+                    collateral=market.assets[i].address,
+                    collateral_index=i,
+                    request=asked,
+                    scaled_debt=account.scaled_debt,
+                    quote=quote,
+                    health=health.health,
+                    profit_usd=profit,
+                    profit_before_gas_usd=profit,
+                    debt_asset=debt.address,
+                    state=account.state() if any(account.other_debts) else "",
+                )
     if best is None:
+        if all(request <= 0 for _, request in requests):
+            if len(requests) == 1 and requests[0][0].address is None:
+                empty = limits.inventory <= 0
+                why = "the keeper holds none of the debt asset" if empty else "the repay limit is too small"
+            else:
+                why = "the keeper holds none of the debt assets it owes"
+            return Skip(owner, sub, why, "inventory", state)
         if not any(i in prices for i in account.held()):
             reason = "a price it needs is refused by the router (no held collateral has one)"
             return Skip(owner, sub, reason, "unpriced", state)
