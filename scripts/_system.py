@@ -157,6 +157,14 @@ class VaultSpec(_Strict):
     seed_liquidity: float = Field(default=0, ge=0, description="mock debt token only: minted and deposited")
 
 
+class BorrowSpec(_Strict):
+    """A further borrowable asset (`listDebt`): one of the [[asset]]s, lent by a Vault of its own."""
+
+    symbol: str = Field(description="the symbol of a listed [[asset]]")
+    min_debt: float = Field(default=0, ge=0, description="whole tokens: the smallest debt a loan of it may leave")
+    vault: VaultSpec = VaultSpec()
+
+
 class RiskSpec(_Strict):
     min_discount: float = Field(default=0.005, ge=0, le=0.05)
     full_close_health: float = Field(default=0.95, ge=0, le=1)
@@ -244,6 +252,7 @@ class DeployConfig(_Strict):
     roles: RolesSpec = RolesSpec()
     protection: ProtectionSpec = ProtectionSpec()
     native: NativeSpec | None = None
+    borrow: list[BorrowSpec] = Field(default_factory=list, max_length=7)
 
     @model_validator(mode="after")
     def _unique(self) -> DeployConfig:
@@ -258,6 +267,16 @@ class DeployConfig(_Strict):
                     f"native.asset {self.native.asset} is not a listed [[asset]] ({', '.join(listed)}); name one of "
                     "those or give native.feed"
                 )
+        listed = [a.symbol for a in self.asset]
+        borrowed = [b.symbol for b in self.borrow]
+        for symbol in borrowed:
+            if symbol not in listed:
+                raise ValueError(
+                    f"[[borrow]] {symbol} is not a listed [[asset]] ({', '.join(listed)}): a further debt asset is "
+                    "one of the assets (its token and feed); list it as an [[asset]] first"
+                )
+            if borrowed.count(symbol) > 1:
+                raise ValueError(f"[[borrow]] {symbol} is given twice")
         return self
 
 
@@ -425,6 +444,7 @@ class Deployment:
     debt: dict[str, Any] = field(default_factory=dict)
     sequencer: dict[str, Any] = field(default_factory=dict)
     native: dict[str, Any] | None = None
+    borrow: list[dict[str, Any]] = field(default_factory=list)  # the further debt assets, each with its vault
     parameters: dict[str, Any] = field(default_factory=dict)
     roles: dict[str, str | None] = field(default_factory=dict)
     abis: dict[str, Any] = field(default_factory=dict)
@@ -443,6 +463,7 @@ class Deployment:
                 "assets": self.assets,
                 "sequencer": self.sequencer,
                 "native": self.native,
+                "borrow": self.borrow,
                 "parameters": self.parameters,
                 "roles": self.roles,
                 "abis": self.abis,
@@ -591,6 +612,30 @@ def deploy_system(
         # accrual, so an estimate made in the same second as deployment can fall a few thousand gas short.
         vault.deposit(amount, deployer.address, sender=deployer, gas=SEED_DEPOSIT_GAS)
 
+    for b in cfg.borrow:
+        listed = next(a for a in out.assets if a.get("symbol") == b.symbol)
+        bv = b.vault
+        model = (to_wad(bv.base_rate), to_wad(bv.slope1), to_wad(bv.slope2), to_wad(bv.kink))
+        name = bv.name if "name" in bv.model_fields_set else f"ck {b.symbol}"
+        symbol = bv.symbol if "symbol" in bv.model_fields_set else f"ck{b.symbol}"
+        further = _deploy(
+            deployer, project.Vault, listed["token"], name, symbol, deployer.address, model, to_wad(bv.reserve_factor)
+        )
+        contracts[f"Vault:{b.symbol}"] = _meta(further, chain)
+        further.setEngine(engine.address, sender=deployer)
+        engine.listDebt(further.address, to_wad(b.min_debt, listed["decimals"]), sender=deployer)
+        if bv.seed_liquidity > 0:
+            if not listed["mock_token"]:
+                raise DeployConfigError(f"[[borrow]] {b.symbol}: vault.seed_liquidity needs a mock token")
+            amount = to_wad(bv.seed_liquidity, listed["decimals"])
+            token_c = project.MockERC20.at(listed["token"])
+            token_c.mint(deployer.address, amount, sender=deployer)
+            token_c.approve(further.address, amount, sender=deployer)
+            further.deposit(amount, deployer.address, sender=deployer, gas=SEED_DEPOSIT_GAS)
+        out.borrow.append(
+            {"symbol": b.symbol, "token": listed["token"], "vault": further.address, "min_debt": b.min_debt}
+        )
+
     if keeper_role is not None:
         engine.grantRole(engine.RISK_KEEPER_ROLE(), keeper_role, sender=deployer)
 
@@ -606,7 +651,8 @@ def deploy_system(
 
     if admin != deployer.address:
         role = b"\x00" * 32
-        for c in (router, vault, engine, module):
+        further_vaults = [project.Vault.at(b["vault"]) for b in out.borrow]
+        for c in (router, vault, engine, module, *further_vaults):
             c.grantRole(role, admin, sender=deployer)
             c.renounceRole(role, deployer.address, sender=deployer)
 

@@ -484,3 +484,54 @@ def test_the_keeper_liquidates_each_debt_from_its_own_inventory(debts, system, c
         assert repaid.get("WBTC", 0) > 0  # the further debt was repaid from the keeper's WBTC
     finally:
         _rpc(w3, "evm_setAutomine", True)
+
+
+# ------------------------------------------------------------------------------------------------- deploy
+
+
+def test_a_deploy_config_lists_further_debt_assets_and_status_values_them(project, chain, admin, alice, tmp_path):
+    """deployments/configs/local-multi.toml deploys, as `ape run deploy` does, a Vault per [[borrow]] entry, seeded,
+    listed with its minimum, named in the record; `keeper status` on that record reports an account owing USDC and
+    WETH at the engine's health and debt value."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, ck_system
+
+    cfg = ck_system.load_config(ROOT / "deployments" / "configs" / "local-multi.toml")
+    dep = ck_system.deploy_system(project, chain, admin, cfg, "test")
+    record = dep.record()
+    engine = project.MarginEngine.at(record["contracts"]["MarginEngine"]["address"])
+    tokens = {a["symbol"]: a["token"] for a in record["assets"]}
+    assert list(engine.debtAssets()) == [record["debt_asset"]["token"], tokens["WETH"], tokens["WBTC"]]
+    for entry, (symbol, min_debt, seeded) in zip(
+        record["borrow"], (("WETH", 5 * 10**15, 5_000 * 10**18), ("WBTC", 2 * 10**4, 200 * 10**8)), strict=True
+    ):
+        vault = project.Vault.at(entry["vault"])
+        assert (entry["symbol"], vault.asset(), vault.engine()) == (symbol, tokens[symbol], engine.address)
+        assert record["contracts"][f"Vault:{symbol}"]["address"] == entry["vault"]
+        assert engine.debtConfig(tokens[symbol]).minDebt == min_debt
+        assert vault.totalAssets() == seeded
+    link, weth = project.MockERC20.at(tokens["LINK"]), project.MockERC20.at(tokens["WETH"])
+    link.mint(alice, 2_000 * 10**18, sender=alice)
+    link.approve(engine, MAX_UINT, sender=alice)
+    engine.deposit(alice, 0, link, 2_000 * 10**18, sender=alice)
+    engine.borrow(0, 5_000 * 10**6, alice, sender=alice)
+    engine.borrowAsset(0, weth, 3 * 10**18, alice, sender=alice)
+    path = tmp_path / "deployment.json"
+    path.write_text(json.dumps(record))
+    conf = tmp_path / "keeper.toml"
+    conf.write_text(
+        f'rpc_url = "{chain.provider.uri}"\nchain_id = {chain.chain_id}\ndeployment = "{path}"\n'
+        f'state_db = "{tmp_path / "state.db"}"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "keeper", "status", "--config", str(conf), "--json"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["accounts"]
+    h = engine.accountHealth(alice, 0)
+    assert abs(row["health"] - h.health / WAD) < 1e-9
+    assert abs(row["debt_usd"] - h.debtValue / WAD) < 1e-6
