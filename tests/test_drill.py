@@ -379,6 +379,61 @@ def test_hedged_books_under_the_grid(hedged: Run, hedged_additive: Run) -> None:
     assert grid_debt / additive_debt == pytest.approx((0.087752 / 0.092231) / 0.81, rel=2e-3)
 
 
+# ---------------------------------------------------------------------------------------------- several debts
+
+
+class DebtProbe(Probe):
+    """Also collects, at the last block, every LiquidatedDebt log since block 0 (a further debt repaid)."""
+
+    def __init__(self, record: Path) -> None:
+        super().__init__(record)
+        self.debt_liquidations: list[dict[str, Any]] = []
+
+    def look(self, rpc: Rpc, p: Progress) -> None:
+        if p.block != p.blocks:
+            return
+        dep = load_deployment(self.record, 31337)
+        topic = (
+            "0x" + keccak(text="LiquidatedDebt(address,address,uint8,address,address,uint256,uint256,uint256)").hex()
+        )
+        self.debt_liquidations = rpc.call(
+            "eth_getLogs", {"address": dep.engine, "fromBlock": "0x0", "toBlock": hex(p.head), "topics": [topic]}
+        )
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return drill(tmp_path_factory, "books", probe=DebtProbe, settle_blocks=5)
+
+
+def test_books_with_several_debts(books: Run) -> None:
+    """`[[accounts.book]]` books on a market with further debt assets (`borrow = true`): seeding reaches each
+    account's drawn health by the engine's figures with the book's legs, and when BTC rises the keeper liquidates
+    every account that becomes liquidatable, repaying WBTC from its inventory (`liquidateDebt`) as well as USDC,
+    never a healthy one; the record's liquidations are the chain's Liquidated and LiquidatedDebt logs."""
+    sc = books.sc
+    params = local_params(LOCAL_CONFIG.parent / "local-multi.toml")
+    plans = {(p.owner, p.sub): p for p in plan_seeding(sc, params, sc.accounts.count, sc.seed)}
+    assert {p.book for p in plans.values()} == {"eth-vs-btc", "basket", "link"}
+    for (owner, sub), h in zip(books.rec.accounts, books.rec.initial_health, strict=True):
+        assert h == pytest.approx(plans[(owner, sub)].health, rel=1e-3)
+    summary = books.summary()
+    assert summary["liquidated_accounts"] > 0
+    assert summary["missed_liquidations"] == 0
+    assert summary["healthy_liquidations"] == 0
+    probe = books.probe
+    assert isinstance(probe, DebtProbe)
+    assert probe.chain_liquidations is not None
+    further = {(str(x["transactionHash"]), int(x["logIndex"], 16)) for x in probe.debt_liquidations}
+    assert further, "no further debt was repaid"
+    assert {(x.tx, x.log_index) for x in books.rec.liquidations} == probe.chain_liquidations | further
+    wbtc = next(a.token for a in load_deployment(books.out / "31337.json", 31337).assets if a.symbol == "WBTC")
+    assert all("0x" + x["topics"][3][-40:] == wbtc.lower() for x in probe.debt_liquidations)
+    for liq in books.rec.liquidations:
+        assert liquidatable(books.parent(liq), books.account(liq))
+        assert liq.liquidator == books.rec.keeper
+
+
 # ---------------------------------------------------------------------------------------------- 1. baseline crash
 
 

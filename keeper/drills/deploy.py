@@ -76,6 +76,9 @@ def deploy_config(scenario: Scenario, template: Path, risk: dict[str, tuple[floa
         del raw["native"]
     if any(f.kind == "sequencer_down" for f in scenario.faults):
         raw.setdefault("sequencer", {})["feed"] = "mock"
+    # The scenario's further debt assets, with the template's [[borrow]] terms where it has them.
+    given = {b["symbol"]: b for b in raw.pop("borrow", [])}
+    borrow = [given.get(a.symbol, {"symbol": a.symbol}) for a in scenario.assets if a.borrow]
     lines = [f"# made by keeper drill for scenario {scenario.name!r} from {template.name}"]
     for section, table in raw.items():
         if section == "asset":
@@ -85,13 +88,22 @@ def deploy_config(scenario: Scenario, template: Path, risk: dict[str, tuple[floa
     for spec in assets:
         lines.append("\n[[asset]]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in spec.items()]
+    for entry in borrow:
+        lines.append("\n[[borrow]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items() if k != "vault"]
+        if "vault" in entry:
+            lines.append("[borrow.vault]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in entry["vault"].items()]
     return "\n".join(lines) + "\n"
 
 
 def local_template(project: Path, scenario: Scenario) -> Path:
     """The local deploy config the embedded drill starts from: deployments/configs/local-<debt>.toml for the
-    scenario's debt asset when there is one (local-weth.toml lends WETH), else local.toml (USDC)."""
+    scenario's debt asset when there is one (local-weth.toml lends WETH), local-multi.toml for a USDC scenario with
+    further debt assets (`borrow = true`), else local.toml (USDC)."""
     configs = project / "deployments" / "configs"
+    if scenario.quote.symbol == "USDC" and any(a.borrow for a in scenario.assets):
+        return configs / "local-multi.toml"
     specific = configs / f"local-{scenario.quote.symbol.lower()}.toml"
     return specific if specific.is_file() else configs / "local.toml"
 

@@ -37,17 +37,18 @@ def health_rows(rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int
 def read_healths(
     rpc: Rpc, lens: str, accounts: list[tuple[str, int]], block: int
 ) -> tuple[list[bool], list[int], list[int]]:
-    """Every account's (can be acted on, health, debt) at `block`, from Lens.liquidationHealths in chunks."""
+    """Every account's (can be acted on, health, debt value) at `block`, from Lens.liquidationHealths in chunks."""
     return split_rows(health_rows(rpc, lens, accounts, block))
 
 
 def split_rows(rows: list[HealthRow]) -> tuple[list[bool], list[int], list[int]]:
-    """(can be acted on, health, debt) per account from Lens.liquidationHealths rows. An account can be acted on
-    when the engine can value it (the debt asset's price is valid) and, with debt, some of its collateral has a
-    valid price: one whose every collateral is refused a price cannot be liquidated, as before."""
-    ok = [good and (int(h[3]) == 0 or int(h[0]) > 0) for good, h in rows]
+    """(can be acted on, health, debt value in WAD USD, every debt asset's) per account from Lens.liquidationHealths
+    rows. An account can be acted on when the engine can value it (the prices of the debts it owes are valid) and,
+    with debt, some of its collateral has a valid price: one whose every collateral is refused a price cannot be
+    liquidated, as before."""
+    ok = [good and (int(h[4]) == 0 or int(h[0]) > 0) for good, h in rows]
     health = [int(h[5]) if good else 0 for good, h in rows]
-    debt = [int(h[3]) if good else 0 for good, h in rows]
+    debt = [int(h[4]) if good else 0 for good, h in rows]
     return ok, health, debt
 
 

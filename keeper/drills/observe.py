@@ -28,6 +28,8 @@ def _topic(signature: str) -> str:
 
 TOPIC_LIQUIDATED = _topic("Liquidated(address,address,uint8,address,uint256,uint256,uint256)")
 TOPIC_BAD_DEBT = _topic("BadDebtRealized(address,uint8,uint256)")
+TOPIC_LIQUIDATED_DEBT = _topic("LiquidatedDebt(address,address,uint8,address,address,uint256,uint256,uint256)")
+TOPIC_BAD_DEBT_IN = _topic("BadDebtRealizedIn(address,uint8,address,uint256)")
 TOPIC_PRE_LIQUIDATED = _topic("PreLiquidated(address,address,uint8,address,uint256,uint256,uint256,uint256,uint256)")
 TOPIC_REBALANCED = _topic("Rebalanced(address,address,uint8,uint8,address,uint256,uint256,uint256)")
 
@@ -46,6 +48,10 @@ class Observer:
         self.liquidated_accounts: set[tuple[str, int]] = set()
         self.liq_event = system.engine.events.Liquidated()
         self.bad_event = system.engine.events.BadDebtRealized()
+        self.several = bool(system.further)  # further debt assets: their events too
+        if self.several:
+            self.liq_debt_event = system.engine.events.LiquidatedDebt()
+            self.bad_in_event = system.engine.events.BadDebtRealizedIn()
         self.module = system.protection
         if self.module is not None:
             self.pre_event = self.module.events.PreLiquidated()
@@ -107,6 +113,17 @@ class Observer:
                 e = self.bad_event.process_log(_log(raw))["args"]
                 usd = self._usd(self.sys.debt_symbol, int(e["assets"]), oracle)
                 self.rec.bad_debt.append((number, e["owner"], int(e["subId"]), usd))
+            elif self.several and topic == TOPIC_LIQUIDATED_DEBT:
+                e = self.liq_debt_event.process_log(_log(raw))["args"]
+                debt = self.symbol_of[Web3.to_checksum_address(e["debtAsset"])]
+                record = self._liquidation_record(raw, e, number, oracle, e["liquidator"], debt)
+                self.rec.liquidations.append(record)
+                self.liquidated_accounts.add((record.owner, record.sub_id))
+            elif self.several and topic == TOPIC_BAD_DEBT_IN:
+                e = self.bad_in_event.process_log(_log(raw))["args"]
+                debt = self.symbol_of[Web3.to_checksum_address(e["asset"])]
+                usd = self._usd(debt, int(e["assets"]), oracle)
+                self.rec.bad_debt.append((number, e["owner"], int(e["subId"]), usd))
 
     def _liquidation(self, raw: dict[str, Any], number: int, oracle: dict[str, float | None]) -> None:
         e = self.liq_event.process_log(_log(raw))["args"]
@@ -135,8 +152,10 @@ class Observer:
         number: int,
         oracle: dict[str, float | None],
         liquidator: str,
+        debt: str | None = None,
     ) -> LiquidationRecord:
-        """A Liquidated or PreLiquidated event's record, valued at the block's oracle prices."""
+        """A Liquidated, LiquidatedDebt (repaying `debt`) or PreLiquidated event's record, valued at the block's
+        oracle prices."""
         symbol = self.symbol_of[Web3.to_checksum_address(e["collateral"])]
         repaid, seized = int(e["repaid"]), int(e["seized"])
         return LiquidationRecord(
@@ -150,7 +169,7 @@ class Observer:
             repaid=repaid,
             seized=seized,
             discount=int(e["discount"]),
-            repaid_usd=self._usd(self.sys.debt_symbol, repaid, oracle),
+            repaid_usd=self._usd(debt or self.sys.debt_symbol, repaid, oracle),
             seized_usd=self._usd(symbol, seized, oracle),
         )
 
@@ -174,7 +193,7 @@ class Observer:
             fn, args = self.sys.engine.decode_function_input(data)
         except ValueError:
             return None
-        if fn.fn_name != "liquidate":
+        if fn.fn_name not in ("liquidate", "liquidateDebt"):
             return None
         return Web3.to_checksum_address(args["owner"]), int(args["subId"])
 

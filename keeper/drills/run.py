@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -52,7 +52,7 @@ from keeper.drills.relay import FlakyRelay
 from keeper.drills.replay import DrillClock, Replay
 from keeper.drills.scenario import Scenario
 from keeper.drills.seeding import SeedPlan, opt_in, plan_seeding, protected_owners, seed_accounts
-from keeper.drills.system import System
+from keeper.drills.system import System, calldata
 from keeper.drills.target import TargetKind, open_target, takeover_feeds
 from keeper.engine.compose import build_keeper
 from keeper.engine.keeper import Keeper, NativePrice
@@ -242,7 +242,43 @@ def _start_record(
     )
 
 
-def set_margin_grid(driver: Driver, scenario: Scenario) -> None:
+@contextmanager
+def relaxed_margin(driver: Driver, scenario: Scenario) -> Iterator[None]:
+    """For seeding books (`[[accounts.book]]`): every listed collateral's ltv just under its lt and a grid's initial
+    scale at 1 while the accounts borrow, so that any drawn health above 1 can be reached without moving a price (a
+    book may borrow an asset another holds as collateral); governance's figures are restored after. Sent by the
+    driver, the embedded deployer, who holds the admin role."""
+    sys_ = driver.sys
+    engine = sys_.engine
+    saved = []
+    for symbol in sys_.lt:
+        token = sys_.tokens[symbol]
+        cfg = engine.functions.assetConfig(token).call()  # listed, index, decimals, ltv, lt, maxDiscount, rampEnd
+        cap = int(engine.functions.assetSupply(token).call()[0])
+        saved.append((token, int(cfg[3]), int(cfg[4]), int(cfg[5]), cap))
+
+    def configure(relaxed: bool) -> None:
+        txs = [
+            driver.send(
+                driver.me,
+                engine.address,
+                calldata(engine, "setAssetConfig", t, lt - 1 if relaxed else ltv, lt, md, cap),
+            )
+            for t, ltv, lt, md, cap in saved
+        ]
+        driver.mine_all()
+        driver.check_mined(txs, "setting the initial margin around the seeding (needs the admin role)")
+        if scenario.margin is not None:
+            set_margin_grid(driver, scenario, initial_scale=1.0 if relaxed else None)
+
+    configure(relaxed=True)
+    try:
+        yield
+    finally:
+        configure(relaxed=False)
+
+
+def set_margin_grid(driver: Driver, scenario: Scenario, initial_scale: float | None = None) -> None:
     """The engine's `setGrid` from the scenario's `[margin]`, sent by the driver (the embedded deployer, who holds
     the admin role): every listed asset's column and the debt asset's, an asset a scenario does not name at 1, a
     listed asset the scenario does not use at its lt (no credit)."""
@@ -254,9 +290,8 @@ def set_margin_grid(driver: Driver, scenario: Scenario) -> None:
     symbols = [*sys_.lt, sys_.debt_symbol]
     # whole millionths, rounded against the account (the debt up, collateral down), as `keeper optimize --grid` does
     columns = to_columns([{**unused, **sc} for sc in margin.scenarios], symbols, sys_.debt_symbol)
-    data = set_grid_calldata(
-        [sys_.tokens[s] for s in symbols], [columns[s] for s in symbols], int(margin.initial_scale * WAD)
-    )
+    scale = margin.initial_scale if initial_scale is None else initial_scale
+    data = set_grid_calldata([sys_.tokens[s] for s in symbols], [columns[s] for s in symbols], int(scale * WAD))
     tx = driver.send(driver.me, sys_.engine.address, data, gas=2_000_000)
     driver.mine_all()
     try:
@@ -296,7 +331,11 @@ def run_drill(opts: DrillOptions) -> DrillRecord:
         preexisting, plans = _plan(opts, rpc, w3, dep, system, count, seed)
         _phase(opts, f"seeding {count} accounts (seed {seed})")
         keeper_address = Web3.to_checksum_address(dev_accounts[KEEPER_INDEX])
-        seed_accounts(driver, scenario, plans, keeper_address)
+        if scenario.accounts.books:
+            with relaxed_margin(driver, scenario):
+                seed_accounts(driver, scenario, plans, keeper_address)
+        else:
+            seed_accounts(driver, scenario, plans, keeper_address)
         owners = protected_owners(plans, scenario.accounts.protected, seed)
         opt_in(driver, plans, owners, keeper_address)
         seeded = [(p.owner, p.sub) for p in plans]

@@ -43,32 +43,48 @@ TOP_KEYS = ("name", "description", "seed", "block_time_s", "accounts", "asset", 
 MARGIN_KEYS = ("initial_scale", "scenario")
 MAX_GRID_SCENARIOS = 32
 GRID_MOVE_RANGE = (0.0001, 100.0)  # the engine's bounds on a multiplier
-ACCOUNTS_KEYS = ("count", "health", "assets", "protected")
-ASSET_KEYS = ("symbol", "price", "quote")
+ACCOUNTS_KEYS = ("count", "health", "assets", "protected", "book")
+BOOK_KEYS = ("name", "weight", "long", "short")
+ASSET_KEYS = ("symbol", "price", "quote", "borrow")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # the name becomes a folder name: drills/<name>-<time>/
 LIBRARY_PACKAGE = "keeper.drills"
 LIBRARY_FOLDER = "scenarios"
 
 
 @dataclass(frozen=True)
+class Book:
+    """A kind of position (`[[accounts.book]]`): collateral `long` and debts `short`, each a share of the book's
+    value by asset symbol; `weight` is its share of the seeded accounts."""
+
+    name: str
+    weight: float
+    long: Mapping[str, float]
+    short: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class Accounts:
-    """The borrowers a drill seeds: `count` sub-accounts, initial health drawn uniformly from `health`, collateral
-    drawn from `assets` (one or more per account). `protected` (0..1) is the fraction of owners that opt in to
+    """The borrowers a drill seeds: `count` sub-accounts, initial health drawn uniformly from `health`. Either
+    collateral drawn from `assets` (one or more per account) against the quote asset, or, with `books`, each account
+    one of the books (drawn by weight) with its legs. `protected` (0..1) is the fraction of owners that opt in to
     protection (rebalancer and pre-liquidation band)."""
 
     count: int
     health: tuple[float, float]
     assets: tuple[str, ...]
     protected: float = 0.0
+    books: tuple[Book, ...] = ()
 
 
 @dataclass(frozen=True)
 class Asset:
-    """An asset's initial USD price; the one with `quote` is the debt asset."""
+    """An asset's initial USD price; the one with `quote` is the debt asset, and those with `borrow` are further
+    debt assets (`listDebt`: collateral that may also be borrowed, each from a Vault of its own)."""
 
     symbol: str
     price: float
     quote: bool = False
+    borrow: bool = False
 
 
 @dataclass(frozen=True)
@@ -347,6 +363,7 @@ class _Checker:
         self.lines = lines
         self.problems: list[Problem] = []
         self.symbols: dict[str, bool] = {}  # every [[asset]] symbol that is itself valid -> whether it is the quote
+        self.borrowable: set[str] = set()  # the [[asset]]s with `borrow = true`
 
     def fail(self, line: int, message: str) -> None:
         self.problems.append(Problem(line, message))
@@ -558,11 +575,24 @@ class _Checker:
                     )
                 else:
                     first_quote = (symbol, self.lines.of(*path, "quote"))
+            borrow_value = table.get("borrow", False)
+            if not isinstance(borrow_value, bool):
+                self.wrong(path, "borrow", where, "true or false", borrow_value)
+                borrow_value = False
+            if borrow_value and quote_value:
+                self.fail(
+                    self.lines.of(*path, "borrow"),
+                    f"{where}: the quote asset is borrowed already; `borrow = true` makes a collateral a further "
+                    "debt asset",
+                )
+                borrow_value = False
             if symbol is not None:
                 seen[symbol] = i
                 self.symbols[symbol] = quote_value
+                if borrow_value:
+                    self.borrowable.add(symbol)
                 if price is not None:
-                    found.append(Asset(symbol=symbol, price=price, quote=quote_value))
+                    found.append(Asset(symbol=symbol, price=price, quote=quote_value, borrow=borrow_value))
         if tables and first_quote is None and not quote_unreadable:
             self.fail(
                 self.lines.of("asset", 0),
@@ -582,7 +612,11 @@ class _Checker:
         self.unknown_keys(table, ACCOUNTS_KEYS, path, where)
         count = self.integer(table, "count", path, where, minimum=1)
         health = self.health(table, path, where)
-        assets = self.collateral(table, path, where, symbols)
+        books = self.books(table, symbols)
+        if books and "assets" not in table:
+            assets: tuple[str, ...] | None = tuple(dict.fromkeys(s for b in books for s in b.long))
+        else:
+            assets = self.collateral(table, path, where, symbols)
         protected = 0.0
         value = table.get("protected", 0)
         if not _is_number(value):
@@ -591,9 +625,73 @@ class _Checker:
             self.fail(self.lines.of(*path, "protected"), f"{where}: `protected` = {_show(value)} must be in 0..1")
         else:
             protected = float(cast(float, value))
-        if count is None or health is None or assets is None:
+        if count is None or health is None or assets is None or books is None:
             return None
-        return Accounts(count=count, health=health, assets=assets, protected=protected)
+        return Accounts(count=count, health=health, assets=assets, protected=protected, books=tuple(books))
+
+    def books(self, table: Mapping[str, object], symbols: Mapping[str, bool]) -> list[Book] | None:
+        """`[[accounts.book]]`: each a name, a weight and its `long` (collateral) and `short` (debt) legs as shares
+        of value by symbol; a short leg is the quote asset or an asset with `borrow = true`."""
+        value = table.get("book", _MISSING)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+            self.wrong(("accounts",), "book", "[accounts]", "tables, written [[accounts.book]]", value)
+            return None
+        found: list[Book] = []
+        ok = True
+        for i, book in enumerate(cast(list[dict[str, object]], value)):
+            path: _KeyPath = ("accounts", "book", i)
+            where = f"[[accounts.book]] #{i + 1}"
+            self.unknown_keys(book, BOOK_KEYS, path, where)
+            name = self.string(book, "name", path, where)
+            weight_value = self.get(book, "weight", path, where)
+            weight = None if weight_value is _MISSING else self.positive(weight_value, path, "weight", where, "share")
+            long = self.legs(book, "long", path, where, symbols, short=False)
+            short = self.legs(book, "short", path, where, symbols, short=True)
+            if name is None or weight is None or long is None or short is None:
+                ok = False
+                continue
+            found.append(Book(name, weight, MappingProxyType(long), MappingProxyType(short)))
+        return found if ok else None
+
+    def legs(
+        self, book: Mapping[str, object], key: str, path: _KeyPath, where: str, symbols: Mapping[str, bool], short: bool
+    ) -> dict[str, float] | None:
+        value = self.get(book, key, path, where)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, dict) or not value:
+            self.wrong(path, key, where, "a non-empty table of asset symbol = share", value)
+            return None
+        legs: dict[str, float] = {}
+        ok = True
+        for symbol, share in value.items():
+            leg_path = (*path, key)
+            if not self.symbol_key(symbol, symbols, leg_path, f"{where} {key}", f"`{key}` holds"):
+                ok = False
+                continue
+            if short and not (symbols[symbol] or symbol in self.borrowable):
+                self.fail(
+                    self.lines.of(*leg_path, symbol),
+                    f"{where}: `short` names {symbol}, which is neither the quote asset nor an [[asset]] with "
+                    "`borrow = true`",
+                )
+                ok = False
+                continue
+            if not short and symbols[symbol]:
+                self.fail(
+                    self.lines.of(*leg_path, symbol),
+                    f"{where}: `long` names {symbol}, the quote (debt) asset; collateral must be another asset",
+                )
+                ok = False
+                continue
+            number = self.positive(share, leg_path, symbol, where, "share of the book's value")
+            if number is None:
+                ok = False
+            else:
+                legs[symbol] = number
+        return legs if ok else None
 
     def health(self, table: Mapping[str, object], path: _KeyPath, where: str) -> tuple[float, float] | None:
         value = self.get(table, "health", path, where)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eth_utils.crypto import keccak
 from web3 import Web3
@@ -33,22 +33,35 @@ class SeedPlan:
     collateral: dict[str, int]  # symbol -> token units
     debt: int  # debt-asset units
     health: float  # drawn target
+    others: dict[str, int] = field(default_factory=dict)  # further debt assets (`borrow = true`): symbol -> units
+    book: str = ""  # the [[accounts.book]] it was drawn from
 
 
 def _owner(seed: int, i: int, salt: str = "") -> str:
     return Web3.to_checksum_address(keccak(f"collateral-keeper drill owner {seed} {i}{salt}".encode())[12:])
 
 
-def supported_usd(scenario: Scenario, system: System, usd: dict[str, float], initial: bool = False) -> float:
-    """The debt (USD) the margin rule lets collateral worth `usd` (by symbol) carry at health 1: under the additive
-    rule `Σ usd·lt` (`ltv` for the initial margin); under the scenario's grid the lowest over its scenarios of
-    `Σ usd·m / m_debt` (times the initial scale for the initial margin), an asset not named moving by 1."""
+def supported_usd(
+    scenario: Scenario,
+    system: System,
+    usd: dict[str, float],
+    initial: bool = False,
+    shorts: dict[str, float] | None = None,
+) -> float:
+    """The debt (USD) the margin rule lets collateral worth `usd` (by symbol) carry at health 1, the debt split
+    among assets by the weights `shorts` (default: all in the quote asset): under the additive rule `Σ usd·lt`
+    (`ltv` for the initial margin); under the scenario's grid the lowest over its scenarios of
+    `Σ usd·m / Σ w·m_debt` (times the initial scale for the initial margin), an asset not named moving by 1."""
     margin = scenario.margin
     if margin is None:
         ratios = system.ltv if initial else system.lt
         return sum(v * ratios[s] for s, v in usd.items())
-    debt = scenario.quote.symbol
-    best = min(sum(v * sc.get(s, 1.0) for s, v in usd.items()) / sc.get(debt, 1.0) for sc in margin.scenarios)
+    weights = shorts or {scenario.quote.symbol: 1.0}
+    total = sum(weights.values())
+    best = min(
+        sum(v * sc.get(s, 1.0) for s, v in usd.items()) / sum(w / total * sc.get(d, 1.0) for d, w in weights.items())
+        for sc in margin.scenarios
+    )
     return best * margin.initial_scale if initial else best
 
 
@@ -59,6 +72,8 @@ def plan_seeding(scenario: Scenario, system: System, count: int, seed: int, salt
     lo, hi = scenario.accounts.health
     quote = scenario.quote
     plans = []
+    if scenario.accounts.books:
+        return [_book_plan(scenario, system, rng, _owner(seed, i // SUBS_PER_OWNER, salt), i) for i in range(count)]
     for i in range(count):
         owner, sub = _owner(seed, i // SUBS_PER_OWNER, salt), i % SUBS_PER_OWNER
         k = rng.randint(1, len(scenario.accounts.assets))
@@ -78,6 +93,33 @@ def plan_seeding(scenario: Scenario, system: System, count: int, seed: int, salt
         debt = int(weighted / health / quote.price * 10 ** system.decimals[quote.symbol])
         plans.append(SeedPlan(owner, sub, collateral, debt, health))
     return plans
+
+
+def _book_plan(scenario: Scenario, system: System, rng: random.Random, owner: str, i: int) -> SeedPlan:
+    """One account drawn from the scenario's books (by weight): its collateral legs by value share of a drawn total,
+    its debt legs by value share of the debt that puts it at a drawn health under the scenario's margin rule."""
+    books = scenario.accounts.books
+    book = rng.choices(books, weights=[b.weight for b in books])[0]
+    total_usd = math.exp(rng.uniform(*map(math.log, SEED_COLLATERAL_USD))) * len(book.long)
+    long_total = sum(book.long.values())
+    collateral: dict[str, int] = {}
+    values: dict[str, float] = {}
+    for symbol, share in book.long.items():
+        price = scenario.asset(symbol).price
+        units = int(total_usd * share / long_total / price * 10 ** system.decimals[symbol])
+        if units:
+            collateral[symbol] = units
+            values[symbol] = units / 10 ** system.decimals[symbol] * price
+    health = rng.uniform(*scenario.accounts.health)
+    debt_usd = supported_usd(scenario, system, values, shorts=dict(book.short)) / health
+    short_total = sum(book.short.values())
+    debts = {
+        symbol: int(debt_usd * share / short_total / scenario.asset(symbol).price * 10 ** system.decimals[symbol])
+        for symbol, share in book.short.items()
+    }
+    quote = scenario.quote.symbol
+    others = {s: u for s, u in debts.items() if s != quote and u > 0}
+    return SeedPlan(owner, i % SUBS_PER_OWNER, collateral, debts.get(quote, 0), health, others, book.name)
 
 
 def seed_accounts(driver: Driver, scenario: Scenario, plans: list[SeedPlan], keeper: str) -> None:
@@ -106,6 +148,22 @@ def _fund(driver: Driver, plans: list[SeedPlan], keeper: str) -> list[str]:
         hashes.append(driver.send(driver.me, sys_.vault.address, calldata(sys_.vault, "deposit", need, driver.me)))
     # the keeper's inventory: enough to repay every debt once, and then some
     driver.deal(debt_sym, keeper, total_debt * 2 + 10 ** (sys_.decimals[debt_sym] + 6))
+    further: dict[str, int] = {}
+    for p in plans:
+        for symbol, units in p.others.items():
+            further[symbol] = further.get(symbol, 0) + units
+    for symbol, units in further.items():
+        vault = (sys_.further or {}).get(symbol)
+        if vault is None:
+            raise DrillError(
+                f"the scenario borrows {symbol} but the deployment does not lend it (no [[borrow]] {symbol}): "
+                "redeploy with a config that lists it (deployments/configs/local-multi.toml)"
+            )
+        token = sys_.contract("MockERC20", sys_.tokens[symbol])
+        driver.deal(symbol, driver.me, units * 2)
+        hashes.append(driver.send(driver.me, token.address, calldata(token, "approve", vault.address, units * 2)))
+        hashes.append(driver.send(driver.me, vault.address, calldata(vault, "deposit", units * 2, driver.me)))
+        driver.deal(symbol, keeper, units * 2)
     return hashes
 
 
@@ -131,7 +189,11 @@ def _deposit(driver: Driver, plans: list[SeedPlan]) -> list[str]:
 
 def _borrow(driver: Driver, scenario: Scenario, plans: list[SeedPlan]) -> None:
     """Borrowing: a health below lt/ltv is past the initial margin, so collateral prices are raised for the borrows
-    and the scenario's prices restored after them."""
+    and the scenario's prices restored after them. Books that borrow collateral assets cannot be lifted that way (a
+    borrowed asset's rise is a debt's rise): see `_borrow_books`."""
+    if scenario.accounts.books:
+        _borrow_books(driver, plans)
+        return
     sys_ = driver.sys
     debt_sym = sys_.debt_symbol
     lift = 1.0
@@ -157,6 +219,22 @@ def _borrow(driver: Driver, scenario: Scenario, plans: list[SeedPlan]) -> None:
     for a in scenario.assets:
         driver.push_usd(a.symbol, a.price, now)
     driver.mine_all()
+
+
+def _borrow_books(driver: Driver, plans: list[SeedPlan]) -> None:
+    """Every account's debts, the initial margin relaxed meanwhile: the caller (`relaxed_margin`) has set each
+    collateral's ltv just under its lt and a grid's initial scale to 1, so any health above 1 can be borrowed to."""
+    sys_ = driver.sys
+    hashes = []
+    for p in plans:
+        if p.debt > 0:
+            data = calldata(sys_.engine, "borrow", p.sub, p.debt, p.owner)
+            hashes.append(driver.send(p.owner, sys_.engine.address, data, gas=600_000, tip=GWEI))
+        for symbol, units in p.others.items():
+            data = calldata(sys_.engine, "borrowAsset", p.sub, sys_.tokens[symbol], units, p.owner)
+            hashes.append(driver.send(p.owner, sys_.engine.address, data, gas=600_000, tip=GWEI))
+    driver.mine_all()
+    driver.check_mined(hashes, "seeding (a borrow)")
 
 
 def protected_owners(plans: list[SeedPlan], fraction: float, seed: int) -> set[str]:

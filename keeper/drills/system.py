@@ -32,6 +32,7 @@ class System:
     sequencer_feed: str | None
     sequencer_grace: int
     protection: Contract | None = None  # the ProtectionModule, when the deployment has one
+    further: dict[str, Contract] | None = None  # symbol -> the Vault of each further debt asset (`listDebt`)
 
     @classmethod
     def load(cls, w3: Web3, dep: Deployment) -> System:
@@ -51,6 +52,12 @@ class System:
             cfg = engine.functions.assetConfig(a.token).call()
             ltv[a.symbol], lt[a.symbol] = int(cfg[3]) / WAD, int(cfg[4]) / WAD
         seq_feed, grace = router.functions.sequencer().call()
+        further: dict[str, Contract] = {}
+        if any(f.get("name") == "debtAssets" for f in engine.abi):
+            symbol_of = {t: s for s, t in tokens.items()}
+            for token in engine.functions.debtAssets().call()[1:]:
+                vault = engine.functions.debtConfig(token).call()[0]
+                further[symbol_of[Web3.to_checksum_address(token)]] = contract(w3, dep, "Vault", vault)
         return cls(
             w3=w3,
             dep=dep,
@@ -69,6 +76,7 @@ class System:
             sequencer_feed=None if int(seq_feed, 16) == 0 else Web3.to_checksum_address(seq_feed),
             sequencer_grace=int(grace),
             protection=contract(w3, dep, "ProtectionModule", dep.protection) if dep.protection else None,
+            further=further,
         )
 
     def contract(self, name: str, address: str) -> Contract:
