@@ -50,6 +50,7 @@ LIBRARY = [
     "grinding-bear-gaps",
     "may-19-2021",
     "october-10-2025",
+    "october-10-2025-books",
     "pinned-lower-bound",
     "rpc-outage-crash",
     "slide-then-gap",

@@ -152,6 +152,7 @@ def _fund(driver: Driver, plans: list[SeedPlan], keeper: str) -> list[str]:
     for p in plans:
         for symbol, units in p.others.items():
             further[symbol] = further.get(symbol, 0) + units
+    lent: list[str] = []
     for symbol, units in further.items():
         vault = (sys_.further or {}).get(symbol)
         if vault is None:
@@ -161,9 +162,13 @@ def _fund(driver: Driver, plans: list[SeedPlan], keeper: str) -> list[str]:
             )
         token = sys_.contract("MockERC20", sys_.tokens[symbol])
         driver.deal(symbol, driver.me, units * 2)
-        hashes.append(driver.send(driver.me, token.address, calldata(token, "approve", vault.address, units * 2)))
-        hashes.append(driver.send(driver.me, vault.address, calldata(vault, "deposit", units * 2, driver.me)))
+        lent.append(driver.send(driver.me, token.address, calldata(token, "approve", vault.address, units * 2)))
+        lent.append(driver.send(driver.me, vault.address, calldata(vault, "deposit", units * 2, driver.me)))
         driver.deal(symbol, keeper, units * 2)
+    if lent:
+        # Mined now: dealing the collateral next sets the driver's balances of the same tokens.
+        driver.mine_all()
+        driver.check_mined(lent, "funding a further debt asset's vault")
     return hashes
 
 
