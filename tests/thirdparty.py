@@ -35,12 +35,13 @@ OPTIMIZER = {"enabled": True, "runs": 1_000_000}
 
 @dataclass(frozen=True)
 class Source:
-    """One contract: the npm package that ships it, its path inside the package, and the solc-js alias (an npm
-    package in package.json) whose version its pragma asks for."""
+    """One contract: the npm package that ships it, its path inside the package, the solc-js alias (an npm
+    package in package.json) whose version its pragma asks for, and whether its project compiles through the IR."""
 
     package: str
     path: str
     solc: str
+    via_ir: bool = False
 
 
 CHAINLINK = "@chainlink/contracts"
@@ -63,6 +64,18 @@ CHAINLINK_SOURCES: dict[str, Source] = {
         CHAINLINK, "src/v0.8/shared/access/SimpleWriteAccessController.sol", "solc-0.8.19"
     ),
 }
+
+MORPHO = "@morpho-org/morpho-blue"
+# Morpho Blue 1.0.0 as its repository builds it (foundry: via-ir, 999,999 optimizer runs, solc 0.8.19), with the
+# interest-rate model, oracle and token mocks it ships for its own tests: for docs/gas.md's side-by-side.
+MORPHO_SOURCES: dict[str, Source] = {
+    "Morpho": Source(MORPHO, "src/Morpho.sol", "solc-0.8.19", via_ir=True),
+    "IrmMock": Source(MORPHO, "src/mocks/IrmMock.sol", "solc-0.8.19", via_ir=True),
+    "OracleMock": Source(MORPHO, "src/mocks/OracleMock.sol", "solc-0.8.19", via_ir=True),
+    "ERC20Mock": Source(MORPHO, "src/mocks/ERC20Mock.sol", "solc-0.8.19", via_ir=True),
+}
+MORPHO_OPTIMIZER = {"enabled": True, "runs": 999_999}
+SOURCES: dict[str, Source] = {**CHAINLINK_SOURCES, **MORPHO_SOURCES}
 
 # Standard JSON through Node: reads {solc, input} on stdin, resolves imports from node_modules (the package's own
 # nested node_modules first, for dependencies npm could not hoist), writes solc's output on stdout.
@@ -99,17 +112,20 @@ def _package_version(package: str) -> str:
     return str(json.loads(manifest.read_text())["version"])
 
 
-def _compile(solc: str, sources: list[Source]) -> dict[str, Any]:
+def _compile(solc: str, sources: list[Source], via_ir: bool = False) -> dict[str, Any]:
     """Compile `sources` with solc-js alias `solc` (cached); returns solc's `contracts` output."""
     packages = sorted({s.package for s in sources})
     names = sorted(f"{s.package}/{s.path}" for s in sources)
+    settings: dict[str, Any] = {
+        "optimizer": MORPHO_OPTIMIZER if via_ir else OPTIMIZER,
+        "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+    }
+    if via_ir:
+        settings["viaIR"] = True
     input_json = {
         "language": "Solidity",
         "sources": {name: {"content": (NODE_MODULES / name).read_text()} for name in names},
-        "settings": {
-            "optimizer": OPTIMIZER,
-            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
-        },
+        "settings": settings,
     }
     key_material = {
         "solc": [solc, _package_version(solc)],
@@ -142,13 +158,14 @@ def _compile(solc: str, sources: list[Source]) -> dict[str, Any]:
 
 @cache
 def artifact(name: str) -> dict[str, Any]:
-    """ABI, creation bytecode and runtime bytecode of Chainlink contract `name` (a key of CHAINLINK_SOURCES).
-    Every contract sharing its compiler is compiled in the same run, so the cache holds one file per compiler."""
-    if name not in CHAINLINK_SOURCES:
-        raise ThirdPartyError(f"unknown third-party contract {name!r}; known: {', '.join(sorted(CHAINLINK_SOURCES))}")
-    src = CHAINLINK_SOURCES[name]
-    group = [s for s in CHAINLINK_SOURCES.values() if s.solc == src.solc]
-    contracts = _compile(src.solc, group)
+    """ABI, creation bytecode and runtime bytecode of third-party contract `name` (a key of SOURCES). Every
+    contract sharing its compiler and settings is compiled in the same run, so the cache holds one file per
+    compiler and settings."""
+    if name not in SOURCES:
+        raise ThirdPartyError(f"unknown third-party contract {name!r}; known: {', '.join(sorted(SOURCES))}")
+    src = SOURCES[name]
+    group = [s for s in SOURCES.values() if s.solc == src.solc and s.via_ir == src.via_ir]
+    contracts = _compile(src.solc, group, src.via_ir)
     compiled = contracts[f"{src.package}/{src.path}"][name]
     return {
         "abi": compiled["abi"],
@@ -159,7 +176,8 @@ def artifact(name: str) -> dict[str, Any]:
 
 @cache
 def chainlink(name: str) -> Any:
-    """An ape ContractContainer for Chainlink contract `name`: `account.deploy(chainlink(name), *args)`."""
+    """An ape ContractContainer for third-party contract `name` (Chainlink's or Morpho's):
+    `account.deploy(chainlink(name), *args)`."""
     from ape.contracts import ContractContainer
     from ethpm_types import ContractType
 
@@ -176,10 +194,10 @@ def chainlink(name: str) -> Any:
 
 
 def main() -> int:
-    for name in sorted(CHAINLINK_SOURCES):
+    for name in sorted(SOURCES):
         art = artifact(name)
         runtime = (len(art["deployedBytecode"]) - 2) // 2
-        print(f"{name:30} {CHAINLINK_SOURCES[name].solc:12} runtime {runtime:6,} bytes")
+        print(f"{name:30} {SOURCES[name].solc:12} runtime {runtime:6,} bytes")
     return 0
 
 
