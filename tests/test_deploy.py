@@ -174,3 +174,20 @@ def test_ape_run_deploy_refuses_a_bad_config_before_sending(
     assert not out.exists() or not any(out.iterdir())
     assert _nonce(chain, admin) == before
     assert Web3.is_checksum_address(system.feeds["WETH"].address)
+
+
+@pytest.mark.parametrize(
+    ("borrow", "fragment"),
+    [
+        ([{"symbol": "DOGE"}], "[[borrow]] DOGE is not a listed [[asset]] (WETH, WBTC, LINK)"),
+        ([{"symbol": "WETH"}, {"symbol": "WETH"}], "[[borrow]] WETH is given twice"),
+        ([{"symbol": "WETH", "min_debt": -1}], "borrow.0.min_debt"),
+        ([{"symbol": "WETH", "vault": {"kinc": 0.8}}], "borrow.0.vault.kinc"),
+    ],
+)
+def test_a_bad_borrow_entry_is_named(borrow: list[dict[str, Any]], fragment: str) -> None:
+    """[[borrow]] entries are checked with the rest of the config, before anything is sent."""
+    raw = copy.deepcopy(TEST_CONFIG) | {"borrow": borrow}
+    with pytest.raises(ck_system.DeployConfigError) as info:
+        ck_system.parse_config(raw, "borrow.toml")
+    assert fragment in str(info.value)

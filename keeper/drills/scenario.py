@@ -613,8 +613,11 @@ class _Checker:
         count = self.integer(table, "count", path, where, minimum=1)
         health = self.health(table, path, where)
         books = self.books(table, symbols)
-        if books and "assets" not in table:
-            assets: tuple[str, ...] | None = tuple(dict.fromkeys(s for b in books for s in b.long))
+        assets: tuple[str, ...] | None = None
+        if "book" in table and "assets" not in table:
+            # with books, `assets` is optional: the collateral the books hold
+            if books:
+                assets = tuple(dict.fromkeys(s for b in books for s in b.long))
         else:
             assets = self.collateral(table, path, where, symbols)
         protected = 0.0

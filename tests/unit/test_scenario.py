@@ -722,3 +722,77 @@ def test_a_margin_file_is_checked_against_the_scenario(tmp_path: Path) -> None:
         load_margin(write(tmp_path, "x = 1\n", "g.toml"), scenario)
     with pytest.raises(ScenarioError, match="no such file"):
         load_margin(tmp_path / "missing.toml", scenario)
+
+
+# --- books and further debt assets
+
+
+BOOKS = """name = "b"
+description = "books"
+seed = 1
+block_time_s = 2
+
+[accounts]
+count = 4
+health = [1.05, 1.2]
+
+[[accounts.book]]
+name = "eth-vs-btc"
+weight = 2
+long = { WETH = 1 }
+short = { WBTC = 1 }
+
+[[accounts.book]]
+name = "eth"
+weight = 1
+long = { WETH = 0.5, LINK = 0.5 }
+short = { USDC = 1 }
+
+[[asset]]
+symbol = "WETH"
+price = 2000.0
+[[asset]]
+symbol = "WBTC"
+price = 60000.0
+borrow = true
+[[asset]]
+symbol = "LINK"
+price = 15.0
+[[asset]]
+symbol = "USDC"
+price = 1.0
+quote = true
+
+[[step]]
+at = 60
+WBTC = 66000.0
+"""
+
+
+def test_books_and_borrowed_assets_load() -> None:
+    s = parse_scenario(BOOKS)
+    assert [b.name for b in s.accounts.books] == ["eth-vs-btc", "eth"]
+    assert dict(s.accounts.books[0].short) == {"WBTC": 1.0}
+    assert dict(s.accounts.books[1].long) == {"WETH": 0.5, "LINK": 0.5}
+    assert s.accounts.assets == ("WETH", "LINK")  # the collateral the books hold
+    assert [a.symbol for a in s.assets if a.borrow] == ["WBTC"]
+
+
+def test_a_short_leg_must_be_borrowable(tmp_path: Path) -> None:
+    text = BOOKS.replace("short = { WBTC = 1 }", "short = { LINK = 1 }")
+    expect_one(tmp_path, text, 14, "`short` names LINK, which is neither the quote asset nor an [[asset]] with")
+
+
+def test_a_long_leg_cannot_be_the_quote(tmp_path: Path) -> None:
+    text = BOOKS.replace("long = { WETH = 1 }", "long = { USDC = 1 }")
+    expect_one(tmp_path, text, 13, "`long` names USDC, the quote (debt) asset")
+
+
+def test_the_quote_is_not_borrow(tmp_path: Path) -> None:
+    text = BOOKS.replace("quote = true", "quote = true\nborrow = true")
+    expect_one(tmp_path, text, 36, "the quote asset is borrowed already")
+
+
+def test_a_book_share_must_be_positive(tmp_path: Path) -> None:
+    text = BOOKS.replace("long = { WETH = 0.5, LINK = 0.5 }", "long = { WETH = 0.5, LINK = 0 }")
+    expect_one(tmp_path, text, 19, "`LINK` = 0 must be > 0")
