@@ -14,16 +14,17 @@ debt that is not the quote asset (the hedged ones)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from risk_drills import report_figures  # noqa: E402
 
 from keeper.drills.deploy import local_template  # noqa: E402
 from keeper.drills.scenario import Scenario, load_margin, load_scenario  # noqa: E402
@@ -51,20 +52,6 @@ def requirements(sc: Scenario, grid: Scenario, params: SimpleNamespace) -> list[
     return rows
 
 
-def run_figures(folder: Path) -> dict[str, Any]:
-    doc = json.loads((folder / "report.json").read_text())
-    s, d = doc["summary"], doc["drill"]
-    return {
-        "collateral_usd": d["collateral_usd"],
-        "debt_usd": d["debt_usd"],
-        "bad_debt_usd": s["bad_debt_usd"],
-        "penalty_usd": s["user_penalty_usd"],
-        "missed": s["missed_liquidations"],
-        "healthy": s["healthy_liquidations"],
-        "liquidated": s["liquidated_accounts"],
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", help="a scenario with [[accounts.book]] (library name or path)")
@@ -88,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14}{additive:10.4f}{by_grid:10.4f}{by_grid / additive - 1:9.1%}{cut:12.1%}{mark}")
     if args.grid_run and args.additive_run:
         print("\nthe drills")
-        runs = {"additive": run_figures(args.additive_run), "grid": run_figures(args.grid_run)}
-        keys = ("collateral_usd", "debt_usd", "liquidated", "missed", "healthy", "bad_debt_usd", "penalty_usd")
-        print(f"{'':<16}" + "".join(f"{k:>16}" for k in keys))
+        runs = {"additive": report_figures(args.additive_run), "grid": report_figures(args.grid_run)}
+        keys = ("collateral_usd", "debt_usd", "liquidated_accounts", "missed_liquidations", "healthy_liquidations",
+                "bad_debt_usd", "user_penalty_usd")  # fmt: skip
+        print(f"{'':<10}" + "".join(f"{k:>22}" for k in keys))
         for rule, fig in runs.items():
-            print(f"{rule:<16}" + "".join(f"{fig[k]:>16,.2f}" if isinstance(fig[k], float) else f"{fig[k]:>16}"
+            print(f"{rule:<10}" + "".join(f"{fig[k]:>22,.2f}" if isinstance(fig[k], float) else f"{fig[k]:>22}"
                                           for k in keys))  # fmt: skip
     if args.plot:
         import matplotlib

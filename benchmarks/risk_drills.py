@@ -47,6 +47,11 @@ def drill(scenario: str, risk: dict[str, tuple[float, float]], out: Path, accoun
     done = keeper("drill", scenario, "--accounts", str(accounts), "--out", str(out), "--quiet", *flags)
     if done.returncode != 0:
         raise SystemExit(f"keeper drill {scenario} failed: {done.stderr.strip()}")
+    return report_figures(out)
+
+
+def report_figures(out: Path) -> dict[str, float]:
+    """The figures of a drill's report folder that the benchmarks compare."""
     doc = json.loads((out / "report.json").read_text())
     s, d = doc["summary"], doc["drill"]
     return {
@@ -54,6 +59,7 @@ def drill(scenario: str, risk: dict[str, tuple[float, float]], out: Path, accoun
         "user_penalty_usd": s["user_penalty_usd"],
         "liquidated_accounts": s["liquidated_accounts"],
         "missed_liquidations": s["missed_liquidations"],
+        "healthy_liquidations": s["healthy_liquidations"],
         "borrowing_power_usd": d["borrowing_power_usd"],
         "debt_usd": d["debt_usd"],
         "collateral_usd": d["collateral_usd"],
