@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,19 +25,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from risk_drills import report_figures  # noqa: E402
 
-from keeper.drills.deploy import local_template  # noqa: E402
+from keeper.drills.deploy import local_template, seeding_params  # noqa: E402
 from keeper.drills.scenario import Scenario, load_margin, load_scenario  # noqa: E402
 from keeper.drills.seeding import supported_usd  # noqa: E402
-
-
-def deployment_params(template: Path) -> SimpleNamespace:
-    """What the seeding math reads of a deployment (decimals, lt, ltv), from the deploy config the drill uses."""
-    raw = tomllib.loads(template.read_text(encoding="utf-8"))
-    return SimpleNamespace(
-        decimals={a["symbol"]: a["decimals"] for a in [raw["debt"], *raw["asset"]]},
-        lt={a["symbol"]: a["lt"] for a in raw["asset"]},
-        ltv={a["symbol"]: a["ltv"] for a in raw["asset"]},
-    )
 
 
 def requirements(sc: Scenario, grid: Scenario, params: SimpleNamespace) -> list[tuple[str, float, float, bool]]:
@@ -65,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if not sc.accounts.books:
         parser.error(f"scenario {sc.name!r} has no [[accounts.book]]")
     grid = replace(sc, margin=load_margin(args.grid, sc))
-    params = deployment_params(local_template(ROOT, sc))
+    params = seeding_params(local_template(ROOT, sc))
     rows = requirements(sc, grid, params)
     print(f"initial collateral per unit of debt, {sc.name} under {args.grid}")
     print(f"{'book':<14}{'additive':>10}{'grid':>10}{'change':>9}{'excess cut':>12}")

@@ -16,7 +16,6 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -28,7 +27,7 @@ from eth_utils.crypto import keccak
 from keeper.chain.deployment import load_deployment
 from keeper.chain.node import AnvilProcess, Rpc, RpcError
 from keeper.drills import report
-from keeper.drills.deploy import deploy_embedded
+from keeper.drills.deploy import deploy_embedded, seeding_params
 from keeper.drills.healths import read_healths
 from keeper.drills.record import BlockRecord, DrillOptions, DrillRecord, KeeperTx, LiquidationRecord, Progress
 from keeper.drills.run import run_drill
@@ -74,18 +73,6 @@ def scenario(name: str) -> Scenario:
 
 def local_config() -> dict[str, Any]:
     return tomllib.loads(LOCAL_CONFIG.read_text(encoding="utf-8"))
-
-
-def local_params(config: Path = LOCAL_CONFIG) -> SimpleNamespace:
-    """What plan_seeding reads of a deployment (token decimals, liquidation thresholds), taken from the deploy
-    config the embedded drill deploys, so seeding can be planned without a node."""
-    raw = tomllib.loads(config.read_text(encoding="utf-8"))
-    everything = [raw["debt"], *raw["asset"]]
-    return SimpleNamespace(
-        decimals={a["symbol"]: a["decimals"] for a in everything},
-        lt={a["symbol"]: a["lt"] for a in raw["asset"]},
-        ltv={a["symbol"]: a["ltv"] for a in raw["asset"]},
-    )
 
 
 def liquidatable(b: BlockRecord, i: int) -> bool:
@@ -273,7 +260,7 @@ def zero_negative(tmp_path_factory: pytest.TempPathFactory) -> Run:
 @pytest.fixture(scope="module")
 def sequencer(tmp_path_factory: pytest.TempPathFactory) -> Run:
     sc = scenario("sequencer")
-    plans = plan_seeding(sc, local_params(), sc.accounts.count, sc.seed)
+    plans = plan_seeding(sc, seeding_params(LOCAL_CONFIG), sc.accounts.count, sc.seed)
     best = max(plans, key=lambda p: p.health)  # room to borrow 1 USDC more before the fault
     return drill(
         tmp_path_factory, "sequencer", probe=lambda record: BorrowProbe(record, best.owner, best.sub), settle_blocks=3
@@ -363,7 +350,7 @@ def test_hedged_books_under_the_grid(hedged: Run, hedged_additive: Run) -> None:
     assert hedged_additive.probe.counts == {0}
     plans = {
         (p.owner, p.sub): p.health
-        for p in plan_seeding(sc, local_params(LOCAL_CONFIG.parent / "local-weth.toml"), sc.accounts.count, sc.seed)
+        for p in plan_seeding(sc, seeding_params(LOCAL_CONFIG.parent / "local-weth.toml"), sc.accounts.count, sc.seed)
     }
     for (owner, sub), h in zip(hedged.rec.accounts, hedged.rec.initial_health, strict=True):
         assert h == pytest.approx(plans[(owner, sub)], rel=1e-3)  # the chain's grid health after seeding
@@ -413,7 +400,7 @@ def test_books_with_several_debts(books: Run) -> None:
     every account that becomes liquidatable, repaying WBTC from its inventory (`liquidateDebt`) as well as USDC,
     never a healthy one; the record's liquidations are the chain's Liquidated and LiquidatedDebt logs."""
     sc = books.sc
-    params = local_params(LOCAL_CONFIG.parent / "local-multi.toml")
+    params = seeding_params(LOCAL_CONFIG.parent / "local-multi.toml")
     plans = {(p.owner, p.sub): p for p in plan_seeding(sc, params, sc.accounts.count, sc.seed)}
     assert {p.book for p in plans.values()} == {"eth-vs-btc", "basket", "link"}
     for (owner, sub), h in zip(books.rec.accounts, books.rec.initial_health, strict=True):
@@ -507,7 +494,7 @@ def test_crash_seeding(crash: Run) -> None:
     planned accounts, and the chain's initial healths are the drawn ones: inside the scenario's range, including
     healths below lt/ltv that borrowing alone could not reach."""
     sc = crash.sc
-    params = local_params()
+    params = seeding_params(LOCAL_CONFIG)
     plans = plan_seeding(sc, params, 20, sc.seed)
     again = plan_seeding(sc, params, 20, sc.seed)
     other = plan_seeding(sc, params, 20, sc.seed + 1)

@@ -13,12 +13,13 @@ from conftest import WAD, open_position
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _config(system: Any, chain: Any, tmp_path: Path) -> Path:
-    record = tmp_path / "deployment.json"
-    record.write_text(json.dumps(system.deployment.record()))
+def _config(record: dict[str, Any], chain: Any, tmp_path: Path) -> Path:
+    """A keeper config for the deployment `record`, in `tmp_path`."""
+    path = tmp_path / "deployment.json"
+    path.write_text(json.dumps(record))
     cfg = tmp_path / "keeper.toml"
     cfg.write_text(
-        f'rpc_url = "{chain.provider.uri}"\nchain_id = {chain.chain_id}\ndeployment = "{record}"\n'
+        f'rpc_url = "{chain.provider.uri}"\nchain_id = {chain.chain_id}\ndeployment = "{path}"\n'
         f'state_db = "{tmp_path / "state.db"}"\n'
     )
     return cfg
@@ -43,7 +44,7 @@ def test_status_lists_accounts_by_health_with_the_price_that_liquidates_them(
     open_position(system, alice, 0, {"WETH": 10 * 10**18}, borrow=15_000 * 10**6)  # health ~1.133
     open_position(system, alice, 1, {"WETH": 2 * 10**18, "LINK": 100 * 10**18}, borrow=2_000 * 10**6)
     open_position(system, bob, 0, {"WBTC": 10**8})  # no debt
-    cfg = _config(system, chain, tmp_path)
+    cfg = _config(system.deployment.record(), chain, tmp_path)
     done = _status(cfg, "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
@@ -74,7 +75,7 @@ def test_status_table_and_refused_price(system: Any, chain: Any, alice: Any, tmp
     open_position(system, alice, 0, {"WETH": 10**18}, borrow=1_000 * 10**6)
     open_position(system, alice, 1, {"LINK": 1_000 * 10**18}, borrow=1_000 * 10**6)
     system.feeds["LINK"].setAnswer(0, sender=system.admin)  # zero answer: refused by the router
-    done = _status(_config(system, chain, tmp_path))
+    done = _status(_config(system.deployment.record(), chain, tmp_path))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"chain {chain.chain_id}, block ")

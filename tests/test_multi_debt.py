@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import MAX_UINT, WAD, fund, reverts_with
+from conftest import MAX_UINT, WAD, fund, open_position, reverts_with
 
 from keeper.core import grid as g
 from keeper.core import risk
@@ -55,12 +55,6 @@ def debts(project, system, lender) -> Debts:
         vaults[symbol] = _new_vault(project, system, symbol, lender, liquidity)
         system.engine.listDebt(vaults[symbol], MIN_DEBT[symbol], sender=system.admin)
     return Debts(system, vaults)
-
-
-def deposit(system: Any, who: Any, sub: int, collateral: dict[str, int]) -> None:
-    for symbol, amount in collateral.items():
-        fund(system, who, symbol, amount)
-        system.engine.deposit(who, sub, system.tokens[symbol], amount, sender=who)
 
 
 def price(system: Any, symbol: str) -> int:
@@ -136,7 +130,7 @@ def test_the_margin_counts_every_debt(debts, alice):
     """Each borrow alone fits the account's borrowing power; together they do not, and the engine says by how much
     (the closed form's Σ value·ltv against Σ debt value)."""
     s = debts.system
-    deposit(s, alice, 1, {"WBTC": 10**8})  # $60,000: power $45,000
+    open_position(s, alice, 1, {"WBTC": 10**8})  # $60,000: power $45,000
     s.engine.borrow(1, 30_000 * 10**6, alice, sender=alice)
     weth_debt = 8 * 10**18  # $16,000: alone it would fit
     _lt, power, debt_value = closed_form(debts, alice, 1)
@@ -156,7 +150,7 @@ def test_the_margin_counts_every_debt(debts, alice):
 def test_a_secondary_debt_alone_still_holds_the_collateral(debts, alice):
     """No primary debt, only WETH owed: a withdrawal that breaks the margin is refused (the account has debt)."""
     s = debts.system
-    deposit(s, alice, 2, {"WBTC": 10**8})
+    open_position(s, alice, 2, {"WBTC": 10**8})
     s.engine.borrowAsset(2, s.weth, 10 * 10**18, alice, sender=alice)  # $20,000 of $45,000 power
     assert s.engine.position(alice, 2).scaledDebt == 0
     power = risk.w_mul_down(risk.value_down(4 * 10**7, price(s, "WBTC"), 8), LTV["WBTC"])
@@ -171,7 +165,7 @@ def test_a_secondary_debt_alone_still_holds_the_collateral(debts, alice):
 def test_borrow_and_repay_move_each_vaults_cash_and_leave_no_dust(debts, alice, bob):
     s = debts.system
     vault = debts.vaults["WETH"]
-    deposit(s, alice, 3, {"WBTC": 10**8})
+    open_position(s, alice, 3, {"WBTC": 10**8})
     with reverts_with(s.engine.DebtBelowMinimum, debt=MIN_DEBT["WETH"] - 1, minDebt=MIN_DEBT["WETH"]):
         s.engine.borrowAsset(3, s.weth, MIN_DEBT["WETH"] - 1, alice, sender=alice)
     idle = vault.idle()
@@ -201,7 +195,7 @@ def test_borrow_and_repay_move_each_vaults_cash_and_leave_no_dust(debts, alice, 
 def _hedged(debts: Debts, who: Any, sub: int) -> None:
     """WETH and LINK collateral against USDC and WBTC debt."""
     s = debts.system
-    deposit(s, who, sub, {"WETH": 20 * 10**18, "LINK": 1_000 * 10**18})  # $40,000 + $15,000
+    open_position(s, who, sub, {"WETH": 20 * 10**18, "LINK": 1_000 * 10**18})  # $40,000 + $15,000
     s.engine.borrow(sub, 20_000 * 10**6, who, sender=who)
     s.engine.borrowAsset(sub, s.wbtc, 3 * 10**7, who, sender=who)  # 0.3 WBTC, $18,000
 
@@ -326,7 +320,7 @@ def test_an_insolvent_account_liquidated_debt_by_debt_ends_with_no_debt_anywhere
     """The first liquidation writes both debts down first (each vault its share, in one transaction), then each
     debt is repaid in full in turn: the account ends owing nothing in either vault, and neither vault is owed."""
     s = debts.system
-    deposit(s, alice, 8, {"LINK": 1_000 * 10**18})  # $15,000
+    open_position(s, alice, 8, {"LINK": 1_000 * 10**18})  # $15,000
     s.engine.borrow(8, 1_000 * 10**6, alice, sender=alice)
     s.engine.borrowAsset(8, s.weth, 4 * 10**18, alice, sender=alice)  # $8,000
     s.set_price("LINK", 6)  # $6,000 against $9,000
@@ -364,7 +358,7 @@ def test_a_grid_must_cover_every_debt_and_prices_a_hedge(project, debts, alice):
     with reverts_with(s.engine.GridAssetsMismatch, asset="0x" + "00" * 20):
         sg.setGrid(2, WAD, tokens[1:], packed[1:], sender=s.admin)
     sg.setGrid(2, WAD, tokens, packed, sender=s.admin)
-    deposit(s, alice, 9, {"WETH": 20 * 10**18, "LINK": 1_000 * 10**18})
+    open_position(s, alice, 9, {"WETH": 20 * 10**18, "LINK": 1_000 * 10**18})
     s.engine.borrow(9, 10_000 * 10**6, alice, sender=alice)
     s.engine.borrowAsset(9, s.wbtc, 2 * 10**7, alice, sender=alice)
     longs = {sym: g.Leg(s.engine.collateralOf(alice, 9, s.tokens[sym]), price(s, sym), 18) for sym in ("WETH", "LINK")}
@@ -444,10 +438,10 @@ def test_the_keeper_liquidates_each_debt_from_its_own_inventory(debts, system, c
     keeper_account = accounts[KEEPER_INDEX]
     fund(s, keeper_account, "USDC", 1_000_000 * 10**6)
     fund(s, keeper_account, "WBTC", 100 * 10**8)
-    deposit(s, alice, 20, {"LINK": 2_000 * 10**18})  # $30,000
+    open_position(s, alice, 20, {"LINK": 2_000 * 10**18})  # $30,000
     s.engine.borrow(20, 5_000 * 10**6, alice, sender=alice)
     s.engine.borrowAsset(20, s.wbtc, 2 * 10**7, alice, sender=alice)  # 0.2 WBTC, $12,000
-    deposit(s, bob, 21, {"WETH": 10 * 10**18})  # $20,000
+    open_position(s, bob, 21, {"WETH": 10 * 10**18})  # $20,000
     s.engine.borrowAsset(21, s.wbtc, 25 * 10**6, bob, sender=bob)  # 0.25 WBTC, $15,000
     keeper = _keeper(s, chain, tmp_path)
     w3 = chain.provider.web3
@@ -494,10 +488,9 @@ def test_a_deploy_config_lists_further_debt_assets_and_status_values_them(projec
     listed with its minimum, named in the record; `keeper status` on that record reports an account owing USDC and
     WETH at the engine's health and debt value."""
     import json
-    import subprocess
-    import sys
 
     from conftest import ROOT, ck_system
+    from test_keeper_status import _config, _status
 
     cfg = ck_system.load_config(ROOT / "deployments" / "configs" / "local-multi.toml")
     dep = ck_system.deploy_system(project, chain, admin, cfg, "test")
@@ -519,17 +512,7 @@ def test_a_deploy_config_lists_further_debt_assets_and_status_values_them(projec
     engine.deposit(alice, 0, link, 2_000 * 10**18, sender=alice)
     engine.borrow(0, 5_000 * 10**6, alice, sender=alice)
     engine.borrowAsset(0, weth, 3 * 10**18, alice, sender=alice)
-    path = tmp_path / "deployment.json"
-    path.write_text(json.dumps(record))
-    conf = tmp_path / "keeper.toml"
-    conf.write_text(
-        f'rpc_url = "{chain.provider.uri}"\nchain_id = {chain.chain_id}\ndeployment = "{path}"\n'
-        f'state_db = "{tmp_path / "state.db"}"\n'
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "keeper", "status", "--config", str(conf), "--json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
-    )  # fmt: skip
+    done = _status(_config(record, chain, tmp_path), "--json")
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["accounts"]
     h = engine.accountHealth(alice, 0)

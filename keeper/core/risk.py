@@ -712,17 +712,11 @@ def _after_write_off(v: Valuation, owed: list[Owed], debt_value: int) -> Valuati
     return _set_health(replace(v, health=h, owed=tuple(owed)))
 
 
-def written_off(v: Valuation) -> tuple[int, Health]:
-    """The insolvency write-off (`EngineBase._writeOff`): the primary debt's scaled debt it removes (0 when covered)
-    and the health figures of the written-off position (what a liquidation's limits are computed on). Only applies
-    when every held price is valid (`v.unpriced is None`); the caller checks."""
-    after = written_off_valuation(v)
-    return next((o.off for o in after.owed if o.key == v.primary), 0), after.health
-
-
 def written_off_valuation(v: Valuation) -> Valuation:
-    """The whole valuation after the insolvency write-off (`v` itself when the account is covered): every debt's
-    amount and its `off`, the health and the binding scenario."""
+    """The insolvency write-off (`EngineBase._writeOff`): the whole valuation after it (`v` itself when the account
+    is covered), every debt's amount and its `off` (the scaled debt written off), the health a liquidation's limits
+    are computed on and the binding scenario. Only applies when every held price is valid (`v.unpriced is None`);
+    the caller checks."""
     owed = _copies(v)
     any_off, total = _share_off(v, owed)
     return _after_write_off(v, owed, total) if any_off else v

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 from keeper.drills.record import DrillError
 from keeper.drills.scenario import Scenario
@@ -95,6 +96,17 @@ def deploy_config(scenario: Scenario, template: Path, risk: dict[str, tuple[floa
             lines.append("[borrow.vault]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in entry["vault"].items()]
     return "\n".join(lines) + "\n"
+
+
+def seeding_params(config: Path) -> SimpleNamespace:
+    """What `plan_seeding` reads of a deployment (token decimals, ltv and lt by symbol), taken from a deploy config
+    such as the one the embedded drill deploys, so seeding can be planned without a node."""
+    raw = tomllib.loads(config.read_text(encoding="utf-8"))
+    return SimpleNamespace(
+        decimals={a["symbol"]: a["decimals"] for a in [raw["debt"], *raw["asset"]]},
+        lt={a["symbol"]: a["lt"] for a in raw["asset"]},
+        ltv={a["symbol"]: a["ltv"] for a in raw["asset"]},
+    )
 
 
 def local_template(project: Path, scenario: Scenario) -> Path:

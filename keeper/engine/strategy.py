@@ -232,7 +232,7 @@ def plan_account(account: Account, market: Market, limits: Limits) -> Plan | Ski
                     profit_usd=profit,
                     profit_before_gas_usd=profit,
                     debt_asset=debt.address,
-                    state=account.state() if any(account.other_debts) else "",
+                    state=account.state(),
                 )
     if best is None:
         if all(request <= 0 for _, request in requests):
