@@ -150,6 +150,7 @@ class Keeper:
         self.router = contract(w3, deployment, "OracleRouter")
         self._grid_count = -1  # the margin grid's size last seen (0: additive); -1 before the first block
         self._approved_debts: set[str] = set()  # further debt assets whose engine allowance is set or asked for
+        self._debt_tokens: dict[str, Contract] = {}  # further debt assets' ERC-20s, by address
         self._share_due: dict[str, int] = {}  # share asset -> unix time its snapshot may next be refreshed
         self._shares_listed_at = -SHARE_LIST_REFRESH_S
         self.debt_token = standard_contract(w3, "ERC20", deployment.debt.token)
@@ -279,12 +280,18 @@ class Keeper:
         for view in market.other_debts:
             if view.address in self._approved_debts:
                 continue
-            token = standard_contract(self.w3, "ERC20", view.address)
+            token = self._debt_token(view.address)
             if token.functions.allowance(self.signer.address, self.dep.engine).call() < 2**255:
                 data = token.encode_abi("approve", [self.dep.engine, 2**256 - 1])
                 intent = f"approve-engine:{view.address}"
                 self.txm.submit(intent, {"to": view.address, "data": data, "value": 0}, simulate=True)
             self._approved_debts.add(view.address)
+
+    def _debt_token(self, address: str) -> Contract:
+        token = self._debt_tokens.get(address)
+        if token is None:
+            token = self._debt_tokens[address] = standard_contract(self.w3, "ERC20", address)
+        return token
 
     def ensure_allowance(self) -> None:
         """Liquidations pull the repayment from the keeper: approve the engine once, through the journal."""
@@ -438,9 +445,7 @@ class Keeper:
         self._inventory(inventory)
         others = {
             view.address: int(
-                standard_contract(self.w3, "ERC20", view.address)
-                .functions.balanceOf(self.signer.address)
-                .call(block_identifier=head)
+                self._debt_token(view.address).functions.balanceOf(self.signer.address).call(block_identifier=head)
             )
             for view in market.other_debts
         }
